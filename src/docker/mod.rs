@@ -1,0 +1,7 @@
+//! Docker's log stream formats and API bodies.
+
+pub mod api;
+pub mod frame;
+pub mod lines;
+pub mod logstream;
+pub mod timestamp;
