@@ -46,6 +46,9 @@ pub enum ResponseErrorKind {
     },
     /// The connection closed before the head was complete.
     NoHead,
+    /// A 2xx response whose Content-Type says it is not a log stream (the
+    /// JSON of another endpoint, say).
+    NotLogs(ContentType),
 }
 
 /// An error with the offset of the offending byte in the whole response,
@@ -69,6 +72,15 @@ impl fmt::Display for ResponseError {
                 write!(f, "Docker answered {status}: {message}")
             }
             ResponseErrorKind::NoHead => write!(f, "connection closed before a response head"),
+            ResponseErrorKind::NotLogs(ct) => write!(
+                f,
+                "not a logs response (Content-Type: {}); expected the response of \
+                 GET /containers/{{id}}/logs",
+                match ct {
+                    ContentType::Json => "application/json",
+                    _ => "not a Docker stream type",
+                }
+            ),
         }
     }
 }
@@ -165,7 +177,7 @@ impl ResponseDecoder {
                             self.offset += used as u64;
                             input = &input[used..];
                             self.buf.clear();
-                            self.start_body(h);
+                            self.start_body(h)?;
                         }
                         Err(e) => return Err(self.err_at(self.offset, e)),
                     }
@@ -232,12 +244,19 @@ impl ResponseDecoder {
         }
     }
 
-    fn start_body(&mut self, h: ResponseHead) {
+    fn start_body(&mut self, h: ResponseHead) -> Result<(), ResponseError> {
         self.body = Some(BodyDecoder::new(h.body));
         self.head = Some(h);
         if !h.is_success() {
             self.state = State::ErrorBody;
-            return;
+            return Ok(());
+        }
+        if let Some(ct @ (ContentType::Json | ContentType::Other)) = h.content_type {
+            self.state = State::Done;
+            return Err(ResponseError {
+                offset: None,
+                kind: ResponseErrorKind::NotLogs(ct),
+            });
         }
         let mut stream = self.cfg.stream;
         if self.cfg.framing_from_content_type && h.content_type == Some(ContentType::Raw) {
@@ -250,6 +269,7 @@ impl ResponseDecoder {
             self.logs = Some(LogStreamDecoder::new(stream));
             self.state = State::Logs;
         }
+        Ok(())
     }
 
     fn body_data<F>(&mut self, d: &[u8], at: u64, emit: &mut F) -> Result<(), ResponseError>

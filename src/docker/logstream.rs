@@ -441,3 +441,357 @@ pub fn decode_all(
     dec.finish(&mut emit)?;
     Ok((recs, errs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::OwnedRecord;
+
+    const TS1: &str = "2026-11-27T19:48:22.687468145Z";
+    const NS1: i64 = 1_795_808_902_687_468_145;
+    const TS2: &str = "2026-11-27T19:48:23.000000001Z";
+    const NS2: i64 = 1_795_808_903_000_000_001;
+
+    fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![stream, 0, 0, 0];
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn ts_frame(stream: u8, ts: &str, msg: &[u8]) -> Vec<u8> {
+        frame(stream, &[ts.as_bytes(), b" ", msg].concat())
+    }
+
+    type Decoded = (Vec<OwnedRecord>, Vec<Vec<u8>>);
+
+    fn decode_pieces(cfg: LogStreamConfig, pieces: &[&[u8]]) -> Result<Decoded, LogStreamError> {
+        let mut recs = Vec::new();
+        let mut errs = Vec::new();
+        let mut dec = LogStreamDecoder::new(cfg);
+        let mut emit = |ev: LogEvent<'_>| match ev {
+            LogEvent::Record(r) => recs.push(r.to_owned()),
+            LogEvent::DaemonError(m) => errs.push(m.to_vec()),
+        };
+        for p in pieces {
+            dec.push(p, &mut emit)?;
+        }
+        dec.finish(&mut emit)?;
+        Ok((recs, errs))
+    }
+
+    /// Decoding must not depend on how the input is cut: check whole,
+    /// every two-way split, and byte at a time, and return the result.
+    fn decode_every_way(cfg: LogStreamConfig, wire: &[u8]) -> Result<Decoded, LogStreamError> {
+        let whole = decode_pieces(cfg, &[wire]);
+        let strip = |r: &Result<Decoded, LogStreamError>| r.clone().map_err(|e| e.kind);
+        for cut in 0..=wire.len() {
+            let got = decode_pieces(cfg, &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(strip(&got), strip(&whole), "split at {cut}");
+        }
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(
+            strip(&decode_pieces(cfg, &bytes)),
+            strip(&whole),
+            "byte at a time"
+        );
+        whole
+    }
+
+    fn msgs(recs: &[OwnedRecord]) -> Vec<(StreamId, String)> {
+        recs.iter()
+            .map(|r| (r.stream, String::from_utf8_lossy(&r.message).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn interleaved_streams_with_timestamps() {
+        let mut wire = ts_frame(1, TS1, b"out 1\n");
+        wire.extend(ts_frame(2, TS2, b"err 1\n"));
+        wire.extend(ts_frame(1, TS2, b"\n"));
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let (recs, errs) = decode_every_way(cfg, &wire).unwrap();
+        assert!(errs.is_empty());
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "out 1".into()),
+                (StreamId::Stderr, "err 1".into()),
+                (StreamId::Stdout, "".into())
+            ]
+        );
+        assert_eq!(
+            recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
+            [Some(NS1), Some(NS2), Some(NS2)]
+        );
+    }
+
+    #[test]
+    fn partials_reassemble_across_an_other_stream() {
+        // dockerd's copiers for stdout and stderr are independent, so a
+        // stderr line can land between two partials of a stdout line.
+        let mut wire = ts_frame(1, TS1, b"aaaa");
+        wire.extend(ts_frame(2, TS2, b"between\n"));
+        wire.extend(ts_frame(1, TS1, b"bbbb"));
+        wire.extend(ts_frame(1, TS1, b"cc\n"));
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let (recs, _) = decode_every_way(cfg, &wire).unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stderr, "between".into()),
+                (StreamId::Stdout, "aaaabbbbcc".into())
+            ]
+        );
+        assert_eq!(recs[1].timestamp, Some(NS1));
+    }
+
+    #[test]
+    fn forty_thousand_byte_line_as_dockerd_sends_it() {
+        let line: Vec<u8> = b"0123456789".iter().copied().cycle().take(40_000).collect();
+        let mut wire = Vec::new();
+        for (i, part) in line.chunks(DOCKERD_PARTIAL_LEN).enumerate() {
+            let last = i == 2;
+            let msg = if last {
+                [part, b"\n"].concat()
+            } else {
+                part.to_vec()
+            };
+            wire.extend(ts_frame(1, TS1, &msg));
+        }
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        // Too long to try every split; two-way splits around the frame
+        // boundaries and prefixes are where it matters.
+        let whole = decode_pieces(cfg, &[&wire]).unwrap();
+        for cut in [
+            1,
+            7,
+            8,
+            9,
+            30,
+            39,
+            40,
+            16_422,
+            16_423,
+            16_430,
+            16_431,
+            16_460,
+            wire.len() - 1,
+        ] {
+            assert_eq!(
+                decode_pieces(cfg, &[&wire[..cut], &wire[cut..]]).unwrap(),
+                whole,
+                "cut {cut}"
+            );
+        }
+        let (recs, _) = whole;
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].message, line);
+        assert!(!recs[0].truncated && !recs[0].partial);
+    }
+
+    #[test]
+    fn systemerr_is_surfaced_not_logged() {
+        let mut wire = ts_frame(1, TS1, b"ok\n");
+        wire.extend(frame(3, b"Error grabbing logs: invalid character 'x'"));
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let (recs, errs) = decode_every_way(cfg, &wire).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(
+            errs,
+            [b"Error grabbing logs: invalid character 'x'".to_vec()]
+        );
+    }
+
+    #[test]
+    fn empty_frames_are_ignored() {
+        let mut wire = frame(1, b"");
+        wire.extend(ts_frame(1, TS1, b"x\n"));
+        wire.extend(frame(2, b""));
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let (recs, _) = decode_every_way(cfg, &wire).unwrap();
+        assert_eq!(msgs(&recs), [(StreamId::Stdout, "x".into())]);
+    }
+
+    #[test]
+    fn no_timestamps() {
+        let mut wire = frame(1, b"plain\n");
+        wire.extend(frame(2, b"two\nlines\n"));
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, false);
+        let (recs, _) = decode_every_way(cfg, &wire).unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "plain".into()),
+                (StreamId::Stderr, "two".into()),
+                (StreamId::Stderr, "lines".into())
+            ]
+        );
+        assert!(recs.iter().all(|r| r.timestamp.is_none()));
+    }
+
+    #[test]
+    fn final_line_without_newline_is_flushed_as_partial() {
+        let mut wire = ts_frame(1, TS1, b"first\n");
+        wire.extend(ts_frame(1, TS2, b"last"));
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let (recs, _) = decode_every_way(cfg, &wire).unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "first".into()),
+                (StreamId::Stdout, "last".into())
+            ]
+        );
+        assert!(!recs[0].partial && recs[1].partial);
+        assert_eq!(recs[1].timestamp, Some(NS2));
+    }
+
+    #[test]
+    fn abandon_forgets_the_open_line_and_reports_where_to_resume() {
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let mut dec = LogStreamDecoder::new(cfg);
+        let mut n = 0;
+        let mut wire = ts_frame(2, TS2, b"done\n");
+        wire.extend(ts_frame(1, TS1, b"half a li"));
+        dec.push(&wire[..wire.len() - 3], &mut |_| n += 1).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(dec.open_line_timestamp(), Some(NS1));
+        dec.abandon();
+        assert_eq!(dec.open_line_timestamp(), None);
+        // A fresh stream after abandon starts at a frame boundary.
+        dec.push(&ts_frame(1, TS1, b"whole\n"), &mut |ev| {
+            if let LogEvent::Record(r) = ev {
+                assert_eq!(r.message, b"whole");
+                n += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn malformed_prefixes() {
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let e = decode_pieces(cfg, &[&frame(1, b"hello world\n")]).unwrap_err();
+        assert!(matches!(e.kind, LogStreamErrorKind::Timestamp(_)), "{e:?}");
+        assert_eq!(e.at, 8);
+        let e = decode_pieces(cfg, &[&frame(1, &[b'9'; 60])]).unwrap_err();
+        assert_eq!(e.kind, LogStreamErrorKind::MissingTimestamp);
+        let e = decode_pieces(cfg, &[&frame(1, b"2026-11-27")]).unwrap_err();
+        assert_eq!(e.kind, LogStreamErrorKind::FrameEndsInTimestamp);
+        let e = decode_pieces(cfg, &[&frame(1, b"x\n")[..5]]).unwrap_err();
+        assert!(matches!(
+            e.kind,
+            LogStreamErrorKind::Frame(FrameError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn tty_stream_with_timestamps() {
+        let wire = format!("{TS1} line 1\r\n{TS2} line 2\r\n{TS2} \r\n");
+        let cfg = LogStreamConfig::new(Framing::Raw, true);
+        let (recs, _) = decode_every_way(cfg, wire.as_bytes()).unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "line 1".into()),
+                (StreamId::Stdout, "line 2".into()),
+                (StreamId::Stdout, "".into())
+            ]
+        );
+        assert_eq!(recs[1].timestamp, Some(NS2));
+    }
+
+    #[test]
+    fn tty_partials_lose_their_repeated_prefix() {
+        // With no frames, dockerd's partials show only as a timestamp after
+        // exactly `raw_partial_len` bytes without a newline.
+        let mut cfg = LogStreamConfig::new(Framing::Raw, true);
+        cfg.raw_partial_len = 8;
+        let wire = format!("{TS1} 01234567{TS1} 89abcdef{TS1} xy\r\n{TS2} next\r\n");
+        let (recs, _) = decode_every_way(cfg, wire.as_bytes()).unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "0123456789abcdefxy".into()),
+                (StreamId::Stdout, "next".into())
+            ]
+        );
+        assert_eq!(recs[0].timestamp, Some(NS1));
+
+        // A line exactly one partial long: its line end comes as a message
+        // of its own, and the terminal's `\r` is still removed.
+        let wire = format!("{TS1} 01234567{TS1} \r\n");
+        let (recs, _) = decode_every_way(cfg, wire.as_bytes()).unwrap();
+        assert_eq!(msgs(&recs), [(StreamId::Stdout, "01234567".into())]);
+    }
+
+    #[test]
+    fn tty_text_after_a_full_partial_that_is_not_a_timestamp_is_content() {
+        let mut cfg = LogStreamConfig::new(Framing::Raw, true);
+        cfg.raw_partial_len = 4;
+        // As from a driver with a bigger buffer: no prefix after 4 bytes.
+        let wire = format!("{TS1} abcdefgh ij\r\n{TS2} next\r\n");
+        let (recs, _) = decode_every_way(cfg, wire.as_bytes()).unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "abcdefgh ij".into()),
+                (StreamId::Stdout, "next".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn tty_without_timestamps() {
+        let cfg = LogStreamConfig::new(Framing::Raw, false);
+        let (recs, _) = decode_every_way(cfg, b"a\r\nb\r\n\r\nlast").unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "a".into()),
+                (StreamId::Stdout, "b".into()),
+                (StreamId::Stdout, "".into()),
+                (StreamId::Stdout, "last".into())
+            ]
+        );
+        assert!(recs[3].partial);
+    }
+
+    #[test]
+    fn line_cap_applies_across_frames() {
+        let mut cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        cfg.max_line = 5;
+        let mut wire = ts_frame(1, TS1, b"abc");
+        wire.extend(ts_frame(1, TS1, b"defgh"));
+        wire.extend(ts_frame(1, TS1, b"ij\n"));
+        wire.extend(ts_frame(1, TS2, b"ok\n"));
+        let mut dec = LogStreamDecoder::new(cfg);
+        let mut recs = Vec::new();
+        dec.push(&wire, &mut |ev| {
+            if let LogEvent::Record(r) = ev {
+                recs.push(r.to_owned())
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            msgs(&recs),
+            [
+                (StreamId::Stdout, "abcde".into()),
+                (StreamId::Stdout, "ok".into())
+            ]
+        );
+        assert!(recs[0].truncated);
+        assert_eq!(dec.stats().truncated, 1);
+        assert_eq!(dec.stats().discarded_bytes, 5);
+    }
+
+    #[test]
+    fn invalid_utf8_survives() {
+        let wire = ts_frame(1, TS1, b"bad \xff\xfe end\n");
+        let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
+        let (recs, _) = decode_every_way(cfg, &wire).unwrap();
+        assert_eq!(recs[0].message, b"bad \xff\xfe end");
+    }
+}

@@ -98,6 +98,14 @@ id_tty="$(run_exited tty -t "$IMG" sh -c '
 capture tty.http "/containers/$id_tty/logs?stdout=1&stderr=1&timestamps=1"
 capture tty-no-timestamps.http "/containers/$id_tty/logs?stdout=1&stderr=1"
 
+# TTY container with a 40000-byte line: without frames, dockerd's 16 KiB
+# partials show only as a repeated timestamp prefix inside the line.
+id_ttylong="$(run_exited tty-long-line -t "$IMG" sh -c '
+    yes 0123456789 | head -n 4000 | tr -d "\n"
+    printf "\n"
+    echo "short line after long"')"
+capture tty-long-line.http "/containers/$id_ttylong/logs?stdout=1&stderr=1&timestamps=1"
+
 # Last output without a trailing newline.
 id_nonl="$(run_exited exited-no-newline "$IMG" sh -c '
     printf "first\n"
