@@ -14,8 +14,14 @@
 //! - [`response`]: a whole logs response, head to records
 //! - [`record`]: the record type and its JSON form
 
+pub mod agent;
+pub mod checkpoint;
+pub mod cli;
 pub mod decode_cmd;
 pub mod docker;
 pub mod http;
+pub mod metrics;
+pub mod output;
 pub mod record;
 pub mod response;
+pub mod timer_wheel;

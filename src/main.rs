@@ -2,15 +2,37 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use log_capturer::cli::AgentArgs;
 use log_capturer::decode_cmd::{self, DecodeArgs};
 
 /// Ships the logs of every Docker container on this host as JSON lines,
 /// from one thread and one poll loop, losing and duplicating nothing.
+///
+/// Without a subcommand, runs the agent: follows every running container
+/// (and each one that starts later) through the Docker API and writes one
+/// JSON object per log line to --output:
+///
+///   {"timestamp":"2026-11-27T19:48:22.687468145Z","container_id":"<64 hex>",
+///    "container_name":"web","image":"busybox:local","stream":"stdout","message":"..."}
+///
+/// Each stream is reopened now and then (--rotate-after, --idle-timeout)
+/// and resumes exactly where it was; checkpoints in --state-dir carry that
+/// across restarts. Metrics: http://127.0.0.1:9640/metrics.
 #[derive(Debug, Parser)]
-#[command(name = "log-capturer", version, about, long_about = None)]
+#[command(
+    name = "log-capturer",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
+#[command(verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+
+    #[command(flatten)]
+    agent: AgentArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,13 +53,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Decode(args)) => decode_cmd::run(&args),
-        None => {
-            eprintln!(
-                "log-capturer: the agent is not in this build yet; `log-capturer decode --help` \
-                 shows what is"
-            );
-            return ExitCode::from(2);
-        }
+        None => match log_capturer::agent::startup::run(&cli.agent) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => code,

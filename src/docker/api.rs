@@ -21,6 +21,9 @@ pub struct ContainerSummary {
     /// `running`, `exited`, `paused`…
     #[serde(rename = "State", default)]
     pub state: String,
+    /// Creation time, seconds since the epoch.
+    #[serde(rename = "Created", default)]
+    pub created: i64,
 }
 
 /// `GET /containers/{id}/json`.
@@ -31,6 +34,9 @@ pub struct ContainerInspect {
     /// With a leading `/`.
     #[serde(rename = "Name", default)]
     pub name: String,
+    /// RFC 3339.
+    #[serde(rename = "Created", default)]
+    pub created: String,
     #[serde(rename = "Config", default)]
     pub config: InspectConfig,
     #[serde(rename = "State", default)]

@@ -170,6 +170,12 @@ impl LogStreamDecoder {
             })
     }
 
+    /// Per stream (stdin, stdout, stderr), the timestamp of a line begun
+    /// but not finished: where a reopened stream must resume.
+    pub fn open_lines(&self) -> [Option<i64>; 3] {
+        [0, 1, 2].map(|i| self.lines[i].open_line_timestamp())
+    }
+
     /// Earliest timestamp of a line begun but not finished, on any stream.
     pub fn open_line_timestamp(&self) -> Option<i64> {
         self.lines

@@ -4,4 +4,5 @@ pub mod api;
 pub mod frame;
 pub mod lines;
 pub mod logstream;
+pub mod request;
 pub mod timestamp;

@@ -1,0 +1,679 @@
+//! The poll loop: one thread, one `mio::Poll`, one slab of connections, one
+//! timer wheel. Everything the agent does happens in [`Agent::run`].
+//!
+//! Every socket is nonblocking and registered edge-triggered; every
+//! connection has deadlines on the wheel, and when one fires the loop closes
+//! the fd itself, so no read can be left parked in the kernel. With nothing
+//! to do, `poll` sleeps until the next deadline.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::agent::container::{Container, Filters, Rng};
+use crate::agent::discovery::{ApiCall, EventsConn};
+use crate::agent::exchange::Exchange;
+use crate::agent::follow::LogConn;
+use crate::agent::metrics_http::ClientConn;
+use crate::agent::signals::Signals;
+use crate::agent::sock::{Endpoint, Sock};
+use crate::checkpoint::CheckpointStore;
+use crate::cli::{AgentArgs, DockerHost};
+use crate::docker::request::Api;
+use crate::metrics::{DeadlineKind, Metrics};
+use crate::output::Output;
+use crate::timer_wheel::{TimerId, TimerWheel};
+
+pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
+pub(crate) const LISTENER: Token = Token(usize::MAX - 2);
+pub(crate) const OUTPUT: Token = Token(usize::MAX - 3);
+
+/// Output is written at least this often while any is buffered.
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Checkpoints are written at most this often while anything changed.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Docker is pinged this often to notice a daemon that went away quietly.
+pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
+/// Bytes read from a socket at once, into the loop's one shared buffer.
+pub(crate) const READ_BUF: usize = 64 << 10;
+
+/// What a timer on the wheel is for.
+#[derive(Debug, Clone)]
+pub(crate) enum Timer {
+    /// A deadline of one connection; stale ones (the connection closed and
+    /// its slab slot reused) are recognised by the generation.
+    Conn {
+        key: usize,
+        gen: u64,
+        kind: ConnTimer,
+    },
+    /// A container's backoff has passed: try its stream again.
+    Retry {
+        id: String,
+    },
+    /// Ping Docker again (after it went away, or periodically).
+    Ping,
+    Flush,
+    Checkpoint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnTimer {
+    Connect,
+    Head,
+    /// A whole API call (ping, list, inspect).
+    Api,
+    /// A log stream reached `--rotate-after`.
+    Age,
+    /// A log stream may have been silent for `--idle-timeout`.
+    Idle,
+    /// A metrics client that did not finish its request.
+    Client,
+}
+
+impl ConnTimer {
+    pub(crate) fn metric(self) -> DeadlineKind {
+        match self {
+            ConnTimer::Connect => DeadlineKind::Connect,
+            ConnTimer::Head => DeadlineKind::Head,
+            ConnTimer::Api | ConnTimer::Client => DeadlineKind::Api,
+            ConnTimer::Age => DeadlineKind::Age,
+            ConnTimer::Idle => DeadlineKind::Idle,
+        }
+    }
+}
+
+pub(crate) enum Role {
+    Api { call: ApiCall, ex: Exchange },
+    Logs(Box<LogConn>),
+    Events(Box<EventsConn>),
+    Client(Box<ClientConn>),
+}
+
+pub(crate) struct Conn {
+    pub gen: u64,
+    pub sock: Sock,
+    pub connected: bool,
+    /// The request (or, for metrics clients, the response) still to send.
+    pub out: Vec<u8>,
+    pub out_pos: usize,
+    pub timers: Vec<TimerId>,
+    /// Readable, but left unread while the output is full.
+    pub paused: bool,
+    pub role: Role,
+}
+
+/// Settings derived from the command line.
+pub(crate) struct Settings {
+    pub endpoint: Endpoint,
+    pub host: DockerHost,
+    pub rotate_after: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub head_timeout: Duration,
+    pub api_timeout: Duration,
+    pub max_line: usize,
+    pub from_beginning: bool,
+    pub filters: Filters,
+}
+
+/// Docker as a whole: reachable or not, which API version, discovery state.
+pub(crate) struct DockerState {
+    pub up: bool,
+    pub api: Api,
+    pub backoff: crate::agent::container::Backoff,
+    /// The events stream's connection, once open.
+    pub events: Option<usize>,
+    /// Newest event time seen (ns), to replay missed events on reconnect.
+    pub last_event_ns: Option<i64>,
+    /// A ping is in flight.
+    pub pinging: bool,
+    /// Last time Docker answered anything.
+    pub last_contact: Instant,
+}
+
+pub struct Agent {
+    pub(crate) cfg: Settings,
+    pub(crate) poll: Poll,
+    pub(crate) conns: Slab<Conn>,
+    pub(crate) next_gen: u64,
+    pub(crate) timers: TimerWheel<Timer>,
+    pub(crate) containers: HashMap<String, Container>,
+    pub(crate) docker: DockerState,
+    pub(crate) output: Output,
+    pub(crate) store: CheckpointStore,
+    pub(crate) first_run_at: i64,
+    pub(crate) first_run: bool,
+    pub(crate) metrics: Metrics,
+    pub(crate) read_buf: Vec<u8>,
+    pub(crate) rng: Rng,
+    pub(crate) own_id: Option<String>,
+    pub(crate) listener: TcpListener,
+    pub(crate) signals: Signals,
+    pub(crate) flush_armed: bool,
+    pub(crate) checkpoint_armed: bool,
+    pub(crate) checkpoint_dirty: bool,
+    pub(crate) output_blocked_since: Option<Instant>,
+    pub(crate) shutdown: bool,
+    /// Records of containers' checkpoints loaded at start, consumed as the
+    /// containers are seen.
+    pub(crate) loaded: HashMap<String, crate::checkpoint::ContainerCheckpoint>,
+}
+
+/// Wall-clock now in nanoseconds since the epoch: Docker's timestamps are
+/// wall-clock, so resume points and "history" are compared on that clock.
+pub(crate) fn wall_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl Agent {
+    /// Set everything up: state directory, output, metrics listener,
+    /// signals. Reaching Docker is checked by the caller before this.
+    pub fn new(args: &AgentArgs, endpoint: Endpoint, api: Api) -> anyhow::Result<Self> {
+        let poll = Poll::new().context("cannot create the poll instance")?;
+        let store = CheckpointStore::open(&args.state_dir)?;
+        let now_ns = wall_ns();
+        let (first_run, first_run_at, loaded) = match store.load()? {
+            Some(state) => (
+                false,
+                state.first_run_at,
+                state.containers.into_iter().collect(),
+            ),
+            None => (true, now_ns, HashMap::new()),
+        };
+        let mut output = Output::open(&args.output)?;
+        let mut listener = TcpListener::bind(args.metrics_addr).with_context(|| {
+            format!(
+                "cannot listen on {} for metrics; is another agent running? choose another --metrics-addr",
+                args.metrics_addr
+            )
+        })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if output.make_pollable() {
+            poll.registry().register(
+                &mut SourceFd(&output.raw_fd()),
+                OUTPUT,
+                Interest::WRITABLE,
+            )?;
+        }
+        let signals = Signals::new().context("cannot set up signal handling")?;
+        poll.registry().register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
+        let metrics = Metrics::new();
+        let seed = now_ns as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        Ok(Self {
+            cfg: Settings {
+                endpoint,
+                host: args.docker_host.clone(),
+                rotate_after: args.rotate_after,
+                idle_timeout: args.idle_timeout,
+                connect_timeout: args.connect_timeout,
+                head_timeout: args.head_timeout,
+                api_timeout: args.api_timeout,
+                max_line: args.max_line_bytes,
+                from_beginning: args.from_beginning,
+                filters: Filters {
+                    include_labels: args.include_label.clone(),
+                    exclude_labels: args.exclude_label.clone(),
+                    include_names: args.include_name.clone(),
+                },
+            },
+            poll,
+            conns: Slab::new(),
+            next_gen: 1,
+            timers: TimerWheel::new(Duration::from_millis(10), 1024, Instant::now()),
+            containers: HashMap::new(),
+            docker: DockerState {
+                up: false,
+                api,
+                backoff: Default::default(),
+                events: None,
+                last_event_ns: None,
+                pinging: false,
+                last_contact: Instant::now(),
+            },
+            output,
+            store,
+            first_run_at,
+            first_run,
+            metrics,
+            read_buf: vec![0; READ_BUF],
+            rng: Rng::new(seed),
+            own_id: crate::agent::container::own_container_id(),
+            listener,
+            signals,
+            flush_armed: false,
+            checkpoint_armed: false,
+            checkpoint_dirty: first_run,
+            output_blocked_since: None,
+            shutdown: false,
+            loaded,
+        })
+    }
+
+    pub fn metrics_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Run until SIGTERM or SIGINT; then flush, checkpoint and return.
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        eprintln!(
+            "log-capturer: following containers of {} (API {}), metrics on http://{}/metrics, state in {}{}",
+            self.cfg.host,
+            self.docker.api.version,
+            self.listener.local_addr()?,
+            self.store.dir().display(),
+            if self.first_run { " (first run)" } else { "" },
+        );
+        self.docker_connected();
+        let mut events = Events::with_capacity(1024);
+        let mut fired = Vec::new();
+        while !self.shutdown {
+            let timeout = self
+                .timers
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("poll failed");
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.on_signals(),
+                    LISTENER => self.accept_clients(),
+                    OUTPUT => self.flush_output(),
+                    Token(key) => self.on_conn_event(
+                        key,
+                        ev.is_readable() || ev.is_read_closed(),
+                        ev.is_writable(),
+                    ),
+                }
+            }
+            self.timers.poll_expired(Instant::now(), &mut fired);
+            for (_, t) in fired.drain(..) {
+                self.on_timer(t);
+            }
+            self.after_turn();
+        }
+        self.shut_down();
+        Ok(())
+    }
+
+    /// Housekeeping after each turn: eager flush, resuming paused reads.
+    fn after_turn(&mut self) {
+        if self.output.pending() >= crate::output::EAGER_FLUSH {
+            self.flush_output();
+        }
+        if self.output.pending() > 0 && !self.flush_armed {
+            self.flush_armed = true;
+            self.timers
+                .insert(Instant::now() + FLUSH_EVERY, Timer::Flush);
+        }
+        if self.checkpoint_dirty && !self.checkpoint_armed {
+            self.checkpoint_armed = true;
+            self.timers
+                .insert(Instant::now() + CHECKPOINT_EVERY, Timer::Checkpoint);
+        }
+        if self.output.has_room() {
+            self.resume_paused_reads();
+        }
+    }
+
+    fn on_timer(&mut self, t: Timer) {
+        match t {
+            Timer::Conn { key, gen, kind } => {
+                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
+                    self.on_conn_deadline(key, kind);
+                }
+            }
+            Timer::Retry { id } => self.retry_container(&id),
+            Timer::Ping => self.ping(),
+            Timer::Flush => {
+                self.flush_armed = false;
+                self.flush_output();
+            }
+            Timer::Checkpoint => {
+                self.checkpoint_armed = false;
+                self.write_checkpoint();
+            }
+        }
+    }
+
+    fn on_conn_deadline(&mut self, key: usize, kind: ConnTimer) {
+        match kind {
+            ConnTimer::Age => self.rotate(key, crate::metrics::RotationReason::Age),
+            ConnTimer::Idle => self.idle_check(key),
+            _ => {
+                self.metrics.deadline(kind.metric());
+                self.conn_failed(key, ConnFailure::Deadline(kind));
+            }
+        }
+    }
+
+    /// Open a connection to Docker and queue `request` on it.
+    pub(crate) fn open_conn(&mut self, request: Vec<u8>, role: Role) -> io::Result<usize> {
+        let mut sock = Sock::connect(&self.cfg.endpoint)?;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        self.poll.registry().register(
+            &mut sock,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        entry.insert(Conn {
+            gen,
+            sock,
+            connected: false,
+            out: request,
+            out_pos: 0,
+            timers: Vec::new(),
+            paused: false,
+            role,
+        });
+        let deadline = Instant::now() + self.cfg.connect_timeout;
+        self.add_timer(key, deadline, ConnTimer::Connect);
+        Ok(key)
+    }
+
+    pub(crate) fn add_timer(
+        &mut self,
+        key: usize,
+        at: Instant,
+        kind: ConnTimer,
+    ) -> Option<TimerId> {
+        let conn = self.conns.get_mut(key)?;
+        let id = self.timers.insert(
+            at,
+            Timer::Conn {
+                key,
+                gen: conn.gen,
+                kind,
+            },
+        );
+        conn.timers.push(id);
+        Some(id)
+    }
+
+    /// Close a connection: deregister, cancel its deadlines, drop the fd.
+    /// Returns its role for the caller to act on.
+    pub(crate) fn close_conn(&mut self, key: usize) -> Option<Role> {
+        let mut conn = self.conns.try_remove(key)?;
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        for t in conn.timers.drain(..) {
+            self.timers.cancel(t);
+        }
+        Some(conn.role)
+    }
+
+    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if writable && !conn.connected {
+            match conn.sock.finish_connect() {
+                Ok(true) => self.on_connected(key),
+                Ok(false) => return,
+                Err(e) => return self.conn_failed(key, ConnFailure::Io(e)),
+            }
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if writable && conn.out_pos < conn.out.len() {
+            if let Err(e) = self.write_out(key) {
+                return self.conn_failed(key, ConnFailure::Io(e));
+            }
+        }
+        if readable {
+            self.read_conn(key);
+        }
+    }
+
+    fn on_connected(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.connected = true;
+        // The connect deadline is the first timer; the head (or whole-call)
+        // deadline takes over.
+        if let Some(t) = conn.timers.first().copied() {
+            self.timers.cancel(t);
+            conn.timers.remove(0);
+        }
+        let (kind, after) = match conn.role {
+            Role::Api { .. } => (ConnTimer::Api, self.cfg.api_timeout),
+            Role::Client(_) => (ConnTimer::Client, Duration::from_secs(10)),
+            Role::Logs(_) | Role::Events(_) => (ConnTimer::Head, self.cfg.head_timeout),
+        };
+        if let Role::Logs(l) = &mut conn.role {
+            l.requested_at_ns = wall_ns();
+        }
+        self.add_timer(key, Instant::now() + after, kind);
+    }
+
+    /// Write what is left of the connection's output.
+    pub(crate) fn write_out(&mut self, key: usize) -> io::Result<()> {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Ok(());
+        };
+        while conn.out_pos < conn.out.len() {
+            match conn.sock.write(&conn.out[conn.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        conn.out = Vec::new();
+        conn.out_pos = 0;
+        if let Role::Client(_) = conn.role {
+            // Response sent: a metrics client is done.
+            self.close_conn(key);
+        }
+        Ok(())
+    }
+
+    /// Read a connection until it would block (or the output is full),
+    /// feeding each read to its role.
+    fn read_conn(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if let Role::Logs(_) = conn.role {
+                if self.output.is_full() {
+                    conn.paused = true;
+                    return;
+                }
+            }
+            let n = match conn.sock.read(&mut self.read_buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.conn_failed(key, ConnFailure::Io(e)),
+            };
+            let buf = std::mem::take(&mut self.read_buf);
+            let go_on = if n == 0 {
+                self.on_eof(key)
+            } else {
+                self.on_data(key, &buf[..n])
+            };
+            self.read_buf = buf;
+            if !go_on {
+                return;
+            }
+        }
+    }
+
+    /// Bytes arrived; false if the connection is gone or must not be read
+    /// further now.
+    fn on_data(&mut self, key: usize, data: &[u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        match &mut conn.role {
+            Role::Api { .. } => self.api_data(key, data),
+            Role::Logs(_) => self.logs_data(key, data),
+            Role::Events(_) => self.events_data(key, data),
+            Role::Client(_) => self.client_data(key, data),
+        }
+    }
+
+    fn on_eof(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        match &mut conn.role {
+            Role::Api { .. } => self.api_eof(key),
+            Role::Logs(_) => self.logs_eof(key),
+            Role::Events(_) => self.events_eof(key),
+            Role::Client(_) => {
+                self.close_conn(key);
+            }
+        }
+        false
+    }
+
+    /// A connection failed (I/O error, deadline, protocol): close it and let
+    /// its role recover.
+    pub(crate) fn conn_failed(&mut self, key: usize, why: ConnFailure) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        match conn.role {
+            Role::Api { .. } => self.api_failed(key, why),
+            Role::Logs(_) => self.logs_failed(key, why),
+            Role::Events(_) => self.events_failed(key, why),
+            Role::Client(_) => {
+                self.close_conn(key);
+            }
+        }
+    }
+
+    fn resume_paused_reads(&mut self) {
+        let paused: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.paused)
+            .map(|(k, _)| k)
+            .collect();
+        for key in paused {
+            if !self.output.has_room() {
+                break;
+            }
+            if let Some(c) = self.conns.get_mut(key) {
+                c.paused = false;
+            }
+            self.read_conn(key);
+        }
+    }
+
+    pub(crate) fn flush_output(&mut self) {
+        match self.output.flush() {
+            Ok(true) => {
+                if let Some(since) = self.output_blocked_since.take() {
+                    self.metrics.output_blocked(since.elapsed());
+                }
+            }
+            Ok(false) => {
+                self.output_blocked_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) => {
+                // Nothing sensible can go on without an output; stop
+                // cleanly so checkpoints cover only what was written.
+                eprintln!("log-capturer: cannot write output: {e}; stopping");
+                self.shutdown = true;
+            }
+        }
+        self.metrics
+            .output_buffer_bytes
+            .set(self.output.pending() as i64);
+    }
+
+    fn on_signals(&mut self) {
+        for sig in self.signals.read() {
+            match sig {
+                nix::sys::signal::Signal::SIGHUP => match self.output.reopen() {
+                    Ok(true) => eprintln!("log-capturer: SIGHUP: output file reopened"),
+                    Ok(false) => {}
+                    Err(e) => eprintln!("log-capturer: SIGHUP: {e:#}"),
+                },
+                _ => self.shutdown = true,
+            }
+        }
+    }
+
+    /// Stop reading, flush, checkpoint. Bounded: exits within ~2 s even if
+    /// the output is stuck (what was not written is not checkpointed, so it
+    /// is read again next time).
+    fn shut_down(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.abandon_conn(key);
+        }
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        match self.output.flush_blocking(deadline) {
+            Ok(true) => {
+                self.checkpoint_dirty = true;
+                self.write_checkpoint();
+            }
+            Ok(false) => {
+                eprintln!("log-capturer: output did not drain in time; last checkpoint kept")
+            }
+            Err(e) => eprintln!("log-capturer: cannot write output: {e}; last checkpoint kept"),
+        }
+    }
+}
+
+/// Why a connection failed.
+#[derive(Debug)]
+pub(crate) enum ConnFailure {
+    Io(io::Error),
+    Deadline(ConnTimer),
+    Protocol(String),
+}
+
+impl std::fmt::Display for ConnFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnFailure::Io(e) => write!(f, "{e}"),
+            ConnFailure::Deadline(k) => write!(f, "{} deadline passed", k.metric().as_str()),
+            ConnFailure::Protocol(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Read a whole response from a blocking std stream (startup checks only).
+pub(crate) fn read_response_blocking(
+    s: &mut impl Read,
+) -> Result<crate::agent::exchange::Response, String> {
+    let mut ex = Exchange::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return ex.finish().map_err(|e| e.to_string());
+        }
+        if let Some(r) = ex.push(&buf[..n]).map_err(|e| e.to_string())? {
+            return Ok(r);
+        }
+    }
+}

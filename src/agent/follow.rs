@@ -1,0 +1,556 @@
+//! Following one container's log: opening the stream, delivering its lines
+//! exactly once, rotating it, and recovering when it ends or fails.
+
+use std::time::Instant;
+
+use crate::agent::container::{Container, Follow};
+use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Timer};
+use crate::agent::resume::{tail_for, Occurrences, Resume, TailCheck};
+use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
+use crate::docker::request::{self, LogsQuery};
+use crate::metrics::{LogStream, Metrics, ReconnectReason, RotationReason};
+use crate::output::Output;
+use crate::response::{ResponseConfig, ResponseDecoder, ResponseError, ResponseErrorKind};
+
+/// The state of one open log stream.
+pub(crate) struct LogConn {
+    pub id: String,
+    pub dec: ResponseDecoder,
+    pub occ: Occurrences,
+    /// Wall clock when the request went out: lines stamped earlier are
+    /// history, later ones are new.
+    pub requested_at_ns: i64,
+    /// A `tail` response whose first line must prove it reaches back.
+    pub verify: bool,
+    /// The tail window fell short: deliver nothing more, reopen since-only.
+    pub catchup: bool,
+    pub head_seen: bool,
+    pub opened: Instant,
+    pub last_data: Instant,
+    /// Messages received (dockerd partials estimated from bytes), for the
+    /// rate that sizes the next `tail`.
+    pub messages: u64,
+    pub daemon_error: Option<String>,
+}
+
+/// Delivers decoded events of one stream: drops replays, writes the rest.
+struct Sink<'a> {
+    occ: &'a mut Occurrences,
+    verify: &'a mut bool,
+    catchup: &'a mut bool,
+    requested_at_ns: i64,
+    messages: &'a mut u64,
+    daemon_error: &'a mut Option<String>,
+    resume: &'a mut Resume,
+    extra: &'a [u8],
+    output: &'a mut Output,
+    metrics: &'a Metrics,
+    delivered: bool,
+}
+
+impl Sink<'_> {
+    fn on_event(&mut self, ev: LogEvent<'_>) {
+        let rec = match ev {
+            LogEvent::Record(r) => r,
+            LogEvent::DaemonError(m) => {
+                *self.daemon_error = Some(String::from_utf8_lossy(m).into_owned());
+                return;
+            }
+        };
+        *self.messages +=
+            1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
+        if *self.catchup {
+            return;
+        }
+        let fp = self.occ.fingerprint(&rec);
+        if std::mem::take(self.verify)
+            && self.resume.check_first_line(&fp, self.requested_at_ns) == TailCheck::CatchUp
+        {
+            *self.catchup = true;
+            return;
+        }
+        if self.resume.is_duplicate(&fp) {
+            self.metrics.duplicates_dropped.inc();
+            return;
+        }
+        self.output.push(&rec, self.extra);
+        self.resume.delivered(fp);
+        if let Some(s) = LogStream::from_stream_id(rec.stream) {
+            self.metrics.line(s, rec.message.len());
+        }
+        if rec.truncated {
+            self.metrics.lines_truncated.inc();
+        }
+        self.delivered = true;
+    }
+}
+
+impl Agent {
+    /// Open a log stream for a container whose resume point is known.
+    pub(crate) fn open_logs(&mut self, id: &str) {
+        let now_ns = wall_ns();
+        let api = self.docker.api;
+        let max_line = self.cfg.max_line;
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let Some(resume) = c.resume.as_ref() else {
+            return;
+        };
+        let since = resume.since();
+        // `tail` makes the reopen cheap for dockerd; only once something was
+        // delivered is there a resume point the first line can be checked
+        // against, and after a short tail window one since-only catch-up.
+        let tail =
+            (resume.last_ts.is_some() && !c.catchup_next).then(|| tail_for(c.rate, since, now_ns));
+        c.catchup_next = false;
+        let framing = if c.tty {
+            Framing::Raw
+        } else {
+            Framing::Multiplexed
+        };
+        let mut stream = LogStreamConfig::new(framing, true);
+        stream.max_line = max_line;
+        let dec = ResponseDecoder::new(ResponseConfig {
+            stream,
+            framing_from_content_type: true,
+            detect_timestamps: false,
+        });
+        let path = api.logs(
+            id,
+            &LogsQuery {
+                follow: true,
+                since,
+                tail,
+            },
+        );
+        let lc = LogConn {
+            id: id.to_owned(),
+            dec,
+            occ: Occurrences::default(),
+            requested_at_ns: now_ns,
+            verify: tail.is_some(),
+            catchup: false,
+            head_seen: false,
+            opened: Instant::now(),
+            last_data: Instant::now(),
+            messages: 0,
+            daemon_error: None,
+        };
+        match self.open_conn(request::get(&path), Role::Logs(Box::new(lc))) {
+            Ok(key) => {
+                if let Some(c) = self.containers.get_mut(id) {
+                    c.follow = Follow::Streaming(key);
+                }
+            }
+            Err(e) => {
+                self.metrics.docker_error("connect");
+                self.stream_trouble(id, &format!("cannot connect to Docker: {e}"));
+                self.schedule_retry(id);
+            }
+        }
+    }
+
+    pub(crate) fn logs_data(&mut self, key: usize, data: &[u8]) -> bool {
+        let Agent {
+            conns,
+            containers,
+            output,
+            metrics,
+            checkpoint_dirty,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return false;
+        };
+        let Role::Logs(lc) = &mut conn.role else {
+            return false;
+        };
+        let Some(c) = containers.get_mut(&lc.id) else {
+            return false;
+        };
+        let Some(resume) = c.resume.as_mut() else {
+            return false;
+        };
+        lc.last_data = Instant::now();
+        let LogConn {
+            dec,
+            occ,
+            verify,
+            catchup,
+            requested_at_ns,
+            messages,
+            daemon_error,
+            ..
+        } = &mut **lc;
+        let mut sink = Sink {
+            occ,
+            verify,
+            catchup,
+            requested_at_ns: *requested_at_ns,
+            messages,
+            daemon_error,
+            resume,
+            extra: &c.extra,
+            output,
+            metrics,
+            delivered: false,
+        };
+        let result = dec.push(data, &mut |ev| sink.on_event(ev));
+        if sink.delivered {
+            *checkpoint_dirty = true;
+        }
+        let head_now = !lc.head_seen && lc.dec.head().is_some();
+        let catchup = lc.catchup;
+        // dockerd keeps the connection open after the terminating chunk:
+        // the response's end, not EOF, is the stream's end.
+        let ended = lc.dec.is_done();
+        if head_now {
+            lc.head_seen = true;
+        }
+        if let Err(e) = result {
+            self.logs_error(key, e);
+            return false;
+        }
+        if head_now {
+            self.logs_head(key);
+        }
+        if catchup {
+            self.metrics.reconnect(ReconnectReason::Catchup);
+            let id = self.abandon_conn(key);
+            if let Some(c) = id.as_deref().and_then(|id| self.containers.get_mut(id)) {
+                c.catchup_next = true;
+            }
+            if let Some(id) = id {
+                self.open_logs(&id);
+            }
+            return false;
+        }
+        if ended {
+            self.logs_ended(key);
+            return false;
+        }
+        self.conns.contains(key)
+    }
+
+    /// The response head arrived: arm the rotation deadlines.
+    fn logs_head(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Role::Logs(lc) = &conn.role else { return };
+        let ok = lc.dec.head().is_some_and(|h| h.is_success());
+        let id = lc.id.clone();
+        // The head deadline was armed last.
+        if let Some(t) = conn.timers.pop() {
+            self.timers.cancel(t);
+        }
+        if !ok {
+            // The error body follows; its deadline is the API one.
+            let at = Instant::now() + self.cfg.api_timeout;
+            self.add_timer(key, at, ConnTimer::Api);
+            return;
+        }
+        let jitter = 1.0 - 0.1 * self.rng.unit();
+        let age = self.cfg.rotate_after.mul_f64(jitter);
+        let now = Instant::now();
+        self.add_timer(key, now + age, ConnTimer::Age);
+        self.add_timer(key, now + self.cfg.idle_timeout, ConnTimer::Idle);
+        if let Some(c) = self.containers.get_mut(&id) {
+            c.backoff.reset();
+        }
+    }
+
+    /// The idle deadline fired: rotate if the stream really was silent that
+    /// long, else look again when it could have been.
+    pub(crate) fn idle_check(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Role::Logs(lc) = &conn.role else { return };
+        let due = lc.last_data + self.cfg.idle_timeout;
+        if Instant::now() >= due {
+            self.metrics.deadline(ConnTimer::Idle.metric());
+            self.rotate(key, RotationReason::Idle);
+        } else {
+            self.add_timer(key, due, ConnTimer::Idle);
+        }
+    }
+
+    /// Close a healthy stream on purpose and reopen it where it was.
+    pub(crate) fn rotate(&mut self, key: usize, reason: RotationReason) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Role::Logs(lc) = &conn.role else { return };
+        if reason == RotationReason::Age {
+            self.metrics.deadline(ConnTimer::Age.metric());
+        }
+        self.metrics.rotation(reason, lc.opened.elapsed());
+        if let Some(id) = self.abandon_conn(key) {
+            self.open_logs(&id);
+        }
+    }
+
+    /// Close a connection without finishing it. For a log stream, remember
+    /// the lines it had begun (the next stream resumes before them) and its
+    /// rate. Returns the container id of a log stream.
+    pub(crate) fn abandon_conn(&mut self, key: usize) -> Option<String> {
+        match self.close_conn(key)? {
+            Role::Logs(lc) => {
+                let lc = *lc;
+                let c = self.containers.get_mut(&lc.id)?;
+                if let (Some(resume), Some(logs)) = (c.resume.as_mut(), lc.dec.logs()) {
+                    resume.cut(logs.open_lines());
+                }
+                update_rate(c, &lc);
+                c.follow = Follow::Idle;
+                Some(lc.id)
+            }
+            Role::Api { call, .. } => {
+                self.api_abandoned(call);
+                None
+            }
+            Role::Events(_) => {
+                self.docker.events = None;
+                None
+            }
+            Role::Client(_) => None,
+        }
+    }
+
+    /// The stream's connection reached EOF.
+    pub(crate) fn logs_eof(&mut self, key: usize) {
+        let Agent {
+            conns,
+            containers,
+            output,
+            metrics,
+            checkpoint_dirty,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        let Role::Logs(lc) = &mut conn.role else {
+            return;
+        };
+        let Some(c) = containers.get_mut(&lc.id) else {
+            return;
+        };
+        let Some(resume) = c.resume.as_mut() else {
+            return;
+        };
+        let LogConn {
+            dec,
+            occ,
+            verify,
+            catchup,
+            requested_at_ns,
+            messages,
+            daemon_error,
+            ..
+        } = &mut **lc;
+        let mut sink = Sink {
+            occ,
+            verify,
+            catchup,
+            requested_at_ns: *requested_at_ns,
+            messages,
+            daemon_error,
+            resume,
+            extra: &c.extra,
+            output,
+            metrics,
+            delivered: false,
+        };
+        // A clean end (the terminating chunk) flushes a last line that had
+        // no newline: the container's final output.
+        let result = dec.finish(&mut |ev| sink.on_event(ev));
+        if sink.delivered {
+            *checkpoint_dirty = true;
+        }
+        match result {
+            Ok(()) => self.logs_ended(key),
+            Err(e) => self.logs_error(key, e),
+        }
+    }
+
+    /// The stream ended cleanly: the container stopped or restarted, or
+    /// dockerd ended it while the container runs. Check which.
+    pub(crate) fn logs_ended(&mut self, key: usize) {
+        let daemon_error = match self.conns.get(key).map(|c| &c.role) {
+            Some(Role::Logs(lc)) => lc.daemon_error.clone(),
+            _ => None,
+        };
+        let catchup =
+            matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
+        let Some(id) = self.abandon_conn(key) else {
+            return;
+        };
+        if catchup {
+            if let Some(c) = self.containers.get_mut(&id) {
+                c.catchup_next = true;
+            }
+        }
+        if let Some(msg) = daemon_error {
+            self.metrics.docker_error("systemerr");
+            self.metrics.reconnect(ReconnectReason::Daemon);
+            self.stream_trouble(&id, &format!("Docker reported: {msg}"));
+            self.schedule_retry(&id);
+            return;
+        }
+        // Running again (restart) or still running (dockerd ended the
+        // stream): the inspect reopens it; stopped: it is drained.
+        if let Some(c) = self.containers.get_mut(&id) {
+            c.reopen_reason = Some(ReconnectReason::Eof);
+        }
+        self.inspect(&id);
+    }
+
+    fn logs_error(&mut self, key: usize, e: ResponseError) {
+        let id = match self.conns.get(key).map(|c| &c.role) {
+            Some(Role::Logs(lc)) => lc.id.clone(),
+            _ => return,
+        };
+        match e.kind {
+            ResponseErrorKind::Daemon { status, message } => {
+                self.abandon_conn(key);
+                self.daemon_refused(&id, status, &message);
+            }
+            other => {
+                self.metrics.docker_error("protocol");
+                let e = ResponseError {
+                    offset: e.offset,
+                    kind: other,
+                };
+                self.logs_failed(key, ConnFailure::Protocol(e.to_string()));
+            }
+        }
+    }
+
+    /// dockerd answered a logs request with an error status.
+    fn daemon_refused(&mut self, id: &str, status: u16, message: &str) {
+        match status {
+            404 | 409 => {
+                self.metrics.docker_error("not_found");
+                self.forget(id);
+            }
+            501 => {
+                self.metrics.docker_error("driver_unsupported");
+                self.permanent_failure(id, &format!("{message} (HTTP 501)"));
+            }
+            400..=499 => {
+                self.metrics.docker_error("status_4xx");
+                self.permanent_failure(id, &format!("{message} (HTTP {status})"));
+            }
+            _ => {
+                self.metrics.docker_error("status_5xx");
+                self.metrics.reconnect(ReconnectReason::Error);
+                self.stream_trouble(id, &format!("Docker answered {status}: {message}"));
+                self.schedule_retry(id);
+            }
+        }
+    }
+
+    /// A permanent error: say so once, clearly, and stop retrying until
+    /// the container starts again.
+    pub(crate) fn permanent_failure(&mut self, id: &str, why: &str) {
+        if let Some(c) = self.containers.get_mut(id) {
+            if c.follow != Follow::Failed {
+                eprintln!(
+                    "log-capturer: not following container {} ({}): {why}",
+                    c.name,
+                    short(id)
+                );
+            }
+            c.follow = Follow::Failed;
+        }
+    }
+
+    pub(crate) fn logs_failed(&mut self, key: usize, why: ConnFailure) {
+        let reason = match why {
+            ConnFailure::Deadline(_) => ReconnectReason::Deadline,
+            _ => ReconnectReason::Error,
+        };
+        let Some(id) = self.abandon_conn(key) else {
+            return;
+        };
+        self.metrics.reconnect(if self.docker.up {
+            reason
+        } else {
+            ReconnectReason::DockerDown
+        });
+        self.stream_trouble(&id, &why.to_string());
+        self.schedule_retry(&id);
+    }
+
+    /// Log a stream problem: the first of a run of failures only, so a
+    /// flapping daemon does not flood stderr.
+    fn stream_trouble(&mut self, id: &str, what: &str) {
+        if let Some(c) = self.containers.get(id) {
+            if c.backoff.failures() == 0 {
+                eprintln!(
+                    "log-capturer: stream of {} ({}): {what}; retrying",
+                    c.name,
+                    short(id)
+                );
+            }
+        }
+    }
+
+    /// Retry after the container's backoff.
+    pub(crate) fn schedule_retry(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let wait = c.backoff.next(&mut self.rng);
+        c.follow = Follow::Backoff;
+        self.timers
+            .insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
+    }
+
+    pub(crate) fn retry_container(&mut self, id: &str) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        if c.follow != Follow::Backoff {
+            return;
+        }
+        if !self.docker.up {
+            // Docker is away: everything is retried when it is back.
+            return;
+        }
+        self.inspect(id);
+    }
+
+    /// Stop following a container for good (destroyed or gone).
+    pub(crate) fn forget(&mut self, id: &str) {
+        let Some(c) = self.containers.remove(id) else {
+            return;
+        };
+        match c.follow {
+            Follow::Streaming(key) | Follow::Inspecting(key) => {
+                self.close_conn(key);
+            }
+            _ => {}
+        }
+        self.loaded.remove(id);
+        self.checkpoint_dirty = true;
+    }
+}
+
+fn update_rate(c: &mut Container, lc: &LogConn) {
+    let secs = lc.opened.elapsed().as_secs_f64().max(0.001);
+    let rate = lc.messages as f64 / secs;
+    c.rate = if c.rate == 0.0 {
+        rate
+    } else {
+        0.5 * c.rate + 0.5 * rate
+    };
+}
+
+/// The 12-character id Docker shows.
+pub(crate) fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

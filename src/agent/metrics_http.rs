@@ -1,0 +1,207 @@
+//! `/metrics` and `/healthz`, served by the same loop: a metrics client is
+//! one more connection in the slab, with a deadline like every other.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::agent::container::Follow;
+use crate::agent::event_loop::{Agent, Conn, ConnTimer, Role, HEALTH_PING_EVERY};
+use crate::agent::sock::Sock;
+use crate::metrics::Format;
+
+/// Largest request head we read from a scraper.
+const MAX_REQUEST: usize = 8 * 1024;
+/// A scraper must send its request and take the response within this.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
+/// More concurrent metrics clients than this are turned away: scrapers are
+/// few, and each costs an fd.
+const MAX_CLIENTS: usize = 64;
+
+#[derive(Default)]
+pub(crate) struct ClientConn {
+    req: Vec<u8>,
+}
+
+impl Agent {
+    /// Accept every waiting scraper connection.
+    pub(crate) fn accept_clients(&mut self) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: leave the client in the backlog;
+                    // the next readable event retries.
+                    eprintln!("log-capturer: cannot accept a metrics client: {e}");
+                    return;
+                }
+            };
+            let clients = self
+                .conns
+                .iter()
+                .filter(|(_, c)| matches!(c.role, Role::Client(_)))
+                .count();
+            if clients >= MAX_CLIENTS {
+                drop(stream);
+                continue;
+            }
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    mio::Token(key),
+                    mio::Interest::READABLE | mio::Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let gen = self.next_gen;
+            self.next_gen += 1;
+            entry.insert(Conn {
+                gen,
+                sock: Sock::Tcp(stream),
+                connected: true,
+                out: Vec::new(),
+                out_pos: 0,
+                timers: Vec::new(),
+                paused: false,
+                role: Role::Client(Box::default()),
+            });
+            self.add_timer(key, Instant::now() + CLIENT_DEADLINE, ConnTimer::Client);
+        }
+    }
+
+    pub(crate) fn client_data(&mut self, key: usize, data: &[u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Role::Client(client) = &mut conn.role else {
+            return false;
+        };
+        if !conn.out.is_empty() {
+            return true; // already answering; ignore anything more
+        }
+        client.req.extend_from_slice(
+            &data[..data
+                .len()
+                .min(MAX_REQUEST + 1 - client.req.len().min(MAX_REQUEST + 1))],
+        );
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        let response = match req.parse(&client.req) {
+            Ok(httparse::Status::Partial) if client.req.len() > MAX_REQUEST => plain(
+                431,
+                "Request Header Fields Too Large",
+                "request too large\n",
+            ),
+            Ok(httparse::Status::Partial) => return true,
+            Err(_) => plain(400, "Bad Request", "bad request\n"),
+            Ok(httparse::Status::Complete(_)) => {
+                let accept = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("accept"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(str::to_owned);
+                let method = req.method.unwrap_or("");
+                let path = req
+                    .path
+                    .unwrap_or("")
+                    .split('?')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let head_only = method == "HEAD";
+                let mut resp = match (method, path.as_str()) {
+                    ("GET" | "HEAD", "/metrics") => self.scrape(accept.as_deref()),
+                    ("GET" | "HEAD", "/healthz") => self.health(),
+                    ("GET" | "HEAD", "/") => {
+                        plain(200, "OK", "log-capturer: see /metrics and /healthz\n")
+                    }
+                    ("GET" | "HEAD", _) => {
+                        plain(404, "Not Found", "not found: try /metrics or /healthz\n")
+                    }
+                    _ => plain(405, "Method Not Allowed", "only GET\n"),
+                };
+                if head_only {
+                    if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+                        resp.truncate(end + 4);
+                    }
+                }
+                resp
+            }
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        conn.out = response;
+        conn.out_pos = 0;
+        if self.write_out(key).is_err() {
+            self.close_conn(key);
+        }
+        false
+    }
+
+    /// Gauges that mirror the loop's state are set from it at scrape time,
+    /// so they cannot drift from the truth.
+    fn scrape(&mut self, accept: Option<&str>) -> Vec<u8> {
+        let streams = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Logs(_)))
+            .count();
+        self.metrics.active_streams.set(streams as i64);
+        let followed = self
+            .containers
+            .values()
+            .filter(|c| {
+                matches!(
+                    c.follow,
+                    Follow::Streaming(_) | Follow::Inspecting(_) | Follow::Backoff
+                )
+            })
+            .count();
+        self.metrics.containers_followed.set(followed as i64);
+        self.metrics
+            .output_buffer_bytes
+            .set(self.output.pending() as i64);
+        let format = Format::from_accept(accept);
+        let mut body = String::with_capacity(16 * 1024);
+        if self.metrics.encode_as(format, &mut body).is_err() {
+            return plain(500, "Internal Server Error", "cannot encode metrics\n");
+        }
+        response(200, "OK", format.content_type(), body.as_bytes())
+    }
+
+    fn health(&self) -> Vec<u8> {
+        let fresh = self.docker.last_contact.elapsed() < 3 * HEALTH_PING_EVERY;
+        if self.docker.up && fresh {
+            plain(200, "OK", "ok\n")
+        } else {
+            plain(
+                503,
+                "Service Unavailable",
+                "unhealthy: Docker is unreachable\n",
+            )
+        }
+    }
+}
+
+fn plain(status: u16, reason: &str, body: &str) -> Vec<u8> {
+    response(status, reason, "text/plain; charset=utf-8", body.as_bytes())
+}
+
+fn response(status: u16, reason: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}

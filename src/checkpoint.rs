@@ -1,0 +1,188 @@
+//! Checkpoints: where each container's stream resumes, kept in
+//! `<state-dir>/checkpoints.json` and replaced atomically (write a
+//! temporary file, fsync it, rename it over the old one, fsync the
+//! directory), so a crash leaves either the old or the new file, never a
+//! torn one. The agent writes it at most once a second, only after the
+//! output holding every line it covers has been written, and on shutdown.
+//!
+//! `<state-dir>/lock` is held with `flock` while the agent runs, so two
+//! agents cannot share (and corrupt) one state directory.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::resume::Resume;
+
+pub const FILE_NAME: &str = "checkpoints.json";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateFile {
+    pub version: u32,
+    /// When the agent first ran with this state directory (ns since epoch).
+    /// Containers created before it and never seen are not backfilled.
+    pub first_run_at: i64,
+    pub containers: BTreeMap<String, ContainerCheckpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerCheckpoint {
+    pub name: String,
+    /// The stream ended with the container stopped: everything it wrote
+    /// was shipped. Cleared when it starts again.
+    #[serde(default)]
+    pub drained: bool,
+    pub resume: Resume,
+}
+
+pub struct CheckpointStore {
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    /// Held for the life of the store; released when it is dropped.
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl CheckpointStore {
+    /// Create the directory if needed and take its lock.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create state directory {}; create it or pass --state-dir",
+                dir.display()
+            )
+        })?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+            |(_, e)| {
+                anyhow::anyhow!(
+                    "state directory {} is in use by another log-capturer ({e}); give each agent its own --state-dir",
+                    dir.display()
+                )
+            },
+        )?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            path: dir.join(FILE_NAME),
+            tmp: dir.join(".checkpoints.json.tmp"),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The saved state, or None on the very first run.
+    pub fn load(&self) -> anyhow::Result<Option<StateFile>> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", self.path.display()))
+            }
+        };
+        let state: StateFile = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a valid checkpoint file; move it away to start over (streams then restart from now)",
+                self.path.display()
+            )
+        })?;
+        if state.version != FORMAT_VERSION {
+            bail!(
+                "{} has format version {}, this agent reads version {FORMAT_VERSION}",
+                self.path.display(),
+                state.version
+            );
+        }
+        Ok(Some(state))
+    }
+
+    /// Replace the file atomically.
+    pub fn save(&self, state: &StateFile) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(state).context("cannot encode checkpoints")?;
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&self.tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&self.tmp, &self.path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().with_context(|| format!("cannot write checkpoints to {}", self.path.display()))
+    }
+}
+
+pub fn new_state(first_run_at: i64) -> StateFile {
+    StateFile {
+        version: FORMAT_VERSION,
+        first_run_at,
+        containers: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lc-ckpt-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn save_load_round_trip_and_lock() {
+        let dir = tmpdir("rt");
+        let store = CheckpointStore::open(&dir).unwrap();
+        assert!(store.load().unwrap().is_none());
+        let mut state = new_state(42);
+        state.containers.insert(
+            "abc".into(),
+            ContainerCheckpoint {
+                name: "web".into(),
+                drained: false,
+                resume: Resume::new(7),
+            },
+        );
+        store.save(&state).unwrap();
+        let back = store.load().unwrap().unwrap();
+        assert_eq!(back.first_run_at, 42);
+        assert_eq!(back.containers["abc"].resume.start_since, 7);
+        assert!(!dir.join(".checkpoints.json.tmp").exists());
+
+        let err = CheckpointStore::open(&dir)
+            .err()
+            .expect("second agent must be refused");
+        assert!(
+            err.to_string().contains("in use by another log-capturer"),
+            "{err}"
+        );
+        drop(store);
+        CheckpointStore::open(&dir).expect("lock released on drop");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_with_a_remedy() {
+        let dir = tmpdir("bad");
+        let store = CheckpointStore::open(&dir).unwrap();
+        fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
+        let err = format!("{:#}", store.load().unwrap_err());
+        assert!(
+            err.contains("not a valid checkpoint file") && err.contains("move it away"),
+            "{err}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,316 @@
+//! The agent's command line: flags, their defaults, and the small parsers
+//! for durations, label selectors and name patterns.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::docker::lines::DEFAULT_MAX_LINE;
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Where dockerd listens: unix:///path/to/docker.sock or tcp://host:port
+    /// (plain TCP; TLS is not supported).
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        value_name = "URL",
+        default_value = "unix:///var/run/docker.sock",
+        value_parser = parse_docker_host
+    )]
+    pub docker_host: DockerHost,
+
+    /// Where to write the JSON lines: `-` for standard output, or a file that
+    /// is appended to (and reopened on SIGHUP, for logrotate).
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    pub output: String,
+
+    /// Directory for checkpoints (where each container's stream resumes).
+    /// Created if missing. Keep it on persistent storage: without it, a
+    /// restarted agent cannot resume without loss or duplicates.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/log-capturer")]
+    pub state_dir: PathBuf,
+
+    /// Close and reopen each log stream after it has been open this long
+    /// (with up to 10% random jitter so streams do not reopen together).
+    /// A reopen resumes exactly where the stream was: nothing lost or repeated.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub rotate_after: Duration,
+
+    /// Reopen a log stream that has been silent this long. dockerd sends
+    /// nothing on a quiet stream, so this is what notices a stream that died
+    /// without closing.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Serve /metrics (Prometheus) and /healthz on this address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9640")]
+    pub metrics_addr: SocketAddr,
+
+    /// Cut lines longer than this many bytes; the record is marked
+    /// `"truncated":true` and the rest of the line is dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE, value_parser = parse_size)]
+    pub max_line_bytes: usize,
+
+    /// Follow only containers with this label (KEY, or KEY=VALUE). Repeat to
+    /// require several (all must match).
+    #[arg(long, value_name = "KEY[=VALUE]", value_parser = parse_label)]
+    pub include_label: Vec<LabelSelector>,
+
+    /// Do not follow containers with this label (KEY, or KEY=VALUE). Repeat
+    /// for several (any one excludes).
+    #[arg(long, value_name = "KEY[=VALUE]", value_parser = parse_label)]
+    pub exclude_label: Vec<LabelSelector>,
+
+    /// Follow only containers whose name matches: a glob (`web-*`, `db?`)
+    /// matched against the whole name, or, if it contains any of ^$()[]{}|+\,
+    /// a regular expression (unanchored). Repeat to allow several (any one).
+    #[arg(long, value_name = "PATTERN", value_parser = parse_name_pattern)]
+    pub include_name: Vec<NamePattern>,
+
+    /// On the very first run (empty state directory), ship each running
+    /// container's whole stored log instead of starting from now. Containers
+    /// that start later are always followed from their start.
+    #[arg(long)]
+    pub from_beginning: bool,
+
+    /// Give up on a connection to Docker that is not established after this.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Give up on a request whose response head has not arrived after this.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub head_timeout: Duration,
+
+    /// Give up on an API call (ping, list, inspect) not complete after this.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+}
+
+/// Where dockerd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl fmt::Display for DockerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix://{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+pub fn parse_docker_host(s: &str) -> Result<DockerHost, String> {
+    if let Some(path) = s.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err("unix:// needs a socket path, e.g. unix:///var/run/docker.sock".into());
+        }
+        return Ok(DockerHost::Unix(PathBuf::from(path)));
+    }
+    if let Some(addr) = s.strip_prefix("tcp://") {
+        let addr = addr.trim_end_matches('/');
+        if !addr.contains(':') {
+            return Err(format!("tcp://{addr} needs a port, e.g. tcp://{addr}:2375"));
+        }
+        return Ok(DockerHost::Tcp(addr.to_owned()));
+    }
+    if s.starts_with('/') {
+        return Ok(DockerHost::Unix(PathBuf::from(s)));
+    }
+    Err(format!(
+        "`{s}` is not unix:///path or tcp://host:port (https and ssh are not supported)"
+    ))
+}
+
+/// `500ms`, `2s`, `5m`, `1h`, `1h30m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration: use e.g. 500ms, 2s, 5m, 1h or 1m30s");
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(n * scale).map_err(|_| bad())?;
+    }
+    Ok(total)
+}
+
+/// A byte count: `1048576`, `64KiB`, `1MiB`, `1M` (powers of two).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("`{s}` is not a size: use e.g. 1048576, 64KiB or 1MiB");
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: usize = s[..digits].parse().map_err(|_| bad())?;
+    let mult = match s[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let v = n.checked_mul(mult).ok_or_else(bad)?;
+    if v == 0 {
+        return Err(format!("`{s}`: the size must be at least 1 byte"));
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match (&self.value, labels.get(&self.key)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(want), Some(have)) => want == have,
+        }
+    }
+}
+
+pub fn parse_label(s: &str) -> Result<LabelSelector, String> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (s, None),
+    };
+    if key.is_empty() {
+        return Err(format!("`{s}`: a label selector is KEY or KEY=VALUE"));
+    }
+    Ok(LabelSelector {
+        key: key.to_owned(),
+        value,
+    })
+}
+
+/// A container name pattern: glob or regular expression.
+#[derive(Debug, Clone)]
+pub struct NamePattern {
+    pub source: String,
+    re: regex::Regex,
+}
+
+impl NamePattern {
+    pub fn matches(&self, name: &str) -> bool {
+        self.re.is_match(name.trim_start_matches('/'))
+    }
+}
+
+pub fn parse_name_pattern(s: &str) -> Result<NamePattern, String> {
+    let is_regex = s.contains(['^', '$', '(', ')', '[', ']', '{', '}', '|', '+', '\\']);
+    let pattern = if is_regex {
+        s.to_owned()
+    } else {
+        let mut p = String::from("^");
+        for c in s.chars() {
+            match c {
+                '*' => p.push_str(".*"),
+                '?' => p.push('.'),
+                c => p.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        p.push('$');
+        p
+    };
+    let re =
+        regex::Regex::new(&pattern).map_err(|e| format!("`{s}` is not a valid pattern: {e}"))?;
+    Ok(NamePattern {
+        source: s.to_owned(),
+        re,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        for bad in ["", "s", "5x", "m5", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1T").is_err());
+    }
+
+    #[test]
+    fn docker_hosts() {
+        assert_eq!(
+            parse_docker_host("unix:///var/run/docker.sock"),
+            Ok(DockerHost::Unix("/var/run/docker.sock".into()))
+        );
+        assert_eq!(
+            parse_docker_host("tcp://10.0.0.1:2375"),
+            Ok(DockerHost::Tcp("10.0.0.1:2375".into()))
+        );
+        assert!(parse_docker_host("tcp://host")
+            .unwrap_err()
+            .contains("needs a port"));
+        assert!(parse_docker_host("ssh://me@host").is_err());
+    }
+
+    #[test]
+    fn labels_and_names() {
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("app".to_string(), "web".to_string());
+        assert!(parse_label("app").unwrap().matches(&labels));
+        assert!(parse_label("app=web").unwrap().matches(&labels));
+        assert!(!parse_label("app=db").unwrap().matches(&labels));
+        assert!(!parse_label("tier").unwrap().matches(&labels));
+        assert!(parse_label("=x").is_err());
+
+        let glob = parse_name_pattern("web-*").unwrap();
+        assert!(glob.matches("/web-1") && glob.matches("web-") && !glob.matches("my-web-1"));
+        let dot = parse_name_pattern("a.b").unwrap();
+        assert!(dot.matches("a.b") && !dot.matches("axb"));
+        let re = parse_name_pattern("^(api|web)[0-9]+$").unwrap();
+        assert!(re.matches("api12") && !re.matches("api"));
+        assert!(parse_name_pattern("(").is_err());
+    }
+}

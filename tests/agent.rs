@@ -1,0 +1,423 @@
+//! The agent against the Docker API test double: exactly-once delivery
+//! across rotations and injected faults, deadlines that free fds, restarts
+//! of the agent and of the daemon, and metrics that match what happened.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn writer(rate: f64, total: u64) -> Writer {
+    Writer {
+        lines_per_sec: rate,
+        stderr_every: 3,
+        line_len: 60,
+        max_lines: Some(total),
+    }
+}
+
+fn all_delivered(agent: &Agent, names: &[(&str, u64)]) -> bool {
+    let recs = read_output(&agent.output);
+    names
+        .iter()
+        .all(|(n, total)| recs.iter().filter(|r| r.container == *n).count() as u64 >= *total)
+}
+
+fn assert_exactly_once(agent: &Agent, names: &[(&str, u64)]) {
+    let recs = read_output(&agent.output);
+    for (n, total) in names {
+        if let Err(e) = check_sequence(&recs, n, *total) {
+            panic!("{e}\nagent stderr:\n{}", agent.stderr());
+        }
+    }
+}
+
+#[test]
+fn exactly_once_across_a_hundred_rotations_with_faults() {
+    let dir = TempDir::new("rot");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(
+        d.socket(),
+        &dir.0,
+        &[
+            "--rotate-after",
+            "100ms",
+            "--idle-timeout",
+            "1s",
+            "--head-timeout",
+            "1s",
+        ],
+    );
+    let base_fds = agent.fds();
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push((format!("plain{i}"), 1200u64));
+    }
+    names.push(("tty".to_string(), 1200));
+    names.push(("long".to_string(), 150));
+    let mut ids = Vec::new();
+    for (n, total) in &names {
+        let mut spec = ContainerSpec::new(n.clone()).tty(n == "tty");
+        spec = spec.writer(if n == "long" {
+            Writer {
+                lines_per_sec: 12.0,
+                stderr_every: 2,
+                line_len: 40_000,
+                max_lines: Some(*total),
+            }
+        } else {
+            writer(100.0, *total)
+        });
+        ids.push(d.create_and_start(spec));
+    }
+    // Faults on the next logs requests, whichever containers they hit.
+    d.inject(Match::Logs, Fault::ResetMidFrame, 3);
+    d.inject(Match::Logs, Fault::MalformedChunk, 2);
+    d.inject(Match::Logs, Fault::StallAfterHeaders, 2);
+    d.inject(Match::Logs, Fault::NeverAnswer, 2);
+
+    let expect: Vec<(&str, u64)> = names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+    assert!(
+        wait_for(T, || all_delivered(&agent, &expect)),
+        "not all lines arrived:\n{}",
+        agent.stderr()
+    );
+    assert_exactly_once(&agent, &expect);
+
+    let stats = d.stats();
+    for id in &ids[..4] {
+        let reqs = stats
+            .logs_requests_by_container
+            .get(id)
+            .copied()
+            .unwrap_or(0);
+        assert!(reqs >= 100, "only {reqs} streams for {id}");
+    }
+    assert!(stats.logs_requests_with_tail > 0, "reopens should use tail");
+    assert_eq!(stats.non_get_requests, 0);
+
+    let m = agent.metrics();
+    let sum = |prefix: &str| -> f64 {
+        m.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    // Every logs request is a first open, a rotation or a reconnect: the
+    // counters tell exactly what happened.
+    let opens = names.len() as f64;
+    let rotations = sum("log_capturer_stream_rotations_total");
+    let reconnects = sum("log_capturer_stream_reconnects_total");
+    let requests = d.stats().logs_requests_total as f64;
+    assert!(
+        (opens + rotations + reconnects - requests).abs() <= 1.0 + names.len() as f64,
+        "opens {opens} + rotations {rotations} + reconnects {reconnects} != requests {requests}"
+    );
+    assert!(
+        m["log_capturer_deadline_expirations_total{kind=\"head\"}"] >= 2.0,
+        "NeverAnswer must hit the head deadline"
+    );
+    assert!(m["log_capturer_duplicates_dropped_total"] > 0.0);
+    assert_eq!(
+        m["log_capturer_lines_total{stream=\"stdout\"}"]
+            + m["log_capturer_lines_total{stream=\"stderr\"}"],
+        names.iter().map(|(_, t)| *t as f64).sum::<f64>()
+    );
+
+    // One thread, and the fd count back where it was: one per stream.
+    assert_eq!(agent.threads(), 1);
+    assert!(
+        wait_for(Duration::from_secs(5), || agent.fds()
+            <= base_fds + names.len() + 1),
+        "fds grew: {} -> {}",
+        base_fds,
+        agent.fds()
+    );
+}
+
+#[test]
+fn active_streams_matches_the_server_side_count() {
+    let dir = TempDir::new("active");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    for i in 0..7 {
+        d.create_and_start(ContainerSpec::new(format!("c{i}")));
+    }
+    assert!(d.wait_until(T, |s| s.log_streams_open == 7));
+    assert!(wait_for(T, || agent.metric("log_capturer_active_streams") == 7.0));
+    assert_eq!(agent.metric("log_capturer_containers_followed"), 7.0);
+    let fds = agent.fds();
+    let id = d.id_of("c3").unwrap();
+    d.stop(&id);
+    assert!(d.wait_until(T, |s| s.log_streams_open == 6));
+    assert!(wait_for(T, || agent.metric("log_capturer_active_streams") == 6.0));
+    assert!(
+        wait_for(T, || agent.fds() == fds - 1),
+        "a stopped container's fd must be closed"
+    );
+    assert_eq!(agent.threads(), 1);
+}
+
+#[test]
+fn a_stream_stalled_after_its_headers_costs_one_fd_until_the_idle_deadline() {
+    let dir = TempDir::new("stall");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let id = d.create_and_start(ContainerSpec::new("web"));
+    d.inject(Match::LogsOf(id.clone()), Fault::StallAfterHeaders, 5);
+    let agent = Agent::start(
+        d.socket(),
+        &dir.0,
+        &["--idle-timeout", "300ms", "--from-beginning"],
+    );
+    // Five stalled streams in a row, each cut by the idle deadline.
+    assert!(d.wait_until(T, |s| s.logs_requests_total >= 6));
+    let fds = agent.fds();
+    d.write(&id, Stream::Stdout, b"web 1 stdout after the stall");
+    assert!(
+        wait_for(T, || read_output(&agent.output).len() == 1),
+        "{}",
+        agent.stderr()
+    );
+    assert!(agent.metric("log_capturer_stream_rotations_total{reason=\"idle\"}") >= 5.0);
+    assert!(agent.fds() <= fds, "stalled streams leaked fds");
+    assert_eq!(d.stats().log_streams_open, 1);
+}
+
+#[test]
+fn agent_killed_and_restarted_loses_nothing() {
+    let dir = TempDir::new("kill");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &["--rotate-after", "500ms"]);
+    d.create_and_start(ContainerSpec::new("k").writer(writer(200.0, 2000)));
+    assert!(wait_for(T, || read_output(&agent.output).len() > 300));
+    let st = agent.stop("KILL");
+    assert!(!st.success());
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = Agent::start(d.socket(), &dir.0, &["--rotate-after", "500ms"]);
+    let distinct = |agent: &Agent| {
+        let recs = read_output(&agent.output);
+        let mut seqs: Vec<u64> = recs
+            .iter()
+            .filter_map(|r| r.message.split(' ').nth(1)?.parse().ok())
+            .collect();
+        let n = seqs.len();
+        seqs.sort_unstable();
+        seqs.dedup();
+        (seqs, n)
+    };
+    assert!(
+        wait_for(T, || distinct(&agent).0.len() == 2000),
+        "{}",
+        agent.stderr()
+    );
+    let (seqs, n) = distinct(&agent);
+    // Nothing lost; at most about a second (200 lines) repeated.
+    assert!(seqs.iter().copied().eq(1..=2000), "lines lost");
+    assert!(
+        n - seqs.len() <= 250,
+        "{} lines repeated after kill -9",
+        n - seqs.len()
+    );
+}
+
+#[test]
+fn agent_stopped_with_sigterm_and_restarted_loses_and_repeats_nothing() {
+    let dir = TempDir::new("term");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    d.create_and_start(ContainerSpec::new("t").writer(writer(200.0, 1500)));
+    assert!(wait_for(T, || read_output(&agent.output).len() > 200));
+    let started = std::time::Instant::now();
+    let st = agent.stop("TERM");
+    assert!(st.success(), "{st:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    assert!(wait_for(T, || all_delivered(&agent, &[("t", 1500)])));
+    assert_exactly_once(&agent, &[("t", 1500)]);
+}
+
+#[test]
+fn docker_restart_under_the_agent() {
+    let dir = TempDir::new("dockerd");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    d.create_and_start(ContainerSpec::new("r").writer(writer(100.0, 1000)));
+    assert!(wait_for(T, || read_output(&agent.output).len() > 100));
+    assert_eq!(agent.get("/healthz").0, 200);
+    d.daemon_down();
+    assert!(wait_for(T, || agent.metric("log_capturer_docker_up") == 0.0));
+    assert_eq!(agent.get("/healthz").0, 503);
+    std::thread::sleep(Duration::from_secs(1));
+    d.daemon_up();
+    assert!(wait_for(T, || agent.metric("log_capturer_docker_up") == 1.0));
+    assert!(
+        wait_for(T, || all_delivered(&agent, &[("r", 1000)])),
+        "{}",
+        agent.stderr()
+    );
+    assert_exactly_once(&agent, &[("r", 1000)]);
+    assert_eq!(agent.get("/healthz").0, 200);
+}
+
+#[test]
+fn short_tail_window_falls_back_to_one_since_only_catch_up() {
+    let dir = TempDir::new("tail");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    let id = d.create_and_start(ContainerSpec::new("burst"));
+    for i in 1..=10 {
+        d.write(&id, Stream::Stdout, format!("burst {i} stdout").as_bytes());
+    }
+    assert!(wait_for(T, || read_output(&agent.output).len() == 10));
+    assert!(agent.stop("TERM").success());
+    // More lines than the reopen's tail window (1 000) while it is away.
+    for i in 11..=3000 {
+        d.write(&id, Stream::Stdout, format!("burst {i} stdout").as_bytes());
+    }
+    let before = d.stats();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    assert!(
+        wait_for(T, || all_delivered(&agent, &[("burst", 3000)])),
+        "{}",
+        agent.stderr()
+    );
+    assert_exactly_once(&agent, &[("burst", 3000)]);
+    let after = d.stats();
+    assert!(
+        after.logs_requests_with_tail > before.logs_requests_with_tail,
+        "the reopen tries tail first"
+    );
+    assert_eq!(
+        after.logs_requests_since_only,
+        before.logs_requests_since_only + 1,
+        "then one since-only catch-up"
+    );
+    assert_eq!(
+        agent.metric("log_capturer_stream_reconnects_total{reason=\"catchup\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn non_monotonic_timestamps_with_either_since_semantics() {
+    for mode in [SinceMode::FilterAll, SinceMode::StopAfterFirst] {
+        let dir = TempDir::new("inv");
+        let mut cfg = Config::in_temp_dir();
+        cfg.since_mode = mode;
+        let d = Double::start(cfg).unwrap();
+        let agent = Agent::start(d.socket(), &dir.0, &["--rotate-after", "100ms"]);
+        let id = d.create_and_start(ContainerSpec::new("inv"));
+        // stderr lines land in the file after stdout lines stamped later,
+        // as dockerd's two copiers can do.
+        let base = docker_double::time::now_ns();
+        let mut seq = 0;
+        for i in 0..400i64 {
+            let ts = base + i * 5_000_000;
+            seq += 1;
+            d.write_at(
+                &id,
+                Stream::Stdout,
+                ts,
+                format!("inv {seq} stdout\n").as_bytes(),
+            );
+            seq += 1;
+            d.write_at(
+                &id,
+                Stream::Stderr,
+                ts - 300_000,
+                format!("inv {seq} stderr\n").as_bytes(),
+            );
+            if i % 40 == 0 {
+                std::thread::sleep(Duration::from_millis(60));
+            }
+        }
+        assert!(
+            wait_for(T, || all_delivered(&agent, &[("inv", 800)])),
+            "{mode:?}: {}",
+            agent.stderr()
+        );
+        assert_exactly_once(&agent, &[("inv", 800)]);
+    }
+}
+
+#[test]
+fn permanent_errors_are_reported_once_and_not_retried() {
+    let dir = TempDir::new("perm");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let none = d.create_and_start(ContainerSpec::new("quiet").log_driver("none"));
+    let ok = d.create_and_start(ContainerSpec::new("fine"));
+    let agent = Agent::start(d.socket(), &dir.0, &["--from-beginning"]);
+    d.write(&ok, Stream::Stdout, b"fine 1 stdout");
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = d.stats();
+    assert_eq!(
+        stats
+            .logs_requests_by_container
+            .get(&none)
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    let err = agent.stderr();
+    assert_eq!(
+        err.matches("not following container quiet").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("logging driver"), "{err}");
+}
+
+#[test]
+fn removed_container_is_forgotten() {
+    let dir = TempDir::new("rm");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    let id = d.create_and_start(ContainerSpec::new("gone"));
+    d.write(&id, Stream::Stdout, b"gone 1 stdout");
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1));
+    d.remove(&id);
+    assert!(wait_for(T, || agent
+        .metric("log_capturer_containers_followed")
+        == 0.0));
+    assert!(wait_for(T, || agent.metric("log_capturer_active_streams") == 0.0));
+    // Its checkpoint goes too (written within a second).
+    assert!(wait_for(T, || {
+        let ck = std::fs::read_to_string(dir.0.join("state/checkpoints.json")).unwrap_or_default();
+        !ck.is_empty() && !ck.contains(&id)
+    }));
+}
+
+#[test]
+fn bad_flags_and_unreachable_docker_exit_2_with_advice() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+        .args(["--rotate-after", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+
+    let dir = TempDir::new("unreach");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+        .arg("--docker-host")
+        .arg(format!("unix://{}/nothing.sock", dir.0.display()))
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach Docker") && err.contains("is dockerd running"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
