@@ -421,3 +421,78 @@ fn bad_flags_and_unreachable_docker_exit_2_with_advice() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn output_file_is_reopened_on_sighup_for_logrotate() {
+    let dir = TempDir::new("hup");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    let id = d.create_and_start(ContainerSpec::new("h"));
+    d.write(&id, Stream::Stdout, b"h 1 stdout");
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1));
+    let rotated = dir.0.join("out.jsonl.1");
+    std::fs::rename(&agent.output, &rotated).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_for(T, || agent.output.exists()),
+        "SIGHUP must reopen the output"
+    );
+    d.write(&id, Stream::Stdout, b"h 2 stdout");
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1));
+    assert_eq!(read_output(&agent.output)[0].message, "h 2 stdout");
+    assert_eq!(read_output(&rotated).len(), 1);
+    assert!(agent.stderr().contains("output file reopened"));
+}
+
+#[test]
+fn a_stalled_output_stops_reading_and_loses_nothing() {
+    use std::io::BufRead;
+    let dir = TempDir::new("bp");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let mut agent = Agent::start_piped(d.socket(), &dir.0, &["--rotate-after", "300ms"]);
+    let total = 30_000u64;
+    let id = d.create_and_start(ContainerSpec::new("bp").writer(Writer {
+        lines_per_sec: 20_000.0,
+        stderr_every: 0,
+        line_len: 300,
+        max_lines: Some(total),
+    }));
+    // Nobody reads stdout: 9 MB of lines cannot fit in the pipe plus the
+    // agent's 4 MiB buffer, so the agent must stop reading the stream.
+    assert!(wait_for(T, || agent
+        .metric("log_capturer_output_blocked_seconds_total")
+        >= 0.0
+        && agent.metric("log_capturer_output_buffer_bytes")
+            > 1_000_000.0));
+    assert!(
+        wait_for(T, || d.logs(&id).len() as u64 == total),
+        "the double writes regardless"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = d.stats().messages_sent;
+    assert!(
+        sent < total,
+        "the agent kept reading ({sent} of {total} sent) with its output stuck"
+    );
+    // Now read everything: every line arrives exactly once.
+    let out = agent.child.stdout.take().unwrap();
+    let mut recs = Vec::new();
+    for line in std::io::BufReader::new(out).lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        recs.push(Rec {
+            container: v["container_name"].as_str().unwrap().to_owned(),
+            stream: v["stream"].as_str().unwrap().to_owned(),
+            message: v["message"].as_str().unwrap().to_owned(),
+            timestamp: None,
+            truncated: false,
+        });
+        if recs.len() as u64 == total {
+            break;
+        }
+    }
+    check_sequence(&recs, "bp", total).unwrap();
+}

@@ -13,7 +13,7 @@ use std::time::Instant;
 use memchr::memchr;
 
 use crate::agent::container::{Container, Follow, StartPoint};
-use crate::agent::event_loop::{Agent, ConnFailure, Role, Timer, HEALTH_PING_EVERY};
+use crate::agent::event_loop::{Agent, ConnFailure, Role, HEALTH_PING_EVERY};
 use crate::agent::exchange::{Exchange, ExchangeError, Response};
 use crate::agent::follow::short;
 use crate::agent::resume::{Resume, DEFAULT_MARGIN_NS, DEFAULT_MAX_WINDOW};
@@ -82,8 +82,7 @@ impl Agent {
                     }
                     self.docker_connected();
                 } else {
-                    self.timers
-                        .insert(Instant::now() + HEALTH_PING_EVERY, Timer::Ping);
+                    self.arm_ping(HEALTH_PING_EVERY);
                 }
             }
             Err(e) => self.docker_down(&e),
@@ -116,8 +115,7 @@ impl Agent {
         for id in waiting {
             self.inspect(&id);
         }
-        self.timers
-            .insert(Instant::now() + HEALTH_PING_EVERY, Timer::Ping);
+        self.arm_ping(HEALTH_PING_EVERY);
     }
 
     /// Docker does not answer: report unhealthy and keep trying, with
@@ -136,7 +134,7 @@ impl Agent {
             self.close_conn(key);
         }
         let wait = self.docker.backoff.next(&mut self.rng);
-        self.timers.insert(Instant::now() + wait, Timer::Ping);
+        self.arm_ping(wait);
     }
 
     // ---- events ---------------------------------------------------------

@@ -137,6 +137,8 @@ pub(crate) struct DockerState {
     pub pinging: bool,
     /// Last time Docker answered anything.
     pub last_contact: Instant,
+    /// The one pending ping (health check or retry).
+    pub ping_timer: Option<TimerId>,
 }
 
 pub struct Agent {
@@ -244,6 +246,7 @@ impl Agent {
                 last_event_ns: None,
                 pinging: false,
                 last_contact: Instant::now(),
+                ping_timer: None,
             },
             output,
             store,
@@ -305,8 +308,8 @@ impl Agent {
                 }
             }
             self.timers.poll_expired(Instant::now(), &mut fired);
-            for (_, t) in fired.drain(..) {
-                self.on_timer(t);
+            for (id, t) in fired.drain(..) {
+                self.on_timer(id, t);
             }
             self.after_turn();
         }
@@ -334,15 +337,20 @@ impl Agent {
         }
     }
 
-    fn on_timer(&mut self, t: Timer) {
+    fn on_timer(&mut self, id: TimerId, t: Timer) {
         match t {
             Timer::Conn { key, gen, kind } => {
-                if self.conns.get(key).is_some_and(|c| c.gen == gen) {
-                    self.on_conn_deadline(key, kind);
-                }
+                let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
+                    return;
+                };
+                conn.timers.retain(|t| *t != id);
+                self.on_conn_deadline(key, kind);
             }
             Timer::Retry { id } => self.retry_container(&id),
-            Timer::Ping => self.ping(),
+            Timer::Ping => {
+                self.docker.ping_timer = None;
+                self.ping();
+            }
             Timer::Flush => {
                 self.flush_armed = false;
                 self.flush_output();
@@ -390,6 +398,14 @@ impl Agent {
         let deadline = Instant::now() + self.cfg.connect_timeout;
         self.add_timer(key, deadline, ConnTimer::Connect);
         Ok(key)
+    }
+
+    /// (Re)arm the one ping timer.
+    pub(crate) fn arm_ping(&mut self, after: Duration) {
+        if let Some(t) = self.docker.ping_timer.take() {
+            self.timers.cancel(t);
+        }
+        self.docker.ping_timer = Some(self.timers.insert(Instant::now() + after, Timer::Ping));
     }
 
     pub(crate) fn add_timer(

@@ -45,18 +45,32 @@ impl Agent {
     /// Start the agent on `socket`, writing to `dir/out.jsonl`, state in
     /// `dir/state`, with `extra` flags. Waits until it serves metrics.
     pub fn start(socket: &Path, dir: &Path, extra: &[&str]) -> Agent {
+        Self::spawn(socket, dir, extra, false)
+    }
+
+    /// Like [`Agent::start`], with `--output -` and stdout a pipe the test
+    /// reads (or does not) through `child.stdout`.
+    pub fn start_piped(socket: &Path, dir: &Path, extra: &[&str]) -> Agent {
+        Self::spawn(socket, dir, extra, true)
+    }
+
+    fn spawn(socket: &Path, dir: &Path, extra: &[&str], piped: bool) -> Agent {
         let output = dir.join("out.jsonl");
         let mut child = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
             .arg("--docker-host")
             .arg(format!("unix://{}", socket.display()))
             .arg("--output")
-            .arg(&output)
+            .arg(if piped {
+                Path::new("-")
+            } else {
+                output.as_path()
+            })
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if piped { Stdio::piped() } else { Stdio::null() })
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the agent");
@@ -186,7 +200,10 @@ pub struct Rec {
 
 pub fn read_output(path: &Path) -> Vec<Rec> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    // The agent may be in the middle of writing the last line.
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
         .map(|l| {
             let v: serde_json::Value =
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l:?}: {e}"));
