@@ -17,11 +17,11 @@ release: ## optimised build: target/release/log-capturer
 	$(CARGO) build --locked --release
 
 test: ## unit and integration tests (the README's test command)
-	$(CARGO) test --locked
+	$(CARGO) test --locked --workspace
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 fmt: ## format the code
 	$(CARGO) fmt --all

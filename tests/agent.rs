@@ -99,6 +99,30 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     assert!(stats.logs_requests_with_tail > 0, "reopens should use tail");
     assert_eq!(stats.non_get_requests, 0);
 
+    // One thread, and one fd per stream on top of the baseline.
+    assert_eq!(agent.threads(), 1);
+    assert!(
+        wait_for(Duration::from_secs(5), || agent.fds()
+            <= base_fds + names.len()),
+        "fds grew: {} -> {}",
+        base_fds,
+        agent.fds()
+    );
+
+    // Stop every container: the streams end, no request is in flight when
+    // the counters are compared, and the fds go back to the baseline.
+    for id in &ids {
+        d.stop(id);
+    }
+    assert!(d.wait_until(T, |s| s.log_streams_open == 0));
+    assert!(wait_for(T, || agent
+        .metric("log_capturer_containers_followed")
+        == 0.0));
+    assert!(
+        wait_for(T, || agent.fds() == base_fds),
+        "fds {} != baseline {base_fds}",
+        agent.fds()
+    );
     let m = agent.metrics();
     let sum = |prefix: &str| -> f64 {
         m.iter()
@@ -112,10 +136,12 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     let rotations = sum("log_capturer_stream_rotations_total");
     let reconnects = sum("log_capturer_stream_reconnects_total");
     let requests = d.stats().logs_requests_total as f64;
-    assert!(
-        (opens + rotations + reconnects - requests).abs() <= 1.0 + names.len() as f64,
+    assert_eq!(
+        opens + rotations + reconnects,
+        requests,
         "opens {opens} + rotations {rotations} + reconnects {reconnects} != requests {requests}"
     );
+    assert_eq!(m["log_capturer_active_streams"], 0.0);
     assert!(
         m["log_capturer_deadline_expirations_total{kind=\"head\"}"] >= 2.0,
         "NeverAnswer must hit the head deadline"
@@ -125,16 +151,6 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
         m["log_capturer_lines_total{stream=\"stdout\"}"]
             + m["log_capturer_lines_total{stream=\"stderr\"}"],
         names.iter().map(|(_, t)| *t as f64).sum::<f64>()
-    );
-
-    // One thread, and the fd count back where it was: one per stream.
-    assert_eq!(agent.threads(), 1);
-    assert!(
-        wait_for(Duration::from_secs(5), || agent.fds()
-            <= base_fds + names.len() + 1),
-        "fds grew: {} -> {}",
-        base_fds,
-        agent.fds()
     );
 }
 

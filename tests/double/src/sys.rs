@@ -14,7 +14,6 @@ struct Rlimit {
 extern "C" {
     fn getrlimit(resource: i32, rlim: *mut Rlimit) -> i32;
     fn setrlimit(resource: i32, rlim: *const Rlimit) -> i32;
-    fn gettid() -> i32;
 }
 
 const RLIMIT_NOFILE: i32 = 7;
@@ -42,16 +41,22 @@ pub fn raise_fd_limit(want: u64) -> io::Result<u64> {
     Ok(new.cur)
 }
 
-/// The calling thread's kernel thread id.
+/// The calling thread's kernel thread id, from `/proc/thread-self`
+/// (`<pid>/task/<tid>`); -1 if /proc is not mounted.
 pub fn current_tid() -> i32 {
-    // SAFETY: gettid has no preconditions (glibc >= 2.30).
-    unsafe { gettid() }
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .unwrap_or(-1)
 }
 
 /// CPU time (user + system) a thread of this process has used so far.
 /// Prefers `schedstat` (nanoseconds) and falls back to `stat` (clock ticks,
 /// assumed 100 Hz, the value on every Linux architecture we run on).
 pub fn thread_cpu_time(tid: i32) -> Option<Duration> {
+    if tid < 0 {
+        return None;
+    }
     let base = format!("/proc/self/task/{tid}");
     if let Ok(s) = std::fs::read_to_string(format!("{base}/schedstat")) {
         if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok()) {
