@@ -52,10 +52,7 @@ impl CheckpointStore {
     /// Create the directory if needed and take its lock.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create state directory {}; create it or pass --state-dir",
-                dir.display()
-            )
+            format!("cannot create state directory {}; create it or pass --state-dir", dir.display())
         })?;
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
@@ -89,9 +86,7 @@ impl CheckpointStore {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}", self.path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path.display())),
         };
         let state: StateFile = serde_json::from_slice(&bytes).with_context(|| {
             format!(
@@ -124,11 +119,7 @@ impl CheckpointStore {
 }
 
 pub fn new_state(first_run_at: i64) -> StateFile {
-    StateFile {
-        version: FORMAT_VERSION,
-        first_run_at,
-        containers: BTreeMap::new(),
-    }
+    StateFile { version: FORMAT_VERSION, first_run_at, containers: BTreeMap::new() }
 }
 
 #[cfg(test)]
@@ -149,11 +140,7 @@ mod tests {
         let mut state = new_state(42);
         state.containers.insert(
             "abc".into(),
-            ContainerCheckpoint {
-                name: "web".into(),
-                drained: false,
-                resume: Resume::new(7),
-            },
+            ContainerCheckpoint { name: "web".into(), drained: false, resume: Resume::new(7) },
         );
         store.save(&state).unwrap();
         let back = store.load().unwrap().unwrap();
@@ -161,13 +148,8 @@ mod tests {
         assert_eq!(back.containers["abc"].resume.start_since, 7);
         assert!(!dir.join(".checkpoints.json.tmp").exists());
 
-        let err = CheckpointStore::open(&dir)
-            .err()
-            .expect("second agent must be refused");
-        assert!(
-            err.to_string().contains("in use by another log-capturer"),
-            "{err}"
-        );
+        let err = CheckpointStore::open(&dir).err().expect("second agent must be refused");
+        assert!(err.to_string().contains("in use by another log-capturer"), "{err}");
         drop(store);
         CheckpointStore::open(&dir).expect("lock released on drop");
         fs::remove_dir_all(&dir).unwrap();
@@ -179,10 +161,7 @@ mod tests {
         let store = CheckpointStore::open(&dir).unwrap();
         fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
         let err = format!("{:#}", store.load().unwrap_err());
-        assert!(
-            err.contains("not a valid checkpoint file") && err.contains("move it away"),
-            "{err}"
-        );
+        assert!(err.contains("not a valid checkpoint file") && err.contains("move it away"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

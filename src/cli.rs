@@ -123,9 +123,7 @@ pub fn parse_docker_host(s: &str) -> Result<DockerHost, String> {
     if s.starts_with('/') {
         return Ok(DockerHost::Unix(PathBuf::from(s)));
     }
-    Err(format!(
-        "`{s}` is not unix:///path or tcp://host:port (https and ssh are not supported)"
-    ))
+    Err(format!("`{s}` is not unix:///path or tcp://host:port (https and ssh are not supported)"))
 }
 
 /// `500ms`, `2s`, `5m`, `1h`, `1h30m`; a bare number is seconds.
@@ -141,17 +139,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
         let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ms" => 1e-3,
             "s" => 1.0,
@@ -210,10 +204,7 @@ pub fn parse_label(s: &str) -> Result<LabelSelector, String> {
     if key.is_empty() {
         return Err(format!("`{s}`: a label selector is KEY or KEY=VALUE"));
     }
-    Ok(LabelSelector {
-        key: key.to_owned(),
-        value,
-    })
+    Ok(LabelSelector { key: key.to_owned(), value })
 }
 
 /// A container name pattern: glob or regular expression.
@@ -245,12 +236,8 @@ pub fn parse_name_pattern(s: &str) -> Result<NamePattern, String> {
         p.push('$');
         p
     };
-    let re =
-        regex::Regex::new(&pattern).map_err(|e| format!("`{s}` is not a valid pattern: {e}"))?;
-    Ok(NamePattern {
-        source: s.to_owned(),
-        re,
-    })
+    let re = regex::Regex::new(&pattern).map_err(|e| format!("`{s}` is not a valid pattern: {e}"))?;
+    Ok(NamePattern { source: s.to_owned(), re })
 }
 
 #[cfg(test)]
@@ -285,13 +272,8 @@ mod tests {
             parse_docker_host("unix:///var/run/docker.sock"),
             Ok(DockerHost::Unix("/var/run/docker.sock".into()))
         );
-        assert_eq!(
-            parse_docker_host("tcp://10.0.0.1:2375"),
-            Ok(DockerHost::Tcp("10.0.0.1:2375".into()))
-        );
-        assert!(parse_docker_host("tcp://host")
-            .unwrap_err()
-            .contains("needs a port"));
+        assert_eq!(parse_docker_host("tcp://10.0.0.1:2375"), Ok(DockerHost::Tcp("10.0.0.1:2375".into())));
+        assert!(parse_docker_host("tcp://host").unwrap_err().contains("needs a port"));
         assert!(parse_docker_host("ssh://me@host").is_err());
     }
 

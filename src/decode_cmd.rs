@@ -54,20 +54,11 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<io::Error>()
-        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
-fn decode(
-    input: &mut dyn Read,
-    out: &mut dyn Write,
-    args: &DecodeArgs,
-) -> anyhow::Result<ExitCode> {
-    let framing = if args.tty {
-        Framing::Raw
-    } else {
-        Framing::Multiplexed
-    };
+fn decode(input: &mut dyn Read, out: &mut dyn Write, args: &DecodeArgs) -> anyhow::Result<ExitCode> {
+    let framing = if args.tty { Framing::Raw } else { Framing::Multiplexed };
     let mut stream = LogStreamConfig::new(framing, true);
     stream.max_line = args.max_line_bytes;
     let mut dec = ResponseDecoder::new(ResponseConfig {
@@ -93,10 +84,7 @@ fn decode(
             }
             LogEvent::DaemonError(msg) => {
                 daemon_errors += 1;
-                eprintln!(
-                    "log-capturer: Docker reported in the stream: {}",
-                    String::from_utf8_lossy(msg)
-                );
+                eprintln!("log-capturer: Docker reported in the stream: {}", String::from_utf8_lossy(msg));
             }
         }
     };
@@ -127,11 +115,7 @@ fn decode(
             dec.trailing_bytes()
         );
     }
-    Ok(if daemon_errors > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if daemon_errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn write_record(out: &mut Vec<u8>, r: &Record<'_>) {

@@ -19,13 +19,7 @@ use log_capturer::decode_cmd::{self, DecodeArgs};
 /// and resumes exactly where it was; checkpoints in --state-dir carry that
 /// across restarts. Metrics: http://127.0.0.1:9640/metrics.
 #[derive(Debug, Parser)]
-#[command(
-    name = "log-capturer",
-    version,
-    about,
-    long_about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "log-capturer", version, about, long_about, args_conflicts_with_subcommands = true)]
 #[command(verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]

@@ -34,8 +34,7 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
-    LabelValueEncoder,
+    DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -46,21 +45,13 @@ use prometheus_client::registry::Registry;
 use crate::docker::frame::StreamId;
 
 /// Buckets of `log_capturer_stream_age_seconds`: 1 s to 2 h.
-pub const STREAM_AGE_BUCKETS: [f64; 11] = [
-    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
-];
+pub const STREAM_AGE_BUCKETS: [f64; 11] =
+    [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
 
 /// The `kind` values of `log_capturer_docker_errors_total` that exist (at 0)
 /// from start-up. [`Metrics::docker_error`] accepts other static kinds too.
-pub const DOCKER_ERROR_KINDS: [&str; 7] = [
-    "connect",
-    "status_4xx",
-    "status_5xx",
-    "not_found",
-    "driver_unsupported",
-    "protocol",
-    "systemerr",
-];
+pub const DOCKER_ERROR_KINDS: [&str; 7] =
+    ["connect", "status_4xx", "status_5xx", "not_found", "driver_unsupported", "protocol", "systemerr"];
 
 /// Implements `as_str`, `ALL` and `EncodeLabelValue` (as the snake_case
 /// string, not the Rust identifier the derive would write) for a label enum.
@@ -209,9 +200,7 @@ impl Format {
                 let media = params.next().unwrap_or("");
                 media.eq_ignore_ascii_case("application/openmetrics-text")
                     && !params.any(|p| {
-                        p.strip_prefix("q=")
-                            .and_then(|q| q.parse::<f64>().ok())
-                            .is_some_and(|q| q <= 0.0)
+                        p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()).is_some_and(|q| q <= 0.0)
                     })
             })
         });
@@ -478,9 +467,7 @@ impl Metrics {
     /// [`DOCKER_ERROR_KINDS`]; another kind is accepted but must stay a fixed
     /// word (never an id or a message), and appears only once it happened.
     pub fn docker_error(&self, kind: &'static str) {
-        self.docker_errors
-            .get_or_create(&DockerErrorLabels { kind })
-            .inc();
+        self.docker_errors.get_or_create(&DockerErrorLabels { kind }).inc();
     }
 
     /// One line of `message_len` bytes was delivered.
@@ -545,9 +532,7 @@ fn openmetrics_to_text(om: &str, out: &mut String) -> fmt::Result {
                 _ => ("", "untyped"),
             };
             match help.take() {
-                Some((hname, text)) if hname == name => {
-                    writeln!(out, "# HELP {name}{suffix} {text}")?
-                }
+                Some((hname, text)) if hname == name => writeln!(out, "# HELP {name}{suffix} {text}")?,
                 Some((hname, text)) => writeln!(out, "# HELP {hname} {text}")?,
                 None => {}
             }
@@ -575,9 +560,7 @@ struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let stat = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| ProcStat::parse(&s));
+        let stat = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| ProcStat::parse(&s));
         let ticks = sysconf_or(nix::libc::_SC_CLK_TCK, 100.0);
         let page = sysconf_or(nix::libc::_SC_PAGESIZE, 4096.0);
 
@@ -592,15 +575,9 @@ impl Collector for ProcessCollector {
             cpu.encode(m)?;
         }
         if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-            gauge(
-                &mut encoder,
-                "process_open_fds",
-                "Number of open file descriptors.",
-                fds.count() as i64,
-            )?;
+            gauge(&mut encoder, "process_open_fds", "Number of open file descriptors.", fds.count() as i64)?;
         }
-        if let Ok((soft, _hard)) =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        if let Ok((soft, _hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         {
             gauge(
                 &mut encoder,
@@ -622,12 +599,7 @@ impl Collector for ProcessCollector {
                 "Resident memory size in bytes.",
                 st.rss_pages as f64 * page,
             )?;
-            gauge(
-                &mut encoder,
-                "process_threads",
-                "Number of OS threads in the process.",
-                st.num_threads,
-            )?;
+            gauge(&mut encoder, "process_threads", "Number of OS threads in the process.", st.num_threads)?;
             if let Some(btime) = boot_time() {
                 gauge(
                     &mut encoder,
@@ -700,9 +672,7 @@ impl ProcStat {
 /// Boot time in seconds since the epoch: `btime` of `/proc/stat`.
 fn boot_time() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
+    stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -757,14 +727,8 @@ mod tests {
     fn counters_move_and_appear() {
         let m = Metrics::new();
         let s = text(&m);
-        assert_eq!(
-            value(&s, r#"log_capturer_stream_rotations_total{reason="age"}"#),
-            0.0
-        );
-        assert_eq!(
-            value(&s, r#"log_capturer_docker_errors_total{kind="status_5xx"}"#),
-            0.0
-        );
+        assert_eq!(value(&s, r#"log_capturer_stream_rotations_total{reason="age"}"#), 0.0);
+        assert_eq!(value(&s, r#"log_capturer_docker_errors_total{kind="status_5xx"}"#), 0.0);
 
         m.rotation(RotationReason::Age, Duration::from_secs(90));
         m.rotation(RotationReason::Idle, Duration::from_millis(500));
@@ -791,42 +755,15 @@ mod tests {
 
         let s = text(&m);
         let v = |series: &str| value(&s, series);
-        assert_eq!(
-            v(r#"log_capturer_stream_rotations_total{reason="age"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_rotations_total{reason="idle"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_reconnects_total{reason="eof"}"#),
-            2.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_reconnects_total{reason="docker_down"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_reconnects_total{reason="catchup"}"#),
-            0.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_deadline_expirations_total{kind="head"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_deadline_expirations_total{kind="api"}"#),
-            0.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_docker_errors_total{kind="status_5xx"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_docker_errors_total{kind="made_up"}"#),
-            1.0
-        );
+        assert_eq!(v(r#"log_capturer_stream_rotations_total{reason="age"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_stream_rotations_total{reason="idle"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_stream_reconnects_total{reason="eof"}"#), 2.0);
+        assert_eq!(v(r#"log_capturer_stream_reconnects_total{reason="docker_down"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_stream_reconnects_total{reason="catchup"}"#), 0.0);
+        assert_eq!(v(r#"log_capturer_deadline_expirations_total{kind="head"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_deadline_expirations_total{kind="api"}"#), 0.0);
+        assert_eq!(v(r#"log_capturer_docker_errors_total{kind="status_5xx"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_docker_errors_total{kind="made_up"}"#), 1.0);
         assert_eq!(v(r#"log_capturer_lines_total{stream="stdout"}"#), 2.0);
         assert_eq!(v(r#"log_capturer_lines_total{stream="stderr"}"#), 1.0);
         assert_eq!(v("log_capturer_bytes_total"), 16.0);
@@ -841,42 +778,17 @@ mod tests {
         assert_eq!(v("log_capturer_checkpoint_errors_total"), 1.0);
         assert_eq!(v("log_capturer_stream_age_seconds_count"), 2.0);
         assert_eq!(v("log_capturer_stream_age_seconds_sum"), 90.5);
-        assert_eq!(
-            v(r#"log_capturer_stream_age_seconds_bucket{le="1.0"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_age_seconds_bucket{le="60.0"}"#),
-            1.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_age_seconds_bucket{le="120.0"}"#),
-            2.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_age_seconds_bucket{le="7200.0"}"#),
-            2.0
-        );
-        assert_eq!(
-            v(r#"log_capturer_stream_age_seconds_bucket{le="+Inf"}"#),
-            2.0
-        );
+        assert_eq!(v(r#"log_capturer_stream_age_seconds_bucket{le="1.0"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_stream_age_seconds_bucket{le="60.0"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_stream_age_seconds_bucket{le="120.0"}"#), 2.0);
+        assert_eq!(v(r#"log_capturer_stream_age_seconds_bucket{le="7200.0"}"#), 2.0);
+        assert_eq!(v(r#"log_capturer_stream_age_seconds_bucket{le="+Inf"}"#), 2.0);
 
         // The public families and the helpers' cached handles are the same series.
-        m.stream_reconnects
-            .get_or_create(&ReconnectLabels {
-                reason: ReconnectReason::Catchup,
-            })
-            .inc();
+        m.stream_reconnects.get_or_create(&ReconnectLabels { reason: ReconnectReason::Catchup }).inc();
         m.set_docker_up(false);
         let s = text(&m);
-        assert_eq!(
-            value(
-                &s,
-                r#"log_capturer_stream_reconnects_total{reason="catchup"}"#
-            ),
-            1.0
-        );
+        assert_eq!(value(&s, r#"log_capturer_stream_reconnects_total{reason="catchup"}"#), 1.0);
         assert_eq!(value(&s, "log_capturer_docker_up"), 0.0);
     }
 
@@ -889,20 +801,11 @@ mod tests {
         assert!(om.ends_with("# EOF\n"));
         assert!(!s.contains("# EOF"));
         for (name, kind) in FAMILIES {
-            assert!(
-                s.contains(&format!("\n# TYPE {name} {kind}\n")),
-                "{name} in:\n{s}"
-            );
+            assert!(s.contains(&format!("\n# TYPE {name} {kind}\n")), "{name} in:\n{s}");
             assert!(s.contains(&format!("# HELP {name} ")), "help of {name}");
             let om_name = name.strip_suffix("_total").unwrap_or(name);
-            assert!(
-                om.contains(&format!("# TYPE {om_name} {kind}\n")),
-                "{om_name} in:\n{om}"
-            );
-            assert!(
-                om.contains(&format!("# HELP {om_name} ")),
-                "help of {om_name}"
-            );
+            assert!(om.contains(&format!("# TYPE {om_name} {kind}\n")), "{om_name} in:\n{om}");
+            assert!(om.contains(&format!("# HELP {om_name} ")), "help of {om_name}");
         }
         // Nothing declared twice, no stray "_total_total".
         assert_eq!(s.matches("# TYPE ").count(), FAMILIES.len());
@@ -922,16 +825,10 @@ mod tests {
         assert!(rss > 0.0, "{rss}");
         assert!(v("process_virtual_memory_bytes") >= rss);
         assert!(v("process_cpu_seconds_total") >= 0.0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let start = v("process_start_time_seconds");
         // Started after 2020 and not in the future (btime is rounded to 1 s).
-        assert!(
-            start > 1.5e9 && start <= now + 2.0,
-            "start {start}, now {now}"
-        );
+        assert!(start > 1.5e9 && start <= now + 2.0, "start {start}, now {now}");
     }
 
     #[test]
@@ -982,15 +879,9 @@ mod tests {
         assert_eq!(Format::from_accept(Some("text/plain")), Format::Text);
         assert_eq!(Format::from_accept(Some("*/*")), Format::Text);
         assert_eq!(Format::from_accept(None), Format::Text);
-        assert_eq!(
-            Format::from_accept(Some("application/openmetrics-text; q=0, text/plain")),
-            Format::Text
-        );
+        assert_eq!(Format::from_accept(Some("application/openmetrics-text; q=0, text/plain")), Format::Text);
         assert_eq!(Format::Text.content_type(), Metrics::CONTENT_TYPE);
-        assert_eq!(
-            Format::OpenMetrics.content_type(),
-            Metrics::OPENMETRICS_CONTENT_TYPE
-        );
+        assert_eq!(Format::OpenMetrics.content_type(), Metrics::OPENMETRICS_CONTENT_TYPE);
     }
 
     /// `promtool check metrics` (Prometheus text format parser and linter)
@@ -1012,8 +903,7 @@ mod tests {
         m.output_blocked(Duration::from_micros(1));
         m.docker_error("connect");
         let s = text(&m);
-        let path =
-            std::env::temp_dir().join(format!("log-capturer-metrics-{}.prom", std::process::id()));
+        let path = std::env::temp_dir().join(format!("log-capturer-metrics-{}.prom", std::process::id()));
         std::fs::write(&path, &s).unwrap();
         let output = std::process::Command::new(promtool)
             .args(["check", "metrics"])

@@ -69,10 +69,8 @@ impl Output {
         let Ok(st) = nix::sys::stat::fstat(self.fd()) else {
             return false;
         };
-        let kind =
-            nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
-        let streamy =
-            kind == nix::sys::stat::SFlag::S_IFIFO || kind == nix::sys::stat::SFlag::S_IFSOCK;
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+        let streamy = kind == nix::sys::stat::SFlag::S_IFIFO || kind == nix::sys::stat::SFlag::S_IFSOCK;
         if !streamy {
             return false;
         }
@@ -140,10 +138,7 @@ impl Output {
             };
             match res {
                 Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "output accepts no more bytes",
-                    ))
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "output accepts no more bytes"))
                 }
                 Ok(n) => {
                     self.written += n;
@@ -189,10 +184,7 @@ impl Output {
             if left.is_zero() {
                 return Ok(false);
             }
-            let mut fds = [nix::poll::PollFd::new(
-                self.fd(),
-                nix::poll::PollFlags::POLLOUT,
-            )];
+            let mut fds = [nix::poll::PollFd::new(self.fd(), nix::poll::PollFlags::POLLOUT)];
             let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
             let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
         }

@@ -144,16 +144,8 @@ pub fn base64(out: &mut Vec<u8>, data: &[u8]) {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(A[(n >> 18) as usize & 63]);
         out.push(A[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 {
-            A[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if c.len() > 2 {
-            A[n as usize & 63]
-        } else {
-            b'='
-        });
+        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] } else { b'=' });
+        out.push(if c.len() > 2 { A[n as usize & 63] } else { b'=' });
     }
 }
 
@@ -168,30 +160,17 @@ mod tests {
     }
 
     fn rec(message: &[u8]) -> Record<'_> {
-        Record {
-            timestamp: None,
-            stream: StreamId::Stdout,
-            message,
-            truncated: false,
-            partial: false,
-        }
+        Record { timestamp: None, stream: StreamId::Stdout, message, truncated: false, partial: false }
     }
 
     #[test]
     fn the_documented_shape() {
-        let r = Record {
-            timestamp: Some(1_795_808_902_687_468_145),
-            ..rec(b"hello \"you\"")
-        };
+        let r = Record { timestamp: Some(1_795_808_902_687_468_145), ..rec(b"hello \"you\"") };
         assert_eq!(
             json(&r, b""),
             r#"{"timestamp":"2026-11-27T19:48:22.687468145Z","stream":"stdout","message":"hello \"you\""}"#
         );
-        let r = Record {
-            truncated: true,
-            stream: StreamId::Stderr,
-            ..rec(b"x")
-        };
+        let r = Record { truncated: true, stream: StreamId::Stderr, ..rec(b"x") };
         assert_eq!(
             json(&r, br#""container_name":"web""#),
             r#"{"container_name":"web","stream":"stderr","message":"x","truncated":true}"#
@@ -221,13 +200,9 @@ mod tests {
 
     #[test]
     fn base64_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
+        for (input, want) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")]
+        {
             let mut out = Vec::new();
             base64(&mut out, input.as_bytes());
             assert_eq!(out, want.as_bytes());

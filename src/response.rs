@@ -8,9 +8,7 @@ use memchr::memchr;
 
 use crate::docker::api;
 use crate::docker::frame::HEADER_LEN;
-use crate::docker::logstream::{
-    Framing, LogEvent, LogStreamConfig, LogStreamDecoder, LogStreamError,
-};
+use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig, LogStreamDecoder, LogStreamError};
 use crate::docker::timestamp;
 use crate::http::body::{BodyDecoder, BodyError, BodyEvent};
 use crate::http::head::{self, ContentType, HeadError, ResponseHead};
@@ -164,9 +162,7 @@ impl ResponseDecoder {
                     self.buf.extend_from_slice(&input[..take]);
                     match head::parse(&self.buf) {
                         Ok(None) if take < input.len() => {
-                            return Err(
-                                self.err_at(self.offset + take as u64, head::HeadError::TooLarge)
-                            );
+                            return Err(self.err_at(self.offset + take as u64, head::HeadError::TooLarge));
                         }
                         Ok(None) => {
                             self.offset += take as u64;
@@ -196,9 +192,7 @@ impl ResponseDecoder {
                     self.offset += n as u64;
                     input = &input[n..];
                     match ev {
-                        Some(BodyEvent::Data(d)) => {
-                            self.body_data(d, data_at - d.len() as u64, emit)?
-                        }
+                        Some(BodyEvent::Data(d)) => self.body_data(d, data_at - d.len() as u64, emit)?,
                         Some(BodyEvent::End) => self.end_body(emit)?,
                         None => {}
                     }
@@ -214,10 +208,7 @@ impl ResponseDecoder {
         F: FnMut(LogEvent<'_>),
     {
         match self.state {
-            State::Head => Err(ResponseError {
-                offset: Some(self.offset),
-                kind: ResponseErrorKind::NoHead,
-            }),
+            State::Head => Err(ResponseError { offset: Some(self.offset), kind: ResponseErrorKind::NoHead }),
             State::Done => Ok(()),
             _ => {
                 let body = self.body.as_mut().expect("body decoder set with the head");
@@ -238,10 +229,7 @@ impl ResponseDecoder {
     }
 
     fn err_at(&self, offset: u64, e: HeadError) -> ResponseError {
-        ResponseError {
-            offset: Some(offset),
-            kind: ResponseErrorKind::Head(e),
-        }
+        ResponseError { offset: Some(offset), kind: ResponseErrorKind::Head(e) }
     }
 
     fn start_body(&mut self, h: ResponseHead) -> Result<(), ResponseError> {
@@ -253,10 +241,7 @@ impl ResponseDecoder {
         }
         if let Some(ct @ (ContentType::Json | ContentType::Other)) = h.content_type {
             self.state = State::Done;
-            return Err(ResponseError {
-                offset: None,
-                kind: ResponseErrorKind::NotLogs(ct),
-            });
+            return Err(ResponseError { offset: None, kind: ResponseErrorKind::NotLogs(ct) });
         }
         let mut stream = self.cfg.stream;
         if self.cfg.framing_from_content_type && h.content_type == Some(ContentType::Raw) {
@@ -310,12 +295,8 @@ impl ResponseDecoder {
         self.state = State::Logs;
         let result = logs.push(&held, emit).map_err(|e| {
             // Map the offset in the held bytes back onto the response.
-            let (start, wire) = runs
-                .iter()
-                .rev()
-                .find(|(start, _)| *start <= e.at)
-                .copied()
-                .unwrap_or((0, 0));
+            let (start, wire) =
+                runs.iter().rev().find(|(start, _)| *start <= e.at).copied().unwrap_or((0, 0));
             log_err(e, wire + (e.at - start) as u64 - e.at as u64)
         });
         self.logs = Some(logs);
@@ -333,14 +314,10 @@ impl ResponseDecoder {
             State::ErrorBody => {
                 let status = self.head.map_or(0, |h| h.status);
                 let message = api::error_message(&self.buf);
-                Err(ResponseError {
-                    offset: None,
-                    kind: ResponseErrorKind::Daemon { status, message },
-                })
+                Err(ResponseError { offset: None, kind: ResponseErrorKind::Daemon { status, message } })
             }
             State::Detect => {
-                let ts =
-                    detect_timestamps(self.cfg.stream.framing, &self.buf, true).unwrap_or(false);
+                let ts = detect_timestamps(self.cfg.stream.framing, &self.buf, true).unwrap_or(false);
                 self.start_logs(ts, emit)?;
                 self.state = State::Done;
                 self.finish_logs(emit)
@@ -356,18 +333,12 @@ impl ResponseDecoder {
     {
         let logs = self.logs.as_mut().expect("log decoder set");
         let at = self.offset;
-        logs.finish(emit).map_err(|e| ResponseError {
-            offset: Some(at),
-            kind: ResponseErrorKind::Log(e),
-        })
+        logs.finish(emit).map_err(|e| ResponseError { offset: Some(at), kind: ResponseErrorKind::Log(e) })
     }
 }
 
 fn log_err(e: LogStreamError, base: u64) -> ResponseError {
-    ResponseError {
-        offset: Some(base + e.at as u64),
-        kind: ResponseErrorKind::Log(e),
-    }
+    ResponseError { offset: Some(base + e.at as u64), kind: ResponseErrorKind::Log(e) }
 }
 
 /// Does the first message of a log body start with a timestamp? `None`:

@@ -489,17 +489,12 @@ impl<T> TimerWheel<T> {
         let tick = u128::from(self.tick_ns);
         let up = ns.div_ceil(tick);
         // Round down instead only if rounding up leaves `Instant`'s range.
-        let ticks = if self.checked_instant(up).is_some() {
-            up
-        } else {
-            ns / tick
-        };
+        let ticks = if self.checked_instant(up).is_some() { up } else { ns / tick };
         u64::try_from(ticks).unwrap_or(MAX_TICK).min(MAX_TICK)
     }
 
     fn floor_tick(&self, now: Instant) -> u64 {
-        let ticks =
-            now.saturating_duration_since(self.origin).as_nanos() / u128::from(self.tick_ns);
+        let ticks = now.saturating_duration_since(self.origin).as_nanos() / u128::from(self.tick_ns);
         u64::try_from(ticks).unwrap_or(MAX_TICK).min(MAX_TICK)
     }
 
@@ -513,8 +508,7 @@ impl<T> TimerWheel<T> {
     /// Every tick the wheel reports is at most the tick of a stored deadline
     /// or of a `now` it was given, so it is representable.
     fn instant_at(&self, tick: u64) -> Instant {
-        self.checked_instant(u128::from(tick))
-            .expect("a timer wheel tick at or before a known instant")
+        self.checked_instant(u128::from(tick)).expect("a timer wheel tick at or before a known instant")
     }
 
     #[inline]
@@ -785,10 +779,7 @@ mod tests {
         let fired = poll(&mut w, now);
         assert_eq!(fired, vec![(b, 'b'), (a, 'a'), (d, 'd')]);
         // `c` is due at the next tick boundary, not before.
-        assert_eq!(
-            w.next_deadline(),
-            Some(o + Duration::from_secs(5) + 10 * MS)
-        );
+        assert_eq!(w.next_deadline(), Some(o + Duration::from_secs(5) + 10 * MS));
         assert_eq!(poll(&mut w, now + 7 * MS), vec![(c, 'c')]);
         // Past deadline on a fresh wheel that was never polled.
         let mut w = TimerWheel::new(10 * MS, 64, o);
@@ -851,11 +842,7 @@ mod tests {
         assert!(work <= 2 * slots as u64 + 3 * n, "work {work}");
         assert!(started.elapsed() < Duration::from_secs(5));
         deadlines.sort();
-        let want: Vec<u64> = deadlines
-            .iter()
-            .filter(|(d, _)| *d <= now)
-            .map(|&(_, i)| i)
-            .collect();
+        let want: Vec<u64> = deadlines.iter().filter(|(d, _)| *d <= now).map(|&(_, i)| i).collect();
         let got: Vec<u64> = fired.iter().map(|&(_, i)| i).collect();
         assert_eq!(got, want);
         assert_eq!(w.len() as u64, n - want.len() as u64);
@@ -885,9 +872,7 @@ mod tests {
         }
         // Several near timers: cancelling the nearest moves the answer to the
         // next one exactly.
-        let ids: Vec<_> = (1..=5u32)
-            .map(|k| w.insert(now + 300 * MS * k, k))
-            .collect();
+        let ids: Vec<_> = (1..=5u32).map(|k| w.insert(now + 300 * MS * k, k)).collect();
         for (k, id) in ids.iter().enumerate() {
             let want = w.instant_at(w.ceil_tick(now + 300 * MS * (k as u32 + 1)));
             assert_eq!(w.next_deadline(), Some(want));
@@ -914,11 +899,7 @@ mod tests {
             wakeups += 1;
             for (id, _) in poll(w, now) {
                 let d = deadlines[&id];
-                assert!(
-                    now >= d && now - d < tick,
-                    "fired {:?} after deadline",
-                    now - d
-                );
+                assert!(now >= d && now - d < tick, "fired {:?} after deadline", now - d);
                 fired += 1;
                 before_first.get_or_insert(wakeups);
             }
@@ -947,14 +928,8 @@ mod tests {
                 deadlines.insert(w.insert(d, i), d);
             }
             let (before_first, total) = simulate_loop(&mut w, o, &deadlines);
-            assert!(
-                before_first <= 3,
-                "{before_first} wake-ups before the first fire"
-            );
-            assert!(
-                total as usize <= distinct_ticks.len() + 3,
-                "{total} wake-ups"
-            );
+            assert!(before_first <= 3, "{before_first} wake-ups before the first fire");
+            assert!(total as usize <= distinct_ticks.len() + 3, "{total} wake-ups");
         }
     }
 
@@ -1078,10 +1053,7 @@ mod tests {
                         assert!(next <= at(polled_tick), "step {step}");
                     } else {
                         assert!(next <= at(x), "late, step {step}");
-                        assert!(
-                            at(x) - next < Duration::from_nanos(half * tick_ns),
-                            "step {step}"
-                        );
+                        assert!(at(x) - next < Duration::from_nanos(half * tick_ns), "step {step}");
                         if x <= polled_tick + half {
                             assert_eq!(next, at(x), "step {step}");
                         }

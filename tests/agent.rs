@@ -11,19 +11,12 @@ use common::*;
 const T: Duration = Duration::from_secs(60);
 
 fn writer(rate: f64, total: u64) -> Writer {
-    Writer {
-        lines_per_sec: rate,
-        stderr_every: 3,
-        line_len: 60,
-        max_lines: Some(total),
-    }
+    Writer { lines_per_sec: rate, stderr_every: 3, line_len: 60, max_lines: Some(total) }
 }
 
 fn all_delivered(agent: &Agent, names: &[(&str, u64)]) -> bool {
     let recs = read_output(&agent.output);
-    names
-        .iter()
-        .all(|(n, total)| recs.iter().filter(|r| r.container == *n).count() as u64 >= *total)
+    names.iter().all(|(n, total)| recs.iter().filter(|r| r.container == *n).count() as u64 >= *total)
 }
 
 fn assert_exactly_once(agent: &Agent, names: &[(&str, u64)]) {
@@ -42,14 +35,7 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     let agent = Agent::start(
         d.socket(),
         &dir.0,
-        &[
-            "--rotate-after",
-            "100ms",
-            "--idle-timeout",
-            "1s",
-            "--head-timeout",
-            "1s",
-        ],
+        &["--rotate-after", "100ms", "--idle-timeout", "1s", "--head-timeout", "1s"],
     );
     let base_fds = agent.fds();
     let mut names = Vec::new();
@@ -62,12 +48,7 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     for (n, total) in &names {
         let mut spec = ContainerSpec::new(n.clone()).tty(n == "tty");
         spec = spec.writer(if n == "long" {
-            Writer {
-                lines_per_sec: 12.0,
-                stderr_every: 2,
-                line_len: 40_000,
-                max_lines: Some(*total),
-            }
+            Writer { lines_per_sec: 12.0, stderr_every: 2, line_len: 40_000, max_lines: Some(*total) }
         } else {
             writer(100.0, *total)
         });
@@ -80,20 +61,12 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     d.inject(Match::Logs, Fault::NeverAnswer, 2);
 
     let expect: Vec<(&str, u64)> = names.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-    assert!(
-        wait_for(T, || all_delivered(&agent, &expect)),
-        "not all lines arrived:\n{}",
-        agent.stderr()
-    );
+    assert!(wait_for(T, || all_delivered(&agent, &expect)), "not all lines arrived:\n{}", agent.stderr());
     assert_exactly_once(&agent, &expect);
 
     let stats = d.stats();
     for id in &ids[..4] {
-        let reqs = stats
-            .logs_requests_by_container
-            .get(id)
-            .copied()
-            .unwrap_or(0);
+        let reqs = stats.logs_requests_by_container.get(id).copied().unwrap_or(0);
         assert!(reqs >= 100, "only {reqs} streams for {id}");
     }
     assert!(stats.logs_requests_with_tail > 0, "reopens should use tail");
@@ -102,8 +75,7 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     // One thread, and one fd per stream on top of the baseline.
     assert_eq!(agent.threads(), 1);
     assert!(
-        wait_for(Duration::from_secs(5), || agent.fds()
-            <= base_fds + names.len()),
+        wait_for(Duration::from_secs(5), || agent.fds() <= base_fds + names.len()),
         "fds grew: {} -> {}",
         base_fds,
         agent.fds()
@@ -115,21 +87,10 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
         d.stop(id);
     }
     assert!(d.wait_until(T, |s| s.log_streams_open == 0));
-    assert!(wait_for(T, || agent
-        .metric("log_capturer_containers_followed")
-        == 0.0));
-    assert!(
-        wait_for(T, || agent.fds() == base_fds),
-        "fds {} != baseline {base_fds}",
-        agent.fds()
-    );
+    assert!(wait_for(T, || agent.metric("log_capturer_containers_followed") == 0.0));
+    assert!(wait_for(T, || agent.fds() == base_fds), "fds {} != baseline {base_fds}", agent.fds());
     let m = agent.metrics();
-    let sum = |prefix: &str| -> f64 {
-        m.iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .sum()
-    };
+    let sum = |prefix: &str| -> f64 { m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum() };
     // Every logs request is a first open, a rotation or a reconnect: the
     // counters tell exactly what happened.
     let opens = names.len() as f64;
@@ -148,8 +109,7 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     );
     assert!(m["log_capturer_duplicates_dropped_total"] > 0.0);
     assert_eq!(
-        m["log_capturer_lines_total{stream=\"stdout\"}"]
-            + m["log_capturer_lines_total{stream=\"stderr\"}"],
+        m["log_capturer_lines_total{stream=\"stdout\"}"] + m["log_capturer_lines_total{stream=\"stderr\"}"],
         names.iter().map(|(_, t)| *t as f64).sum::<f64>()
     );
 }
@@ -170,10 +130,7 @@ fn active_streams_matches_the_server_side_count() {
     d.stop(&id);
     assert!(d.wait_until(T, |s| s.log_streams_open == 6));
     assert!(wait_for(T, || agent.metric("log_capturer_active_streams") == 6.0));
-    assert!(
-        wait_for(T, || agent.fds() == fds - 1),
-        "a stopped container's fd must be closed"
-    );
+    assert!(wait_for(T, || agent.fds() == fds - 1), "a stopped container's fd must be closed");
     assert_eq!(agent.threads(), 1);
 }
 
@@ -183,20 +140,12 @@ fn a_stream_stalled_after_its_headers_costs_one_fd_until_the_idle_deadline() {
     let d = Double::start(Config::in_temp_dir()).unwrap();
     let id = d.create_and_start(ContainerSpec::new("web"));
     d.inject(Match::LogsOf(id.clone()), Fault::StallAfterHeaders, 5);
-    let agent = Agent::start(
-        d.socket(),
-        &dir.0,
-        &["--idle-timeout", "300ms", "--from-beginning"],
-    );
+    let agent = Agent::start(d.socket(), &dir.0, &["--idle-timeout", "300ms", "--from-beginning"]);
     // Five stalled streams in a row, each cut by the idle deadline.
     assert!(d.wait_until(T, |s| s.logs_requests_total >= 6));
     let fds = agent.fds();
     d.write(&id, Stream::Stdout, b"web 1 stdout after the stall");
-    assert!(
-        wait_for(T, || read_output(&agent.output).len() == 1),
-        "{}",
-        agent.stderr()
-    );
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1), "{}", agent.stderr());
     assert!(agent.metric("log_capturer_stream_rotations_total{reason=\"idle\"}") >= 5.0);
     assert!(agent.fds() <= fds, "stalled streams leaked fds");
     assert_eq!(d.stats().log_streams_open, 1);
@@ -215,28 +164,18 @@ fn agent_killed_and_restarted_loses_nothing() {
     let agent = Agent::start(d.socket(), &dir.0, &["--rotate-after", "500ms"]);
     let distinct = |agent: &Agent| {
         let recs = read_output(&agent.output);
-        let mut seqs: Vec<u64> = recs
-            .iter()
-            .filter_map(|r| r.message.split(' ').nth(1)?.parse().ok())
-            .collect();
+        let mut seqs: Vec<u64> =
+            recs.iter().filter_map(|r| r.message.split(' ').nth(1)?.parse().ok()).collect();
         let n = seqs.len();
         seqs.sort_unstable();
         seqs.dedup();
         (seqs, n)
     };
-    assert!(
-        wait_for(T, || distinct(&agent).0.len() == 2000),
-        "{}",
-        agent.stderr()
-    );
+    assert!(wait_for(T, || distinct(&agent).0.len() == 2000), "{}", agent.stderr());
     let (seqs, n) = distinct(&agent);
     // Nothing lost; at most about a second (200 lines) repeated.
     assert!(seqs.iter().copied().eq(1..=2000), "lines lost");
-    assert!(
-        n - seqs.len() <= 250,
-        "{} lines repeated after kill -9",
-        n - seqs.len()
-    );
+    assert!(n - seqs.len() <= 250, "{} lines repeated after kill -9", n - seqs.len());
 }
 
 #[test]
@@ -249,11 +188,7 @@ fn agent_stopped_with_sigterm_and_restarted_loses_and_repeats_nothing() {
     let started = std::time::Instant::now();
     let st = agent.stop("TERM");
     assert!(st.success(), "{st:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "SIGTERM took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "SIGTERM took {:?}", started.elapsed());
     std::thread::sleep(Duration::from_millis(300));
     let agent = Agent::start(d.socket(), &dir.0, &[]);
     assert!(wait_for(T, || all_delivered(&agent, &[("t", 1500)])));
@@ -274,11 +209,7 @@ fn docker_restart_under_the_agent() {
     std::thread::sleep(Duration::from_secs(1));
     d.daemon_up();
     assert!(wait_for(T, || agent.metric("log_capturer_docker_up") == 1.0));
-    assert!(
-        wait_for(T, || all_delivered(&agent, &[("r", 1000)])),
-        "{}",
-        agent.stderr()
-    );
+    assert!(wait_for(T, || all_delivered(&agent, &[("r", 1000)])), "{}", agent.stderr());
     assert_exactly_once(&agent, &[("r", 1000)]);
     assert_eq!(agent.get("/healthz").0, 200);
 }
@@ -300,26 +231,16 @@ fn short_tail_window_falls_back_to_one_since_only_catch_up() {
     }
     let before = d.stats();
     let agent = Agent::start(d.socket(), &dir.0, &[]);
-    assert!(
-        wait_for(T, || all_delivered(&agent, &[("burst", 3000)])),
-        "{}",
-        agent.stderr()
-    );
+    assert!(wait_for(T, || all_delivered(&agent, &[("burst", 3000)])), "{}", agent.stderr());
     assert_exactly_once(&agent, &[("burst", 3000)]);
     let after = d.stats();
-    assert!(
-        after.logs_requests_with_tail > before.logs_requests_with_tail,
-        "the reopen tries tail first"
-    );
+    assert!(after.logs_requests_with_tail > before.logs_requests_with_tail, "the reopen tries tail first");
     assert_eq!(
         after.logs_requests_since_only,
         before.logs_requests_since_only + 1,
         "then one since-only catch-up"
     );
-    assert_eq!(
-        agent.metric("log_capturer_stream_reconnects_total{reason=\"catchup\"}"),
-        1.0
-    );
+    assert_eq!(agent.metric("log_capturer_stream_reconnects_total{reason=\"catchup\"}"), 1.0);
 }
 
 #[test]
@@ -338,28 +259,14 @@ fn non_monotonic_timestamps_with_either_since_semantics() {
         for i in 0..400i64 {
             let ts = base + i * 5_000_000;
             seq += 1;
-            d.write_at(
-                &id,
-                Stream::Stdout,
-                ts,
-                format!("inv {seq} stdout\n").as_bytes(),
-            );
+            d.write_at(&id, Stream::Stdout, ts, format!("inv {seq} stdout\n").as_bytes());
             seq += 1;
-            d.write_at(
-                &id,
-                Stream::Stderr,
-                ts - 300_000,
-                format!("inv {seq} stderr\n").as_bytes(),
-            );
+            d.write_at(&id, Stream::Stderr, ts - 300_000, format!("inv {seq} stderr\n").as_bytes());
             if i % 40 == 0 {
                 std::thread::sleep(Duration::from_millis(60));
             }
         }
-        assert!(
-            wait_for(T, || all_delivered(&agent, &[("inv", 800)])),
-            "{mode:?}: {}",
-            agent.stderr()
-        );
+        assert!(wait_for(T, || all_delivered(&agent, &[("inv", 800)])), "{mode:?}: {}", agent.stderr());
         assert_exactly_once(&agent, &[("inv", 800)]);
     }
 }
@@ -375,20 +282,9 @@ fn permanent_errors_are_reported_once_and_not_retried() {
     assert!(wait_for(T, || read_output(&agent.output).len() == 1));
     std::thread::sleep(Duration::from_millis(500));
     let stats = d.stats();
-    assert_eq!(
-        stats
-            .logs_requests_by_container
-            .get(&none)
-            .copied()
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(stats.logs_requests_by_container.get(&none).copied().unwrap_or(0), 0);
     let err = agent.stderr();
-    assert_eq!(
-        err.matches("not following container quiet").count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(err.matches("not following container quiet").count(), 1, "{err}");
     assert!(err.contains("logging driver"), "{err}");
 }
 
@@ -401,9 +297,7 @@ fn removed_container_is_forgotten() {
     d.write(&id, Stream::Stdout, b"gone 1 stdout");
     assert!(wait_for(T, || read_output(&agent.output).len() == 1));
     d.remove(&id);
-    assert!(wait_for(T, || agent
-        .metric("log_capturer_containers_followed")
-        == 0.0));
+    assert!(wait_for(T, || agent.metric("log_capturer_containers_followed") == 0.0));
     assert!(wait_for(T, || agent.metric("log_capturer_active_streams") == 0.0));
     // Its checkpoint goes too (written within a second).
     assert!(wait_for(T, || {
@@ -431,10 +325,7 @@ fn bad_flags_and_unreachable_docker_exit_2_with_advice() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot reach Docker") && err.contains("is dockerd running"),
-        "{err}"
-    );
+    assert!(err.contains("cannot reach Docker") && err.contains("is dockerd running"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
@@ -448,14 +339,8 @@ fn output_file_is_reopened_on_sighup_for_logrotate() {
     assert!(wait_for(T, || read_output(&agent.output).len() == 1));
     let rotated = dir.0.join("out.jsonl.1");
     std::fs::rename(&agent.output, &rotated).unwrap();
-    std::process::Command::new("kill")
-        .args(["-HUP", &agent.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(
-        wait_for(T, || agent.output.exists()),
-        "SIGHUP must reopen the output"
-    );
+    std::process::Command::new("kill").args(["-HUP", &agent.pid().to_string()]).status().unwrap();
+    assert!(wait_for(T, || agent.output.exists()), "SIGHUP must reopen the output");
     d.write(&id, Stream::Stdout, b"h 2 stdout");
     assert!(wait_for(T, || read_output(&agent.output).len() == 1));
     assert_eq!(read_output(&agent.output)[0].message, "h 2 stdout");
@@ -478,21 +363,12 @@ fn a_stalled_output_stops_reading_and_loses_nothing() {
     }));
     // Nobody reads stdout: 9 MB of lines cannot fit in the pipe plus the
     // agent's 4 MiB buffer, so the agent must stop reading the stream.
-    assert!(wait_for(T, || agent
-        .metric("log_capturer_output_blocked_seconds_total")
-        >= 0.0
-        && agent.metric("log_capturer_output_buffer_bytes")
-            > 1_000_000.0));
-    assert!(
-        wait_for(T, || d.logs(&id).len() as u64 == total),
-        "the double writes regardless"
-    );
+    assert!(wait_for(T, || agent.metric("log_capturer_output_blocked_seconds_total") >= 0.0
+        && agent.metric("log_capturer_output_buffer_bytes") > 1_000_000.0));
+    assert!(wait_for(T, || d.logs(&id).len() as u64 == total), "the double writes regardless");
     std::thread::sleep(Duration::from_millis(500));
     let sent = d.stats().messages_sent;
-    assert!(
-        sent < total,
-        "the agent kept reading ({sent} of {total} sent) with its output stuck"
-    );
+    assert!(sent < total, "the agent kept reading ({sent} of {total} sent) with its output stuck");
     // Now read everything: every line arrives exactly once.
     let out = agent.child.stdout.take().unwrap();
     let mut recs = Vec::new();

@@ -10,9 +10,7 @@ use log_capturer::record::OwnedRecord;
 use log_capturer::response::{ResponseConfig, ResponseDecoder, ResponseError, ResponseErrorKind};
 
 fn capture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -24,11 +22,7 @@ struct Decoded {
 
 /// Decode `wire` fed in pieces of `piece` bytes, as the agent's reads would.
 fn decode_in_pieces(wire: &[u8], tty: bool, piece: usize) -> Decoded {
-    let framing = if tty {
-        Framing::Raw
-    } else {
-        Framing::Multiplexed
-    };
+    let framing = if tty { Framing::Raw } else { Framing::Multiplexed };
     let mut dec = ResponseDecoder::new(ResponseConfig {
         stream: LogStreamConfig::new(framing, true),
         framing_from_content_type: true,
@@ -50,11 +44,7 @@ fn decode_in_pieces(wire: &[u8], tty: bool, piece: usize) -> Decoded {
     if result.is_ok() {
         result = dec.finish(&mut emit);
     }
-    Decoded {
-        records,
-        daemon_errors,
-        result,
-    }
+    Decoded { records, daemon_errors, result }
 }
 
 /// Decode whole, and check that every piece size gives the same records.
@@ -74,14 +64,8 @@ fn text(r: &OwnedRecord) -> String {
 }
 
 fn assert_increasing(records: &[OwnedRecord]) {
-    let ts: Vec<i64> = records
-        .iter()
-        .map(|r| r.timestamp.expect("timestamp"))
-        .collect();
-    assert!(
-        ts.windows(2).all(|w| w[0] <= w[1]),
-        "timestamps not in order: {ts:?}"
-    );
+    let ts: Vec<i64> = records.iter().map(|r| r.timestamp.expect("timestamp")).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "timestamps not in order: {ts:?}");
 }
 
 #[test]
@@ -91,11 +75,8 @@ fn interleaved_stdout_and_stderr() {
     assert_eq!(d.records.len(), 20);
     for (i, r) in d.records.iter().enumerate() {
         let n = i + 1;
-        let (stream, name) = if n % 2 == 1 {
-            (StreamId::Stdout, "stdout")
-        } else {
-            (StreamId::Stderr, "stderr")
-        };
+        let (stream, name) =
+            if n % 2 == 1 { (StreamId::Stdout, "stdout") } else { (StreamId::Stderr, "stderr") };
         assert_eq!(text(r), format!("line {n:02} {name}"));
         assert_eq!(r.stream, stream);
         assert!(!r.truncated && !r.partial);
@@ -128,10 +109,7 @@ fn tty_container() {
     d.result.unwrap();
     let lines: Vec<String> = d.records.iter().map(text).collect();
     assert_eq!(lines, ["tty line 1", "tty line 2", "tty line 3"]);
-    assert!(d
-        .records
-        .iter()
-        .all(|r| r.stream == StreamId::Stdout && r.timestamp.is_some()));
+    assert!(d.records.iter().all(|r| r.stream == StreamId::Stdout && r.timestamp.is_some()));
 
     let d = decode("tty-no-timestamps.http", true);
     d.result.unwrap();
@@ -162,10 +140,7 @@ fn invalid_utf8_from_json_file_and_local_drivers() {
     // json-file stores JSON strings, so dockerd already replaced the bytes.
     let d = decode("invalid-utf8.http", false);
     d.result.unwrap();
-    assert_eq!(
-        d.records[0].message,
-        "bad \u{fffd}\u{fffd} euro \u{20ac} end".as_bytes()
-    );
+    assert_eq!(d.records[0].message, "bad \u{fffd}\u{fffd} euro \u{20ac} end".as_bytes());
     // The local driver keeps the bytes, and so do we.
     let d = decode("invalid-utf8-local.http", false);
     d.result.unwrap();
@@ -178,22 +153,14 @@ fn follow_stream_ends_with_the_container() {
     let d = decode("follow.http", false);
     d.result.unwrap();
     let lines: Vec<String> = d.records.iter().map(text).collect();
-    assert_eq!(
-        lines,
-        (1..=5)
-            .map(|i| format!("follow line {i}"))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(lines, (1..=5).map(|i| format!("follow line {i}")).collect::<Vec<_>>());
 }
 
 #[test]
 fn tail_and_stdout_only() {
     let d = decode("tail-3.http", false);
     let lines: Vec<String> = d.records.iter().map(text).collect();
-    assert_eq!(
-        lines,
-        ["line 18 stderr", "line 19 stdout", "line 20 stderr"]
-    );
+    assert_eq!(lines, ["line 18 stderr", "line 19 stdout", "line 20 stderr"]);
     let d = decode("stdout-only.http", false);
     assert_eq!(d.records.len(), 10);
     assert!(d.records.iter().all(|r| r.stream == StreamId::Stdout));
@@ -212,35 +179,18 @@ fn daemon_errors_carry_the_message() {
     let e = d.result.unwrap_err();
     assert_eq!(
         e.kind,
-        ResponseErrorKind::Daemon {
-            status: 404,
-            message: format!("No such container: {}", "0".repeat(64)),
-        }
+        ResponseErrorKind::Daemon { status: 404, message: format!("No such container: {}", "0".repeat(64)) }
     );
     let d = decode("no-streams.http", false);
-    assert!(matches!(
-        d.result.unwrap_err().kind,
-        ResponseErrorKind::Daemon { status: 400, .. }
-    ));
+    assert!(matches!(d.result.unwrap_err().kind, ResponseErrorKind::Daemon { status: 400, .. }));
 }
 
 #[test]
 fn other_endpoints_are_not_logs() {
-    for name in [
-        "ping.http",
-        "inspect.http",
-        "events.http",
-        "containers-list.http",
-    ] {
+    for name in ["ping.http", "inspect.http", "events.http", "containers-list.http"] {
         let d = decode(name, false);
         assert!(
-            matches!(
-                d.result,
-                Err(ResponseError {
-                    kind: ResponseErrorKind::NotLogs(_),
-                    ..
-                })
-            ),
+            matches!(d.result, Err(ResponseError { kind: ResponseErrorKind::NotLogs(_), .. })),
             "{name}: {:?}",
             d.result
         );
@@ -289,10 +239,7 @@ fn decode_cmd(args: &[&str]) -> (i32, String, String) {
 fn cli_prints_json_lines() {
     let (code, out, err) = decode_cmd(&["interleaved.http"]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 20);
     assert_eq!(lines[1]["stream"], "stderr");
     assert_eq!(lines[1]["message"], "line 02 stderr");
@@ -306,8 +253,7 @@ fn cli_reads_stdin_and_tty() {
     let out = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
         .args(["decode", "--tty"])
         .stdin(
-            std::fs::File::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tty.http"))
-                .unwrap(),
+            std::fs::File::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tty.http")).unwrap(),
         )
         .output()
         .unwrap();
@@ -320,19 +266,13 @@ fn cli_daemon_error_and_malformed_input() {
     let (code, out, err) = decode_cmd(&["not-found.http"]);
     assert_eq!(code, 1);
     assert!(out.is_empty());
-    assert!(
-        err.contains("Docker answered 404: No such container"),
-        "{err}"
-    );
+    assert!(err.contains("Docker answered 404: No such container"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // A TTY capture read as multiplexed: the first "header" is text.
     let (code, _, err) = decode_cmd(&["tty.http"]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("at byte ") && err.contains("unknown stream"),
-        "{err}"
-    );
+    assert!(err.contains("at byte ") && err.contains("unknown stream"), "{err}");
 
     let (code, _, err) = decode_cmd(&["no-such-file.http"]);
     assert_eq!(code, 2);

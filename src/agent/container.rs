@@ -127,9 +127,7 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 impl Backoff {
     pub fn next(&mut self, rng: &mut Rng) -> Duration {
-        let exp = BACKOFF_BASE
-            .saturating_mul(1 << self.failures.min(16))
-            .min(BACKOFF_CAP);
+        let exp = BACKOFF_BASE.saturating_mul(1 << self.failures.min(16)).min(BACKOFF_CAP);
         self.failures = self.failures.saturating_add(1);
         exp.mul_f64(0.5 + 0.5 * rng.unit())
     }
@@ -249,9 +247,6 @@ mod tests {
              543 530 253:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda1 rw\n"
         );
         assert_eq!(find_container_id(&info), Some(id));
-        assert_eq!(
-            find_container_id("1 2 3:4 / / rw - ext4 /dev/vda rw\n"),
-            None
-        );
+        assert_eq!(find_container_id("1 2 3:4 / / rw - ext4 /dev/vda rw\n"), None);
     }
 }

@@ -51,13 +51,7 @@ impl Agent {
             return;
         }
         let call = ApiCall::Ping;
-        match self.open_conn(
-            request::get(Api::ping()),
-            Role::Api {
-                call,
-                ex: Exchange::default(),
-            },
-        ) {
+        match self.open_conn(request::get(Api::ping()), Role::Api { call, ex: Exchange::default() }) {
             Ok(_) => self.docker.pinging = true,
             Err(e) => {
                 self.metrics.docker_error("connect");
@@ -71,9 +65,7 @@ impl Agent {
         match result {
             Ok(resp) => {
                 self.docker.last_contact = Instant::now();
-                let api = Api {
-                    version: negotiate(resp.head.api_version),
-                };
+                let api = Api { version: negotiate(resp.head.api_version) };
                 let changed = api.version != self.docker.api.version;
                 self.docker.api = api;
                 if !self.docker.up || changed {
@@ -93,10 +85,7 @@ impl Agent {
     /// stream that was waiting for it.
     pub(crate) fn docker_connected(&mut self) {
         if !self.docker.up {
-            eprintln!(
-                "log-capturer: Docker is up (API {})",
-                self.docker.api.version
-            );
+            eprintln!("log-capturer: Docker is up (API {})", self.docker.api.version);
         }
         self.docker.up = true;
         self.docker.last_contact = Instant::now();
@@ -106,12 +95,8 @@ impl Agent {
             self.close_conn(key);
         }
         self.open_events();
-        let waiting: Vec<String> = self
-            .containers
-            .values()
-            .filter(|c| c.follow == Follow::Backoff)
-            .map(|c| c.id.clone())
-            .collect();
+        let waiting: Vec<String> =
+            self.containers.values().filter(|c| c.follow == Follow::Backoff).map(|c| c.id.clone()).collect();
         for id in waiting {
             self.inspect(&id);
         }
@@ -123,10 +108,7 @@ impl Agent {
     /// each resumes from its checkpoint.
     pub(crate) fn docker_down(&mut self, why: &str) {
         if self.docker.up {
-            eprintln!(
-                "log-capturer: Docker at {} is unreachable: {why}; retrying",
-                self.cfg.host
-            );
+            eprintln!("log-capturer: Docker at {} is unreachable: {why}; retrying", self.cfg.host);
         }
         self.docker.up = false;
         self.metrics.set_docker_up(false);
@@ -217,11 +199,7 @@ impl Agent {
                 self.list();
             }
             Some(Err(status)) => {
-                self.metrics.docker_error(if status >= 500 {
-                    "status_5xx"
-                } else {
-                    "status_4xx"
-                });
+                self.metrics.docker_error(if status >= 500 { "status_5xx" } else { "status_4xx" });
                 failure = Some(format!("events request answered {status}"));
             }
             None => {}
@@ -259,11 +237,8 @@ impl Agent {
             return;
         }
         if ev.time_nano > 0 {
-            self.docker.last_event_ns = Some(
-                self.docker
-                    .last_event_ns
-                    .map_or(ev.time_nano, |t| t.max(ev.time_nano)),
-            );
+            self.docker.last_event_ns =
+                Some(self.docker.last_event_ns.map_or(ev.time_nano, |t| t.max(ev.time_nano)));
         }
         let id = ev.actor.id.clone();
         if id.is_empty() {
@@ -286,13 +261,7 @@ impl Agent {
     fn list(&mut self) {
         let path = self.docker.api.list();
         let call = ApiCall::List;
-        if let Err(e) = self.open_conn(
-            request::get(&path),
-            Role::Api {
-                call,
-                ex: Exchange::default(),
-            },
-        ) {
+        if let Err(e) = self.open_conn(request::get(&path), Role::Api { call, ex: Exchange::default() }) {
             self.metrics.docker_error("connect");
             self.docker_down(&format!("cannot list containers: {e}"));
         }
@@ -321,21 +290,13 @@ impl Agent {
             self.forget(&id);
         }
         for s in &list {
-            let name = s
-                .names
-                .first()
-                .map(|n| n.trim_start_matches('/'))
-                .unwrap_or_default();
+            let name = s.names.first().map(|n| n.trim_start_matches('/')).unwrap_or_default();
             if !self.cfg.filters.admits(name, &s.labels) {
                 continue;
             }
             let running = s.state == "running" || s.state == "paused" || s.state == "restarting";
             let start = if first_run {
-                StartPoint::At(if self.cfg.from_beginning {
-                    0
-                } else {
-                    self.first_run_at
-                })
+                StartPoint::At(if self.cfg.from_beginning { 0 } else { self.first_run_at })
             } else {
                 StartPoint::ContainerStart
             };
@@ -348,9 +309,7 @@ impl Agent {
             let undrained = match (self.loaded.get(&s.id), self.containers.get(&s.id)) {
                 (Some(ck), _) => !ck.drained,
                 (None, Some(c)) => !c.drained && c.follow == Follow::Idle && c.resume.is_some(),
-                (None, None) => {
-                    !first_run && s.created.saturating_mul(1_000_000_000) >= self.first_run_at
-                }
+                (None, None) => !first_run && s.created.saturating_mul(1_000_000_000) >= self.first_run_at,
             };
             if undrained {
                 self.follow_container(&s.id, start, false);
@@ -391,13 +350,7 @@ impl Agent {
     pub(crate) fn inspect(&mut self, id: &str) {
         let path = self.docker.api.inspect(id);
         let call = ApiCall::Inspect { id: id.to_owned() };
-        match self.open_conn(
-            request::get(&path),
-            Role::Api {
-                call,
-                ex: Exchange::default(),
-            },
-        ) {
+        match self.open_conn(request::get(&path), Role::Api { call, ex: Exchange::default() }) {
             Ok(key) => {
                 if let Some(c) = self.containers.get_mut(id) {
                     c.follow = Follow::Inspecting(key);
@@ -433,10 +386,7 @@ impl Agent {
             Ok(i) => i,
             Err(e) => {
                 self.metrics.docker_error("protocol");
-                eprintln!(
-                    "log-capturer: cannot read inspect of {}: {e}; retrying",
-                    short(id)
-                );
+                eprintln!("log-capturer: cannot read inspect of {}: {e}; retrying", short(id));
                 return self.schedule_retry(id);
             }
         };
@@ -456,17 +406,12 @@ impl Agent {
                 // From the container's creation: dockerd stamps its first
                 // lines before it records `StartedAt` (seen: 1.8 ms before),
                 // so the start time would lose them. Unreadable: everything.
-                StartPoint::ContainerStart => timestamp::parse(info.created.as_bytes())
-                    .unwrap_or(0)
-                    .max(0),
+                StartPoint::ContainerStart => timestamp::parse(info.created.as_bytes()).unwrap_or(0).max(0),
             };
             c.resume = Some(Resume::new(since));
         }
         if info.host_config.log_config.kind == "none" {
-            return self.permanent_failure(
-                id,
-                "its logging driver is \"none\": there are no logs to read",
-            );
+            return self.permanent_failure(id, "its logging driver is \"none\": there are no logs to read");
         }
         // Set when its stream just ended cleanly.
         let ended = c.reopen_reason.take();

@@ -172,9 +172,7 @@ pub struct Agent {
 /// Wall-clock now in nanoseconds since the epoch: Docker's timestamps are
 /// wall-clock, so resume points and "history" are compared on that clock.
 pub(crate) fn wall_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Agent {
@@ -185,11 +183,7 @@ impl Agent {
         let store = CheckpointStore::open(&args.state_dir)?;
         let now_ns = wall_ns();
         let (first_run, first_run_at, loaded) = match store.load()? {
-            Some(state) => (
-                false,
-                state.first_run_at,
-                state.containers.into_iter().collect(),
-            ),
+            Some(state) => (false, state.first_run_at, state.containers.into_iter().collect()),
             None => (true, now_ns, HashMap::new()),
         };
         let mut output = Output::open(&args.output)?;
@@ -199,21 +193,12 @@ impl Agent {
                 args.metrics_addr
             )
         })?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         if output.make_pollable() {
-            poll.registry().register(
-                &mut SourceFd(&output.raw_fd()),
-                OUTPUT,
-                Interest::WRITABLE,
-            )?;
+            poll.registry().register(&mut SourceFd(&output.raw_fd()), OUTPUT, Interest::WRITABLE)?;
         }
         let signals = Signals::new().context("cannot set up signal handling")?;
-        poll.registry().register(
-            &mut SourceFd(&signals.as_raw_fd()),
-            SIGNALS,
-            Interest::READABLE,
-        )?;
+        poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let metrics = Metrics::new();
         let seed = now_ns as u64 ^ u64::from(std::process::id()).rotate_left(32);
         Ok(Self {
@@ -285,10 +270,7 @@ impl Agent {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         while !self.shutdown {
-            let timeout = self
-                .timers
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = self.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -300,11 +282,9 @@ impl Agent {
                     SIGNALS => self.on_signals(),
                     LISTENER => self.accept_clients(),
                     OUTPUT => self.flush_output(),
-                    Token(key) => self.on_conn_event(
-                        key,
-                        ev.is_readable() || ev.is_read_closed(),
-                        ev.is_writable(),
-                    ),
+                    Token(key) => {
+                        self.on_conn_event(key, ev.is_readable() || ev.is_read_closed(), ev.is_writable())
+                    }
                 }
             }
             self.timers.poll_expired(Instant::now(), &mut fired);
@@ -324,13 +304,11 @@ impl Agent {
         }
         if self.output.pending() > 0 && !self.flush_armed {
             self.flush_armed = true;
-            self.timers
-                .insert(Instant::now() + FLUSH_EVERY, Timer::Flush);
+            self.timers.insert(Instant::now() + FLUSH_EVERY, Timer::Flush);
         }
         if self.checkpoint_dirty && !self.checkpoint_armed {
             self.checkpoint_armed = true;
-            self.timers
-                .insert(Instant::now() + CHECKPOINT_EVERY, Timer::Checkpoint);
+            self.timers.insert(Instant::now() + CHECKPOINT_EVERY, Timer::Checkpoint);
         }
         if self.output.has_room() {
             self.resume_paused_reads();
@@ -378,11 +356,7 @@ impl Agent {
         let mut sock = Sock::connect(&self.cfg.endpoint)?;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        self.poll.registry().register(
-            &mut sock,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)?;
         let gen = self.next_gen;
         self.next_gen += 1;
         entry.insert(Conn {
@@ -408,21 +382,9 @@ impl Agent {
         self.docker.ping_timer = Some(self.timers.insert(Instant::now() + after, Timer::Ping));
     }
 
-    pub(crate) fn add_timer(
-        &mut self,
-        key: usize,
-        at: Instant,
-        kind: ConnTimer,
-    ) -> Option<TimerId> {
+    pub(crate) fn add_timer(&mut self, key: usize, at: Instant, kind: ConnTimer) -> Option<TimerId> {
         let conn = self.conns.get_mut(key)?;
-        let id = self.timers.insert(
-            at,
-            Timer::Conn {
-                key,
-                gen: conn.gen,
-                kind,
-            },
-        );
+        let id = self.timers.insert(at, Timer::Conn { key, gen: conn.gen, kind });
         conn.timers.push(id);
         Some(id)
     }
@@ -527,11 +489,7 @@ impl Agent {
                 Err(e) => return self.conn_failed(key, ConnFailure::Io(e)),
             };
             let buf = std::mem::take(&mut self.read_buf);
-            let go_on = if n == 0 {
-                self.on_eof(key)
-            } else {
-                self.on_data(key, &buf[..n])
-            };
+            let go_on = if n == 0 { self.on_eof(key) } else { self.on_data(key, &buf[..n]) };
             self.read_buf = buf;
             if !go_on {
                 return;
@@ -585,12 +543,7 @@ impl Agent {
     }
 
     fn resume_paused_reads(&mut self) {
-        let paused: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.paused)
-            .map(|(k, _)| k)
-            .collect();
+        let paused: Vec<usize> = self.conns.iter().filter(|(_, c)| c.paused).map(|(k, _)| k).collect();
         for key in paused {
             if !self.output.has_room() {
                 break;
@@ -619,9 +572,7 @@ impl Agent {
                 self.shutdown = true;
             }
         }
-        self.metrics
-            .output_buffer_bytes
-            .set(self.output.pending() as i64);
+        self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
     }
 
     fn on_signals(&mut self) {
@@ -678,9 +629,7 @@ impl std::fmt::Display for ConnFailure {
 }
 
 /// Read a whole response from a blocking std stream (startup checks only).
-pub(crate) fn read_response_blocking(
-    s: &mut impl Read,
-) -> Result<crate::agent::exchange::Response, String> {
+pub(crate) fn read_response_blocking(s: &mut impl Read) -> Result<crate::agent::exchange::Response, String> {
     let mut ex = Exchange::default();
     let mut buf = [0u8; 4096];
     loop {

@@ -97,10 +97,7 @@ impl Exchange {
         let head = self.head.expect("complete after the head");
         let body = std::mem::take(&mut self.data);
         if !head.is_success() {
-            return Err(ExchangeError::Status(
-                head.status,
-                api::error_message(&body),
-            ));
+            return Err(ExchangeError::Status(head.status, api::error_message(&body)));
         }
         Ok(Response { head, body })
     }
@@ -124,10 +121,8 @@ mod tests {
             assert_eq!(done.expect("complete").body, b"[1,2]", "piece {piece}");
         }
         let mut ex = Exchange::default();
-        let r = ex
-            .push(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
-            .unwrap()
-            .unwrap();
+        let r =
+            ex.push(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK").unwrap().unwrap();
         assert_eq!(r.body, b"OK");
         assert_eq!(r.head.api_version.unwrap().to_string(), "1.41");
     }
@@ -136,15 +131,9 @@ mod tests {
     fn errors_carry_the_daemon_message() {
         let mut ex = Exchange::default();
         let body = br#"{"message":"No such container: x"}"#;
-        let wire = [
-            format!(
-                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .as_bytes(),
-            body,
-        ]
-        .concat();
+        let wire =
+            [format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(), body]
+                .concat();
         match ex.push(&wire) {
             Err(ExchangeError::Status(404, m)) => assert_eq!(m, "No such container: x"),
             other => panic!("{:?}", other.map(|_| ())),
@@ -154,9 +143,6 @@ mod tests {
     #[test]
     fn empty_length_body_completes_with_the_head() {
         let mut ex = Exchange::default();
-        assert!(ex
-            .push(b"HTTP/1.1 204 No Content\r\n\r\n")
-            .unwrap()
-            .is_some());
+        assert!(ex.push(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().is_some());
     }
 }

@@ -57,8 +57,7 @@ impl Sink<'_> {
                 return;
             }
         };
-        *self.messages +=
-            1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
+        *self.messages += 1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
         if *self.catchup {
             return;
         }
@@ -101,14 +100,9 @@ impl Agent {
         // `tail` makes the reopen cheap for dockerd; only once something was
         // delivered is there a resume point the first line can be checked
         // against, and after a short tail window one since-only catch-up.
-        let tail =
-            (resume.last_ts.is_some() && !c.catchup_next).then(|| tail_for(c.rate, since, now_ns));
+        let tail = (resume.last_ts.is_some() && !c.catchup_next).then(|| tail_for(c.rate, since, now_ns));
         c.catchup_next = false;
-        let framing = if c.tty {
-            Framing::Raw
-        } else {
-            Framing::Multiplexed
-        };
+        let framing = if c.tty { Framing::Raw } else { Framing::Multiplexed };
         let mut stream = LogStreamConfig::new(framing, true);
         stream.max_line = max_line;
         let dec = ResponseDecoder::new(ResponseConfig {
@@ -116,14 +110,7 @@ impl Agent {
             framing_from_content_type: true,
             detect_timestamps: false,
         });
-        let path = api.logs(
-            id,
-            &LogsQuery {
-                follow: true,
-                since,
-                tail,
-            },
-        );
+        let path = api.logs(id, &LogsQuery { follow: true, since, tail });
         let lc = LogConn {
             id: id.to_owned(),
             dec,
@@ -151,38 +138,18 @@ impl Agent {
         }
     }
 
-    pub(crate) fn logs_data(&mut self, key: usize, data: &[u8]) -> bool {
-        let Agent {
-            conns,
-            containers,
-            output,
-            metrics,
-            checkpoint_dirty,
-            ..
-        } = self;
-        let Some(conn) = conns.get_mut(key) else {
-            return false;
-        };
-        let Role::Logs(lc) = &mut conn.role else {
-            return false;
-        };
-        let Some(c) = containers.get_mut(&lc.id) else {
-            return false;
-        };
-        let Some(resume) = c.resume.as_mut() else {
-            return false;
-        };
-        lc.last_data = Instant::now();
-        let LogConn {
-            dec,
-            occ,
-            verify,
-            catchup,
-            requested_at_ns,
-            messages,
-            daemon_error,
-            ..
-        } = &mut **lc;
+    /// Feed the stream's decoder through a sink that drops replays and
+    /// writes the rest. `None` if the connection or container is gone.
+    fn deliver<R>(
+        &mut self,
+        key: usize,
+        feed: impl FnOnce(&mut ResponseDecoder, &mut Sink<'_>) -> R,
+    ) -> Option<R> {
+        let Agent { conns, containers, output, metrics, checkpoint_dirty, .. } = self;
+        let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
+        let c = containers.get_mut(&lc.id)?;
+        let resume = c.resume.as_mut()?;
+        let LogConn { dec, occ, verify, catchup, requested_at_ns, messages, daemon_error, .. } = &mut **lc;
         let mut sink = Sink {
             occ,
             verify,
@@ -196,10 +163,19 @@ impl Agent {
             metrics,
             delivered: false,
         };
-        let result = dec.push(data, &mut |ev| sink.on_event(ev));
+        let r = feed(dec, &mut sink);
         if sink.delivered {
             *checkpoint_dirty = true;
         }
+        Some(r)
+    }
+
+    pub(crate) fn logs_data(&mut self, key: usize, data: &[u8]) -> bool {
+        let Some(result) = self.deliver(key, |dec, sink| dec.push(data, &mut |ev| sink.on_event(ev))) else {
+            return false;
+        };
+        let Some(Role::Logs(lc)) = self.conns.get_mut(key).map(|c| &mut c.role) else { return false };
+        lc.last_data = Instant::now();
         let head_now = !lc.head_seen && lc.dec.head().is_some();
         let catchup = lc.catchup;
         // dockerd keeps the connection open after the terminating chunk:
@@ -321,55 +297,11 @@ impl Agent {
 
     /// The stream's connection reached EOF.
     pub(crate) fn logs_eof(&mut self, key: usize) {
-        let Agent {
-            conns,
-            containers,
-            output,
-            metrics,
-            checkpoint_dirty,
-            ..
-        } = self;
-        let Some(conn) = conns.get_mut(key) else {
-            return;
-        };
-        let Role::Logs(lc) = &mut conn.role else {
-            return;
-        };
-        let Some(c) = containers.get_mut(&lc.id) else {
-            return;
-        };
-        let Some(resume) = c.resume.as_mut() else {
-            return;
-        };
-        let LogConn {
-            dec,
-            occ,
-            verify,
-            catchup,
-            requested_at_ns,
-            messages,
-            daemon_error,
-            ..
-        } = &mut **lc;
-        let mut sink = Sink {
-            occ,
-            verify,
-            catchup,
-            requested_at_ns: *requested_at_ns,
-            messages,
-            daemon_error,
-            resume,
-            extra: &c.extra,
-            output,
-            metrics,
-            delivered: false,
-        };
         // A clean end (the terminating chunk) flushes a last line that had
         // no newline: the container's final output.
-        let result = dec.finish(&mut |ev| sink.on_event(ev));
-        if sink.delivered {
-            *checkpoint_dirty = true;
-        }
+        let Some(result) = self.deliver(key, |dec, sink| dec.finish(&mut |ev| sink.on_event(ev))) else {
+            return;
+        };
         match result {
             Ok(()) => self.logs_ended(key),
             Err(e) => self.logs_error(key, e),
@@ -383,8 +315,7 @@ impl Agent {
             Some(Role::Logs(lc)) => lc.daemon_error.clone(),
             _ => None,
         };
-        let catchup =
-            matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
+        let catchup = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
         let Some(id) = self.abandon_conn(key) else {
             return;
         };
@@ -420,10 +351,7 @@ impl Agent {
             }
             other => {
                 self.metrics.docker_error("protocol");
-                let e = ResponseError {
-                    offset: e.offset,
-                    kind: other,
-                };
+                let e = ResponseError { offset: e.offset, kind: other };
                 self.logs_failed(key, ConnFailure::Protocol(e.to_string()));
             }
         }
@@ -458,11 +386,7 @@ impl Agent {
     pub(crate) fn permanent_failure(&mut self, id: &str, why: &str) {
         if let Some(c) = self.containers.get_mut(id) {
             if c.follow != Follow::Failed {
-                eprintln!(
-                    "log-capturer: not following container {} ({}): {why}",
-                    c.name,
-                    short(id)
-                );
+                eprintln!("log-capturer: not following container {} ({}): {why}", c.name, short(id));
             }
             c.follow = Follow::Failed;
         }
@@ -476,11 +400,7 @@ impl Agent {
         let Some(id) = self.abandon_conn(key) else {
             return;
         };
-        self.metrics.reconnect(if self.docker.up {
-            reason
-        } else {
-            ReconnectReason::DockerDown
-        });
+        self.metrics.reconnect(if self.docker.up { reason } else { ReconnectReason::DockerDown });
         self.stream_trouble(&id, &why.to_string());
         self.schedule_retry(&id);
     }
@@ -490,11 +410,7 @@ impl Agent {
     fn stream_trouble(&mut self, id: &str, what: &str) {
         if let Some(c) = self.containers.get(id) {
             if c.backoff.failures() == 0 {
-                eprintln!(
-                    "log-capturer: stream of {} ({}): {what}; retrying",
-                    c.name,
-                    short(id)
-                );
+                eprintln!("log-capturer: stream of {} ({}): {what}; retrying", c.name, short(id));
             }
         }
     }
@@ -506,8 +422,7 @@ impl Agent {
         };
         let wait = c.backoff.next(&mut self.rng);
         c.follow = Follow::Backoff;
-        self.timers
-            .insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
+        self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
     }
 
     pub(crate) fn retry_container(&mut self, id: &str) {
@@ -543,11 +458,7 @@ impl Agent {
 fn update_rate(c: &mut Container, lc: &LogConn) {
     let secs = lc.opened.elapsed().as_secs_f64().max(0.001);
     let rate = lc.messages as f64 / secs;
-    c.rate = if c.rate == 0.0 {
-        rate
-    } else {
-        0.5 * c.rate + 0.5 * rate
-    };
+    c.rate = if c.rate == 0.0 { rate } else { 0.5 * c.rate + 0.5 * rate };
 }
 
 /// The 12-character id Docker shows.

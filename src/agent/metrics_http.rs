@@ -37,11 +37,7 @@ impl Agent {
                     return;
                 }
             };
-            let clients = self
-                .conns
-                .iter()
-                .filter(|(_, c)| matches!(c.role, Role::Client(_)))
-                .count();
+            let clients = self.conns.iter().filter(|(_, c)| matches!(c.role, Role::Client(_))).count();
             if clients >= MAX_CLIENTS {
                 drop(stream);
                 continue;
@@ -51,11 +47,7 @@ impl Agent {
             if self
                 .poll
                 .registry()
-                .register(
-                    &mut stream,
-                    mio::Token(key),
-                    mio::Interest::READABLE | mio::Interest::WRITABLE,
-                )
+                .register(&mut stream, mio::Token(key), mio::Interest::READABLE | mio::Interest::WRITABLE)
                 .is_err()
             {
                 continue;
@@ -87,18 +79,14 @@ impl Agent {
             return true; // already answering; ignore anything more
         }
         client.req.extend_from_slice(
-            &data[..data
-                .len()
-                .min(MAX_REQUEST + 1 - client.req.len().min(MAX_REQUEST + 1))],
+            &data[..data.len().min(MAX_REQUEST + 1 - client.req.len().min(MAX_REQUEST + 1))],
         );
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         let response = match req.parse(&client.req) {
-            Ok(httparse::Status::Partial) if client.req.len() > MAX_REQUEST => plain(
-                431,
-                "Request Header Fields Too Large",
-                "request too large\n",
-            ),
+            Ok(httparse::Status::Partial) if client.req.len() > MAX_REQUEST => {
+                plain(431, "Request Header Fields Too Large", "request too large\n")
+            }
             Ok(httparse::Status::Partial) => return true,
             Err(_) => plain(400, "Bad Request", "bad request\n"),
             Ok(httparse::Status::Complete(_)) => {
@@ -109,23 +97,13 @@ impl Agent {
                     .and_then(|h| std::str::from_utf8(h.value).ok())
                     .map(str::to_owned);
                 let method = req.method.unwrap_or("");
-                let path = req
-                    .path
-                    .unwrap_or("")
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
+                let path = req.path.unwrap_or("").split('?').next().unwrap_or("").to_owned();
                 let head_only = method == "HEAD";
                 let mut resp = match (method, path.as_str()) {
                     ("GET" | "HEAD", "/metrics") => self.scrape(accept.as_deref()),
                     ("GET" | "HEAD", "/healthz") => self.health(),
-                    ("GET" | "HEAD", "/") => {
-                        plain(200, "OK", "log-capturer: see /metrics and /healthz\n")
-                    }
-                    ("GET" | "HEAD", _) => {
-                        plain(404, "Not Found", "not found: try /metrics or /healthz\n")
-                    }
+                    ("GET" | "HEAD", "/") => plain(200, "OK", "log-capturer: see /metrics and /healthz\n"),
+                    ("GET" | "HEAD", _) => plain(404, "Not Found", "not found: try /metrics or /healthz\n"),
                     _ => plain(405, "Method Not Allowed", "only GET\n"),
                 };
                 if head_only {
@@ -150,26 +128,15 @@ impl Agent {
     /// Gauges that mirror the loop's state are set from it at scrape time,
     /// so they cannot drift from the truth.
     fn scrape(&mut self, accept: Option<&str>) -> Vec<u8> {
-        let streams = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Logs(_)))
-            .count();
+        let streams = self.conns.iter().filter(|(_, c)| matches!(c.role, Role::Logs(_))).count();
         self.metrics.active_streams.set(streams as i64);
         let followed = self
             .containers
             .values()
-            .filter(|c| {
-                matches!(
-                    c.follow,
-                    Follow::Streaming(_) | Follow::Inspecting(_) | Follow::Backoff
-                )
-            })
+            .filter(|c| matches!(c.follow, Follow::Streaming(_) | Follow::Inspecting(_) | Follow::Backoff))
             .count();
         self.metrics.containers_followed.set(followed as i64);
-        self.metrics
-            .output_buffer_bytes
-            .set(self.output.pending() as i64);
+        self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
         let format = Format::from_accept(accept);
         let mut body = String::with_capacity(16 * 1024);
         if self.metrics.encode_as(format, &mut body).is_err() {
@@ -183,11 +150,7 @@ impl Agent {
         if self.docker.up && fresh {
             plain(200, "OK", "ok\n")
         } else {
-            plain(
-                503,
-                "Service Unavailable",
-                "unhealthy: Docker is unreachable\n",
-            )
+            plain(503, "Service Unavailable", "unhealthy: Docker is unreachable\n")
         }
     }
 }

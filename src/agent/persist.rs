@@ -30,11 +30,7 @@ impl Agent {
             if let Some(resume) = &c.resume {
                 state.containers.insert(
                     c.id.clone(),
-                    ContainerCheckpoint {
-                        name: c.name.clone(),
-                        drained: c.drained,
-                        resume: resume.clone(),
-                    },
+                    ContainerCheckpoint { name: c.name.clone(), drained: c.drained, resume: resume.clone() },
                 );
             }
         }

@@ -87,12 +87,7 @@ impl Occurrences {
         let slot = &mut self.last[(rec.stream as usize).min(2)];
         let occ = if slot.0 == ts { slot.1 + 1 } else { 0 };
         *slot = (ts, occ);
-        Fingerprint {
-            ts,
-            stream: rec.stream as u8,
-            occ,
-            hash: message_hash(rec.message, rec.truncated),
-        }
+        Fingerprint { ts, stream: rec.stream as u8, occ, hash: message_hash(rec.message, rec.truncated) }
     }
 }
 
@@ -287,13 +282,7 @@ mod tests {
     const S: i64 = 1_000_000_000;
 
     fn rec(ts: i64, stream: StreamId, msg: &[u8]) -> Record<'_> {
-        Record {
-            timestamp: Some(ts),
-            stream,
-            message: msg,
-            truncated: false,
-            partial: false,
-        }
+        Record { timestamp: Some(ts), stream, message: msg, truncated: false, partial: false }
     }
 
     #[test]
@@ -319,11 +308,7 @@ mod tests {
 
     /// Simulate a log file (in file order) and a stream cut after `cut`
     /// lines, then a resumed stream; return what is delivered in total.
-    fn deliver_with_cut(
-        file: &[(i64, StreamId, &str)],
-        cut: usize,
-        since_filter_all: bool,
-    ) -> Vec<String> {
+    fn deliver_with_cut(file: &[(i64, StreamId, &str)], cut: usize, since_filter_all: bool) -> Vec<String> {
         let mut resume = Resume::new(0);
         let mut out = Vec::new();
         let mut occ = Occurrences::default();
@@ -388,12 +373,7 @@ mod tests {
     fn resume_point_is_a_margin_before_the_last_line_and_before_an_open_line() {
         let mut r = Resume::new(0);
         assert_eq!(r.since(), 0);
-        r.delivered(Fingerprint {
-            ts: 100 * S,
-            stream: 1,
-            occ: 0,
-            hash: 1,
-        });
+        r.delivered(Fingerprint { ts: 100 * S, stream: 1, occ: 0, hash: 1 });
         assert_eq!(r.since(), 99 * S);
         // A 16 KiB partial line begun at 99.5 s and cut: the margin covers it.
         r.cut([None, Some(99 * S + S / 2), None]);
@@ -404,32 +384,13 @@ mod tests {
         assert_eq!(r.since(), 50 * S);
         r.cut([None; 3]);
         assert_eq!(r.since(), 50 * S);
-        r.delivered(Fingerprint {
-            ts: 101 * S,
-            stream: 1,
-            occ: 0,
-            hash: 2,
-        });
-        assert_eq!(
-            r.since(),
-            50 * S,
-            "a stdout line does not finish a stderr line"
-        );
-        r.delivered(Fingerprint {
-            ts: 50 * S,
-            stream: 2,
-            occ: 0,
-            hash: 3,
-        });
+        r.delivered(Fingerprint { ts: 101 * S, stream: 1, occ: 0, hash: 2 });
+        assert_eq!(r.since(), 50 * S, "a stdout line does not finish a stderr line");
+        r.delivered(Fingerprint { ts: 50 * S, stream: 2, occ: 0, hash: 3 });
         assert_eq!(r.since(), 100 * S);
         // Never before the first stream's start.
         let mut r = Resume::new(100 * S);
-        r.delivered(Fingerprint {
-            ts: 100 * S + 1,
-            stream: 1,
-            occ: 0,
-            hash: 1,
-        });
+        r.delivered(Fingerprint { ts: 100 * S + 1, stream: 1, occ: 0, hash: 1 });
         assert_eq!(r.since(), 100 * S);
     }
 
@@ -437,24 +398,14 @@ mod tests {
     fn window_forgets_old_lines_and_stays_bounded() {
         let mut r = Resume::new(0).with_limits(S, 1000);
         for i in 0..10_000i64 {
-            r.delivered(Fingerprint {
-                ts: i * S / 100,
-                stream: 1,
-                occ: 0,
-                hash: i as u64,
-            });
+            r.delivered(Fingerprint { ts: i * S / 100, stream: 1, occ: 0, hash: i as u64 });
         }
         // 100 lines/s, two margins = 2 s kept: about 200 lines.
         assert!((190..=210).contains(&r.window_len()), "{}", r.window_len());
         assert_eq!(r.floor, 9_999 * S / 100 - 2 * S);
         // A flood: the cap holds, the floor rises.
         for i in 0..5_000i64 {
-            r.delivered(Fingerprint {
-                ts: 100 * S,
-                stream: 1,
-                occ: i as u32,
-                hash: 0,
-            });
+            r.delivered(Fingerprint { ts: 100 * S, stream: 1, occ: i as u32, hash: 0 });
         }
         assert!(r.window_len() <= 1000);
         assert!(r.floor > 100 * S);
@@ -466,24 +417,14 @@ mod tests {
     #[test]
     fn tail_check() {
         let mut r = Resume::new(0);
-        let old = Fingerprint {
-            ts: 100 * S,
-            stream: 1,
-            occ: 0,
-            hash: 7,
-        };
+        let old = Fingerprint { ts: 100 * S, stream: 1, occ: 0, hash: 7 };
         // Nothing delivered yet: nothing can be missing before the window.
         assert_eq!(r.check_first_line(&old, 200 * S), TailCheck::Complete);
         r.delivered(old);
         // The first line is one we delivered: the window reaches back.
         assert_eq!(r.check_first_line(&old, 200 * S), TailCheck::Complete);
         // A history line we never saw: lines may be missing before it.
-        let unseen = Fingerprint {
-            ts: 150 * S,
-            stream: 1,
-            occ: 0,
-            hash: 8,
-        };
+        let unseen = Fingerprint { ts: 150 * S, stream: 1, occ: 0, hash: 8 };
         assert_eq!(r.check_first_line(&unseen, 200 * S), TailCheck::CatchUp);
         // A line written after the request: the history part was empty.
         assert_eq!(r.check_first_line(&unseen, 120 * S), TailCheck::Complete);
@@ -499,18 +440,11 @@ mod tests {
     #[test]
     fn checkpoint_round_trip() {
         let mut r = Resume::new(5 * S);
-        let fp = Fingerprint {
-            ts: 100 * S,
-            stream: 2,
-            occ: 1,
-            hash: 9,
-        };
+        let fp = Fingerprint { ts: 100 * S, stream: 2, occ: 1, hash: 9 };
         r.delivered(fp);
         r.cut([None, Some(90 * S), None]);
         let json = serde_json::to_string(&r).unwrap();
-        let back = serde_json::from_str::<Resume>(&json)
-            .unwrap()
-            .restore(DEFAULT_MARGIN_NS, 10);
+        let back = serde_json::from_str::<Resume>(&json).unwrap().restore(DEFAULT_MARGIN_NS, 10);
         assert!(back.is_duplicate(&fp));
         assert_eq!(back.since(), 90 * S);
         assert_eq!(back.since(), r.since());

@@ -16,11 +16,7 @@ use crate::docker::request::{self, negotiate, Api};
 /// Check Docker, set up, and run until SIGTERM/SIGINT.
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let endpoint = resolve(&args.docker_host)?;
-    let api = check_docker(
-        &args.docker_host,
-        &endpoint,
-        args.connect_timeout.max(args.api_timeout),
-    )?;
+    let api = check_docker(&args.docker_host, &endpoint, args.connect_timeout.max(args.api_timeout))?;
     let mut agent = Agent::new(args, endpoint, api)?;
     agent.run()
 }
@@ -43,15 +39,11 @@ fn resolve(host: &DockerHost) -> anyhow::Result<Endpoint> {
 fn check_docker(host: &DockerHost, ep: &Endpoint, timeout: Duration) -> anyhow::Result<Api> {
     let reach = |e: io::Error| -> anyhow::Error {
         let hint = match e.kind() {
-            io::ErrorKind::NotFound => {
-                "no such socket; is dockerd running? set --docker-host or DOCKER_HOST"
-            }
+            io::ErrorKind::NotFound => "no such socket; is dockerd running? set --docker-host or DOCKER_HOST",
             io::ErrorKind::PermissionDenied => {
                 "permission denied; run as root or add the user to the docker group"
             }
-            io::ErrorKind::ConnectionRefused => {
-                "connection refused; is dockerd running and listening there?"
-            }
+            io::ErrorKind::ConnectionRefused => "connection refused; is dockerd running and listening there?",
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
                 "no answer in time; is dockerd overloaded or hung?"
             }
@@ -76,9 +68,7 @@ fn check_docker(host: &DockerHost, ep: &Endpoint, timeout: Duration) -> anyhow::
         }
     };
     match resp {
-        Ok(r) => Ok(Api {
-            version: negotiate(r.head.api_version),
-        }),
+        Ok(r) => Ok(Api { version: negotiate(r.head.api_version) }),
         Err(e) => bail!("{host} does not answer like Docker: {e}; check --docker-host"),
     }
 }

@@ -103,11 +103,7 @@ pub struct Event {
 impl Event {
     /// True if the action is `name`, or `name` followed by `:` and details.
     pub fn action_is(&self, name: &str) -> bool {
-        self.action == name
-            || self
-                .action
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(':'))
+        self.action == name || self.action.strip_prefix(name).is_some_and(|rest| rest.starts_with(':'))
     }
 }
 
@@ -159,17 +155,13 @@ mod tests {
         assert!(e.action_is("die"));
         assert_eq!(e.actor.attributes["name"], "web");
         assert_eq!(e.time_nano, 1_795_808_902_687_468_145);
-        let h = Event {
-            action: "health_status: healthy".into(),
-            ..e.clone()
-        };
+        let h = Event { action: "health_status: healthy".into(), ..e.clone() };
         assert!(h.action_is("health_status") && !h.action_is("health"));
     }
 
     #[test]
     fn nulls_and_missing_fields() {
-        let c: ContainerSummary =
-            serde_json::from_str(r#"{"Id":"x","Names":["/a"],"Labels":null}"#).unwrap();
+        let c: ContainerSummary = serde_json::from_str(r#"{"Id":"x","Names":["/a"],"Labels":null}"#).unwrap();
         assert!(c.labels.is_empty());
         let i: ContainerInspect = serde_json::from_str(
             r#"{"Id":"x","Name":"/a","Config":{"Tty":true,"Labels":null},"State":{"Running":true}}"#,
@@ -180,10 +172,7 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        assert_eq!(
-            error_message(br#"{"message":"No such container: x"}"#),
-            "No such container: x"
-        );
+        assert_eq!(error_message(br#"{"message":"No such container: x"}"#), "No such container: x");
         assert_eq!(error_message(b"404 page not found\n"), "404 page not found");
     }
 }

@@ -121,14 +121,7 @@ impl Default for FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_frame: u32) -> Self {
-        Self {
-            state: State::Header {
-                buf: [0; HEADER_LEN],
-                have: 0,
-            },
-            stream: StreamId::Stdout,
-            max_frame,
-        }
+        Self { state: State::Header { buf: [0; HEADER_LEN], have: 0 }, stream: StreamId::Stdout, max_frame }
     }
 
     /// The stream of the frame being read (meaningful after `Start`).
@@ -140,10 +133,7 @@ impl FrameDecoder {
     /// if anything, was completed. `None` means all of `input` was consumed
     /// without completing anything (a partial header). Call again with the
     /// rest of the input until it is empty.
-    pub fn decode<'a>(
-        &mut self,
-        input: &'a [u8],
-    ) -> Result<(usize, Option<FrameEvent<'a>>), FrameError> {
+    pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<FrameEvent<'a>>), FrameError> {
         match &mut self.state {
             State::Header { buf, have } => {
                 let have_n = usize::from(*have);
@@ -153,21 +143,13 @@ impl FrameDecoder {
                 if usize::from(*have) < HEADER_LEN {
                     return Ok((take, None));
                 }
-                let stream =
-                    StreamId::from_byte(buf[0]).ok_or(FrameError::UnknownStream(buf[0]))?;
+                let stream = StreamId::from_byte(buf[0]).ok_or(FrameError::UnknownStream(buf[0]))?;
                 let len = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
                 if len > self.max_frame {
-                    return Err(FrameError::TooLong {
-                        len,
-                        max: self.max_frame,
-                    });
+                    return Err(FrameError::TooLong { len, max: self.max_frame });
                 }
                 self.stream = stream;
-                self.state = if len == 0 {
-                    State::Ending
-                } else {
-                    State::Payload { remaining: len }
-                };
+                self.state = if len == 0 { State::Ending } else { State::Payload { remaining: len } };
                 Ok((take, Some(FrameEvent::Start { stream, len })))
             }
             State::Payload { remaining } => {
@@ -182,10 +164,7 @@ impl FrameDecoder {
                 Ok((take, Some(FrameEvent::Payload(&input[..take]))))
             }
             State::Ending => {
-                self.state = State::Header {
-                    buf: [0; HEADER_LEN],
-                    have: 0,
-                };
+                self.state = State::Header { buf: [0; HEADER_LEN], have: 0 };
                 Ok((0, Some(FrameEvent::End)))
             }
         }
@@ -202,9 +181,9 @@ impl FrameDecoder {
     pub fn finish(&self) -> Result<(), FrameError> {
         match self.state {
             State::Header { have: 0, .. } | State::Ending => Ok(()),
-            State::Header { have, .. } => Err(FrameError::Truncated {
-                missing: (HEADER_LEN as u32) - u32::from(have),
-            }),
+            State::Header { have, .. } => {
+                Err(FrameError::Truncated { missing: (HEADER_LEN as u32) - u32::from(have) })
+            }
             State::Payload { remaining } => Err(FrameError::Truncated { missing: remaining }),
         }
     }
@@ -285,10 +264,7 @@ mod tests {
 
     #[test]
     fn unknown_stream_is_an_error() {
-        let err = run(
-            &mut FrameDecoder::default(),
-            &[b"2026-11-27T19:48:22Z hi\r\n"],
-        );
+        let err = run(&mut FrameDecoder::default(), &[b"2026-11-27T19:48:22Z hi\r\n"]);
         assert_eq!(err, Err(FrameError::UnknownStream(b'2')));
     }
 
@@ -296,13 +272,7 @@ mod tests {
     fn huge_length_is_refused_without_allocating() {
         let wire = [1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
         let err = run(&mut FrameDecoder::new(1 << 20), &[&wire]);
-        assert_eq!(
-            err,
-            Err(FrameError::TooLong {
-                len: u32::MAX,
-                max: 1 << 20
-            })
-        );
+        assert_eq!(err, Err(FrameError::TooLong { len: u32::MAX, max: 1 << 20 }));
     }
 
     #[test]

@@ -131,10 +131,7 @@ impl LineAssembler {
     /// record (a container's last output without a newline).
     pub fn flush<F: FnMut(Record<'_>)>(&mut self, emit: &mut F) {
         if self.open && !self.discarding {
-            let rec = Record {
-                partial: true,
-                ..self.record(&self.buf, false, false)
-            };
+            let rec = Record { partial: true, ..self.record(&self.buf, false, false) };
             emit(rec);
         }
         self.end_line();
@@ -189,13 +186,7 @@ impl LineAssembler {
     }
 
     fn record<'a>(&self, message: &'a [u8], truncated: bool, partial: bool) -> Record<'a> {
-        Record {
-            timestamp: self.ts,
-            stream: self.stream,
-            message,
-            truncated,
-            partial,
-        }
+        Record { timestamp: self.ts, stream: self.stream, message, truncated, partial }
     }
 }
 
@@ -213,9 +204,7 @@ mod tests {
     }
 
     fn msgs(recs: &[OwnedRecord]) -> Vec<String> {
-        recs.iter()
-            .map(|r| String::from_utf8_lossy(&r.message).into_owned())
-            .collect()
+        recs.iter().map(|r| String::from_utf8_lossy(&r.message).into_owned()).collect()
     }
 
     #[test]
@@ -234,50 +223,27 @@ mod tests {
     fn sixteen_k_partials_come_out_whole() {
         let mut a = LineAssembler::new(StreamId::Stderr, DEFAULT_MAX_LINE, false);
         let line: Vec<u8> = (0..40_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-        let mut pieces: Vec<(Option<i64>, &[u8])> =
-            line.chunks(16_384).map(|c| (Some(7), c)).collect();
+        let mut pieces: Vec<(Option<i64>, &[u8])> = line.chunks(16_384).map(|c| (Some(7), c)).collect();
         pieces.push((Some(7), b"\n"));
         let recs = collect(&mut a, &pieces);
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].message, line);
-        assert_eq!(
-            (recs[0].timestamp, recs[0].stream),
-            (Some(7), StreamId::Stderr)
-        );
+        assert_eq!((recs[0].timestamp, recs[0].stream), (Some(7), StreamId::Stderr));
     }
 
     #[test]
     fn over_the_cap_is_truncated_once_and_the_rest_skipped() {
         let mut a = LineAssembler::new(StreamId::Stdout, 10, false);
-        let recs = collect(
-            &mut a,
-            &[
-                (None, b"0123456"),
-                (None, b"789abcdef"),
-                (None, b"ghi\nnext\n"),
-            ],
-        );
+        let recs = collect(&mut a, &[(None, b"0123456"), (None, b"789abcdef"), (None, b"ghi\nnext\n")]);
         assert_eq!(msgs(&recs), ["0123456789", "next"]);
         assert!(recs[0].truncated && !recs[1].truncated);
-        assert_eq!(
-            a.stats(),
-            LineStats {
-                truncated: 1,
-                discarded_bytes: 9
-            }
-        );
+        assert_eq!(a.stats(), LineStats { truncated: 1, discarded_bytes: 9 });
 
         // The same via the fast path (whole line in one piece).
         let mut a = LineAssembler::new(StreamId::Stdout, 4, false);
         let recs = collect(&mut a, &[(None, b"abcdefgh\nijkl\n")]);
         assert_eq!(msgs(&recs), ["abcd", "ijkl"]);
-        assert_eq!(
-            a.stats(),
-            LineStats {
-                truncated: 1,
-                discarded_bytes: 4
-            }
-        );
+        assert_eq!(a.stats(), LineStats { truncated: 1, discarded_bytes: 4 });
     }
 
     #[test]

@@ -138,20 +138,12 @@ impl LogStreamDecoder {
             cfg,
             frames: FrameDecoder::new(cfg.max_frame),
             stream: StreamId::Stdout,
-            prefix: if cfg.timestamps {
-                Prefix::Expect
-            } else {
-                Prefix::Content
-            },
+            prefix: if cfg.timestamps { Prefix::Expect } else { Prefix::Content },
             prefix_buf: [0; timestamp::MAX_LEN],
             prefix_len: 0,
             ts: None,
             raw_msg_len: 0,
-            lines: [
-                asm(StreamId::Stdin),
-                asm(StreamId::Stdout),
-                asm(StreamId::Stderr),
-            ],
+            lines: [asm(StreamId::Stdin), asm(StreamId::Stdout), asm(StreamId::Stderr)],
             daemon_error: Vec::new(),
         }
     }
@@ -162,12 +154,10 @@ impl LogStreamDecoder {
 
     /// Truncation counts over all streams.
     pub fn stats(&self) -> LineStats {
-        self.lines
-            .iter()
-            .fold(LineStats::default(), |a, l| LineStats {
-                truncated: a.truncated + l.stats().truncated,
-                discarded_bytes: a.discarded_bytes + l.stats().discarded_bytes,
-            })
+        self.lines.iter().fold(LineStats::default(), |a, l| LineStats {
+            truncated: a.truncated + l.stats().truncated,
+            discarded_bytes: a.discarded_bytes + l.stats().discarded_bytes,
+        })
     }
 
     /// Per stream (stdin, stdout, stderr), the timestamp of a line begun
@@ -178,10 +168,7 @@ impl LogStreamDecoder {
 
     /// Earliest timestamp of a line begun but not finished, on any stream.
     pub fn open_line_timestamp(&self) -> Option<i64> {
-        self.lines
-            .iter()
-            .filter_map(LineAssembler::open_line_timestamp)
-            .min()
+        self.lines.iter().filter_map(LineAssembler::open_line_timestamp).min()
     }
 
     /// Bytes held in line buffers.
@@ -209,10 +196,7 @@ impl LogStreamDecoder {
     {
         let err = |kind| Err(LogStreamError { at: 0, kind });
         let result = if self.cfg.framing == Framing::Multiplexed {
-            self.frames.finish().map_err(|e| LogStreamError {
-                at: 0,
-                kind: LogStreamErrorKind::Frame(e),
-            })
+            self.frames.finish().map_err(|e| LogStreamError { at: 0, kind: LogStreamErrorKind::Frame(e) })
         } else if self.prefix == Prefix::Expect && self.prefix_len > 0 {
             err(LogStreamErrorKind::MissingTimestamp)
         } else {
@@ -246,11 +230,7 @@ impl LogStreamDecoder {
     }
 
     fn reset_message(&mut self) {
-        self.prefix = if self.cfg.timestamps {
-            Prefix::Expect
-        } else {
-            Prefix::Content
-        };
+        self.prefix = if self.cfg.timestamps { Prefix::Expect } else { Prefix::Content };
         self.prefix_len = 0;
         self.ts = None;
         self.raw_msg_len = 0;
@@ -269,10 +249,7 @@ impl LogStreamDecoder {
             let (n, ev) = self
                 .frames
                 .decode(&input[at..])
-                .map_err(|e| LogStreamError {
-                    at,
-                    kind: LogStreamErrorKind::Frame(e),
-                })?;
+                .map_err(|e| LogStreamError { at, kind: LogStreamErrorKind::Frame(e) })?;
             let start = at;
             at += n;
             match ev {
@@ -299,10 +276,7 @@ impl LogStreamDecoder {
                         emit(LogEvent::DaemonError(&self.daemon_error));
                         self.daemon_error.clear();
                     } else if self.prefix == Prefix::Expect && self.prefix_len > 0 {
-                        return Err(LogStreamError {
-                            at,
-                            kind: LogStreamErrorKind::FrameEndsInTimestamp,
-                        });
+                        return Err(LogStreamError { at, kind: LogStreamErrorKind::FrameEndsInTimestamp });
                     }
                 }
                 None => return Ok(()),
@@ -339,10 +313,7 @@ impl LogStreamDecoder {
             if self.prefix == Prefix::Maybe {
                 return Ok(Some(0));
             }
-            return Err(LogStreamError {
-                at: base + room,
-                kind: LogStreamErrorKind::MissingTimestamp,
-            });
+            return Err(LogStreamError { at: base + room, kind: LogStreamErrorKind::MissingTimestamp });
         }
         self.prefix_buf[self.prefix_len..self.prefix_len + upto].copy_from_slice(&p[..upto]);
         self.prefix_len += upto;
@@ -496,18 +467,12 @@ mod tests {
             assert_eq!(strip(&got), strip(&whole), "split at {cut}");
         }
         let bytes: Vec<&[u8]> = wire.chunks(1).collect();
-        assert_eq!(
-            strip(&decode_pieces(cfg, &bytes)),
-            strip(&whole),
-            "byte at a time"
-        );
+        assert_eq!(strip(&decode_pieces(cfg, &bytes)), strip(&whole), "byte at a time");
         whole
     }
 
     fn msgs(recs: &[OwnedRecord]) -> Vec<(StreamId, String)> {
-        recs.iter()
-            .map(|r| (r.stream, String::from_utf8_lossy(&r.message).into_owned()))
-            .collect()
+        recs.iter().map(|r| (r.stream, String::from_utf8_lossy(&r.message).into_owned())).collect()
     }
 
     #[test]
@@ -526,10 +491,7 @@ mod tests {
                 (StreamId::Stdout, "".into())
             ]
         );
-        assert_eq!(
-            recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(),
-            [Some(NS1), Some(NS2), Some(NS2)]
-        );
+        assert_eq!(recs.iter().map(|r| r.timestamp).collect::<Vec<_>>(), [Some(NS1), Some(NS2), Some(NS2)]);
     }
 
     #[test]
@@ -544,10 +506,7 @@ mod tests {
         let (recs, _) = decode_every_way(cfg, &wire).unwrap();
         assert_eq!(
             msgs(&recs),
-            [
-                (StreamId::Stderr, "between".into()),
-                (StreamId::Stdout, "aaaabbbbcc".into())
-            ]
+            [(StreamId::Stderr, "between".into()), (StreamId::Stdout, "aaaabbbbcc".into())]
         );
         assert_eq!(recs[1].timestamp, Some(NS1));
     }
@@ -558,37 +517,15 @@ mod tests {
         let mut wire = Vec::new();
         for (i, part) in line.chunks(DOCKERD_PARTIAL_LEN).enumerate() {
             let last = i == 2;
-            let msg = if last {
-                [part, b"\n"].concat()
-            } else {
-                part.to_vec()
-            };
+            let msg = if last { [part, b"\n"].concat() } else { part.to_vec() };
             wire.extend(ts_frame(1, TS1, &msg));
         }
         let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
         // Too long to try every split; two-way splits around the frame
         // boundaries and prefixes are where it matters.
         let whole = decode_pieces(cfg, &[&wire]).unwrap();
-        for cut in [
-            1,
-            7,
-            8,
-            9,
-            30,
-            39,
-            40,
-            16_422,
-            16_423,
-            16_430,
-            16_431,
-            16_460,
-            wire.len() - 1,
-        ] {
-            assert_eq!(
-                decode_pieces(cfg, &[&wire[..cut], &wire[cut..]]).unwrap(),
-                whole,
-                "cut {cut}"
-            );
+        for cut in [1, 7, 8, 9, 30, 39, 40, 16_422, 16_423, 16_430, 16_431, 16_460, wire.len() - 1] {
+            assert_eq!(decode_pieces(cfg, &[&wire[..cut], &wire[cut..]]).unwrap(), whole, "cut {cut}");
         }
         let (recs, _) = whole;
         assert_eq!(recs.len(), 1);
@@ -603,10 +540,7 @@ mod tests {
         let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
         let (recs, errs) = decode_every_way(cfg, &wire).unwrap();
         assert_eq!(recs.len(), 1);
-        assert_eq!(
-            errs,
-            [b"Error grabbing logs: invalid character 'x'".to_vec()]
-        );
+        assert_eq!(errs, [b"Error grabbing logs: invalid character 'x'".to_vec()]);
     }
 
     #[test]
@@ -642,13 +576,7 @@ mod tests {
         wire.extend(ts_frame(1, TS2, b"last"));
         let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
         let (recs, _) = decode_every_way(cfg, &wire).unwrap();
-        assert_eq!(
-            msgs(&recs),
-            [
-                (StreamId::Stdout, "first".into()),
-                (StreamId::Stdout, "last".into())
-            ]
-        );
+        assert_eq!(msgs(&recs), [(StreamId::Stdout, "first".into()), (StreamId::Stdout, "last".into())]);
         assert!(!recs[0].partial && recs[1].partial);
         assert_eq!(recs[1].timestamp, Some(NS2));
     }
@@ -687,10 +615,7 @@ mod tests {
         let e = decode_pieces(cfg, &[&frame(1, b"2026-11-27")]).unwrap_err();
         assert_eq!(e.kind, LogStreamErrorKind::FrameEndsInTimestamp);
         let e = decode_pieces(cfg, &[&frame(1, b"x\n")[..5]]).unwrap_err();
-        assert!(matches!(
-            e.kind,
-            LogStreamErrorKind::Frame(FrameError::Truncated { .. })
-        ));
+        assert!(matches!(e.kind, LogStreamErrorKind::Frame(FrameError::Truncated { .. })));
     }
 
     #[test]
@@ -719,10 +644,7 @@ mod tests {
         let (recs, _) = decode_every_way(cfg, wire.as_bytes()).unwrap();
         assert_eq!(
             msgs(&recs),
-            [
-                (StreamId::Stdout, "0123456789abcdefxy".into()),
-                (StreamId::Stdout, "next".into())
-            ]
+            [(StreamId::Stdout, "0123456789abcdefxy".into()), (StreamId::Stdout, "next".into())]
         );
         assert_eq!(recs[0].timestamp, Some(NS1));
 
@@ -742,10 +664,7 @@ mod tests {
         let (recs, _) = decode_every_way(cfg, wire.as_bytes()).unwrap();
         assert_eq!(
             msgs(&recs),
-            [
-                (StreamId::Stdout, "abcdefgh ij".into()),
-                (StreamId::Stdout, "next".into())
-            ]
+            [(StreamId::Stdout, "abcdefgh ij".into()), (StreamId::Stdout, "next".into())]
         );
     }
 
@@ -781,13 +700,7 @@ mod tests {
             }
         })
         .unwrap();
-        assert_eq!(
-            msgs(&recs),
-            [
-                (StreamId::Stdout, "abcde".into()),
-                (StreamId::Stdout, "ok".into())
-            ]
-        );
+        assert_eq!(msgs(&recs), [(StreamId::Stdout, "abcde".into()), (StreamId::Stdout, "ok".into())]);
         assert!(recs[0].truncated);
         assert_eq!(dec.stats().truncated, 1);
         assert_eq!(dec.stats().discarded_bytes, 5);

@@ -59,10 +59,7 @@ impl Api {
     /// Container events only, replaying from `since` (ns) if given.
     pub fn events(&self, since: Option<i64>) -> String {
         // filters={"type":["container"]}, percent-encoded.
-        let mut p = format!(
-            "/v{}/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D",
-            self.version
-        );
+        let mut p = format!("/v{}/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D", self.version);
         if let Some(ns) = since {
             p.push_str("&since=");
             p.push_str(&timestamp::format_since(ns));
@@ -99,19 +96,14 @@ mod tests {
 
     #[test]
     fn version_negotiation() {
-        assert_eq!(
-            negotiate(Some(ApiVersion::new(1, 41))),
-            ApiVersion::new(1, 41)
-        );
+        assert_eq!(negotiate(Some(ApiVersion::new(1, 41))), ApiVersion::new(1, 41));
         assert_eq!(negotiate(Some(ApiVersion::new(1, 99))), NEWEST_KNOWN_API);
         assert_eq!(negotiate(None), FALLBACK_API);
     }
 
     #[test]
     fn paths() {
-        let api = Api {
-            version: ApiVersion::new(1, 41),
-        };
+        let api = Api { version: ApiVersion::new(1, 41) };
         assert_eq!(
             api.logs("abc", &LogsQuery { follow: true, since: 1_500_000_000, tail: Some(1000) }),
             "/v1.41/containers/abc/logs?stdout=1&stderr=1&timestamps=1&since=1.500000000&follow=1&tail=1000"

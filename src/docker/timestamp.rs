@@ -39,10 +39,7 @@ impl fmt::Display for TimestampError {
         match self {
             Self::Truncated => write!(f, "timestamp ends early"),
             Self::Unexpected { at, byte } => {
-                write!(
-                    f,
-                    "unexpected byte 0x{byte:02x} at position {at} of timestamp"
-                )
+                write!(f, "unexpected byte 0x{byte:02x} at position {at} of timestamp")
             }
             Self::FieldRange { field } => write!(f, "timestamp {field} out of range"),
             Self::FractionTooLong => write!(f, "timestamp has more than 9 fractional digits"),
@@ -268,10 +265,7 @@ mod tests {
     #[test]
     fn dockerd_form() {
         // date -u -d @1795808902.687468145
-        assert_eq!(
-            p("2026-11-27T19:48:22.687468145Z"),
-            Ok(1_795_808_902_687_468_145)
-        );
+        assert_eq!(p("2026-11-27T19:48:22.687468145Z"), Ok(1_795_808_902_687_468_145));
         assert_eq!(p("1970-01-01T00:00:00.000000000Z"), Ok(0));
     }
 
@@ -287,10 +281,7 @@ mod tests {
     fn offsets() {
         assert_eq!(p("1970-01-01T02:00:00+02:00"), Ok(0));
         assert_eq!(p("1969-12-31T22:30:00-01:30"), Ok(0));
-        assert_eq!(
-            p("1970-01-01T00:00:00+24:00"),
-            Err(TimestampError::FieldRange { field: "offset" })
-        );
+        assert_eq!(p("1970-01-01T00:00:00+24:00"), Err(TimestampError::FieldRange { field: "offset" }));
     }
 
     #[test]
@@ -305,37 +296,19 @@ mod tests {
         assert_eq!(p(""), Err(Truncated));
         assert_eq!(p("2026-11-27"), Err(Truncated));
         assert_eq!(p("2026-11-27T19:48:22"), Err(Truncated));
-        assert_eq!(
-            p("2026-11-27 19:48:22Z"),
-            Err(Unexpected { at: 10, byte: b' ' })
-        );
-        assert_eq!(
-            p("2026-11-27T19:48:22.Z"),
-            Err(Unexpected { at: 20, byte: b'Z' })
-        );
+        assert_eq!(p("2026-11-27 19:48:22Z"), Err(Unexpected { at: 10, byte: b' ' }));
+        assert_eq!(p("2026-11-27T19:48:22.Z"), Err(Unexpected { at: 20, byte: b'Z' }));
         assert_eq!(p("2026-11-27T19:48:22.1234567890Z"), Err(FractionTooLong));
         assert_eq!(p("2026-11-27T19:48:22Z "), Err(Trailing { at: 20 }));
-        assert_eq!(
-            p("2026-13-01T00:00:00Z"),
-            Err(FieldRange { field: "month" })
-        );
+        assert_eq!(p("2026-13-01T00:00:00Z"), Err(FieldRange { field: "month" }));
         assert_eq!(p("2026-04-31T00:00:00Z"), Err(FieldRange { field: "day" }));
         assert_eq!(p("2025-02-29T00:00:00Z"), Err(FieldRange { field: "day" }));
         assert_eq!(p("2026-01-01T24:00:00Z"), Err(FieldRange { field: "hour" }));
-        assert_eq!(
-            p("2026-01-01T00:60:00Z"),
-            Err(FieldRange { field: "minute" })
-        );
-        assert_eq!(
-            p("2026-01-01T00:00:60Z"),
-            Err(FieldRange { field: "second" })
-        );
+        assert_eq!(p("2026-01-01T00:60:00Z"), Err(FieldRange { field: "minute" }));
+        assert_eq!(p("2026-01-01T00:00:60Z"), Err(FieldRange { field: "second" }));
         assert_eq!(p("0001-01-01T00:00:00Z"), Err(OutOfRange));
         assert_eq!(p("9999-12-31T23:59:59Z"), Err(OutOfRange));
-        assert_eq!(
-            p("2026-01-01T00:00:00.\u{e9}Z"),
-            Err(Unexpected { at: 20, byte: 0xc3 })
-        );
+        assert_eq!(p("2026-01-01T00:00:00.\u{e9}Z"), Err(Unexpected { at: 20, byte: 0xc3 }));
     }
 
     #[test]
@@ -358,17 +331,9 @@ mod tests {
             i64::MIN,
         ] {
             let s = format(ns);
-            assert_eq!(
-                p(std::str::from_utf8(&s).unwrap()),
-                Ok(ns),
-                "{}",
-                String::from_utf8_lossy(&s)
-            );
+            assert_eq!(p(std::str::from_utf8(&s).unwrap()), Ok(ns), "{}", String::from_utf8_lossy(&s));
         }
-        assert_eq!(
-            &format(1_795_808_902_687_468_145),
-            b"2026-11-27T19:48:22.687468145Z"
-        );
+        assert_eq!(&format(1_795_808_902_687_468_145), b"2026-11-27T19:48:22.687468145Z");
     }
 
     #[test]
@@ -383,10 +348,7 @@ mod tests {
 
     #[test]
     fn since_form() {
-        assert_eq!(
-            format_since(1_795_808_902_000_000_005),
-            "1795808902.000000005"
-        );
+        assert_eq!(format_since(1_795_808_902_000_000_005), "1795808902.000000005");
         assert_eq!(format_since(-5), "0.000000000");
     }
 }

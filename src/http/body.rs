@@ -28,11 +28,7 @@ pub const MAX_TRAILERS: usize = 16 * 1024;
 pub enum BodyError {
     /// A byte that cannot stand here in chunked framing; `at` is its offset
     /// in the input passed to `decode`.
-    BadChunk {
-        at: usize,
-        byte: u8,
-        expected: &'static str,
-    },
+    BadChunk { at: usize, byte: u8, expected: &'static str },
     /// A chunk size that does not fit in 64 bits.
     ChunkSizeOverflow { at: usize },
     /// A chunk-size or trailer line longer than [`MAX_LINE`], or trailers
@@ -46,19 +42,13 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::BadChunk { byte, expected, .. } => {
-                write!(
-                    f,
-                    "malformed chunked body: byte 0x{byte:02x} where {expected} was expected"
-                )
+                write!(f, "malformed chunked body: byte 0x{byte:02x} where {expected} was expected")
             }
             Self::ChunkSizeOverflow { .. } => {
                 write!(f, "malformed chunked body: chunk size overflows")
             }
             Self::LineTooLong { .. } => {
-                write!(
-                    f,
-                    "malformed chunked body: chunk-size or trailer line too long"
-                )
+                write!(f, "malformed chunked body: chunk-size or trailer line too long")
             }
             Self::Truncated => write!(f, "connection closed before the end of the response body"),
         }
@@ -71,20 +61,14 @@ impl BodyError {
     /// Offset in the input passed to the failing `decode` call, if any.
     pub fn offset(&self) -> Option<usize> {
         match *self {
-            Self::BadChunk { at, .. }
-            | Self::ChunkSizeOverflow { at }
-            | Self::LineTooLong { at } => Some(at),
+            Self::BadChunk { at, .. } | Self::ChunkSizeOverflow { at } | Self::LineTooLong { at } => Some(at),
             Self::Truncated => None,
         }
     }
 
     fn shift(self, by: usize) -> Self {
         match self {
-            Self::BadChunk { at, byte, expected } => Self::BadChunk {
-                at: at + by,
-                byte,
-                expected,
-            },
+            Self::BadChunk { at, byte, expected } => Self::BadChunk { at: at + by, byte, expected },
             Self::ChunkSizeOverflow { at } => Self::ChunkSizeOverflow { at: at + by },
             Self::LineTooLong { at } => Self::LineTooLong { at: at + by },
             Self::Truncated => Self::Truncated,
@@ -151,11 +135,7 @@ pub struct BodyDecoder {
 impl BodyDecoder {
     pub fn new(kind: BodyKind) -> Self {
         let state = match kind {
-            BodyKind::Chunked => State::Chunked(Chunk::Size {
-                size: 0,
-                digits: 0,
-                line: 0,
-            }),
+            BodyKind::Chunked => State::Chunked(Chunk::Size { size: 0, digits: 0, line: 0 }),
             BodyKind::Length(0) => State::Done,
             BodyKind::Length(n) => State::Length { remaining: n },
             BodyKind::UntilClose => State::UntilClose,
@@ -170,23 +150,15 @@ impl BodyDecoder {
     /// Consume bytes of `input`. Returns how many were consumed and the event
     /// they completed, if any. `(n, None)` means `n` framing bytes were eaten
     /// and more input is needed; after `End` nothing more is consumed.
-    pub fn decode<'a>(
-        &mut self,
-        input: &'a [u8],
-    ) -> Result<(usize, Option<BodyEvent<'a>>), BodyError> {
+    pub fn decode<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<BodyEvent<'a>>), BodyError> {
         match &mut self.state {
             State::Done => Ok((0, Some(BodyEvent::End))),
-            State::UntilClose => Ok((
-                input.len(),
-                (!input.is_empty()).then_some(BodyEvent::Data(input)),
-            )),
+            State::UntilClose => Ok((input.len(), (!input.is_empty()).then_some(BodyEvent::Data(input)))),
             State::Length { remaining } => {
                 if input.is_empty() {
                     return Ok((0, None));
                 }
-                let take = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(input.len());
+                let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(input.len());
                 *remaining -= take as u64;
                 if *remaining == 0 {
                     self.state = State::Done;
@@ -210,40 +182,23 @@ impl BodyDecoder {
         }
     }
 
-    fn decode_chunked<'a>(
-        &mut self,
-        input: &'a [u8],
-    ) -> Result<(usize, Option<BodyEvent<'a>>), BodyError> {
-        let State::Chunked(mut c) = self.state else {
-            unreachable!()
-        };
+    fn decode_chunked<'a>(&mut self, input: &'a [u8]) -> Result<(usize, Option<BodyEvent<'a>>), BodyError> {
+        let State::Chunked(mut c) = self.state else { unreachable!() };
         let mut i = 0;
         let result = loop {
             if let Chunk::Data { remaining } = c {
                 if i == input.len() {
                     break Ok((i, None));
                 }
-                let take = usize::try_from(remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(input.len() - i);
+                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(input.len() - i);
                 let left = remaining - take as u64;
-                c = if left == 0 {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data { remaining: left }
-                };
+                c = if left == 0 { Chunk::DataCr } else { Chunk::Data { remaining: left } };
                 break Ok((i + take, Some(BodyEvent::Data(&input[i..i + take]))));
             }
             let Some(&b) = input.get(i) else {
                 break Ok((i, None));
             };
-            let bad = |expected| {
-                Err(BodyError::BadChunk {
-                    at: i,
-                    byte: b,
-                    expected,
-                })
-            };
+            let bad = |expected| Err(BodyError::BadChunk { at: i, byte: b, expected });
             c = match c {
                 Chunk::Size { size, digits, line } => match hex(b) {
                     Some(_) if line >= MAX_LINE => break Err(BodyError::LineTooLong { at: i }),
@@ -257,10 +212,7 @@ impl BodyDecoder {
                     None => match b {
                         b'\r' => Chunk::SizeLf { size },
                         b'\n' => after_size(size),
-                        b';' | b' ' | b'\t' => Chunk::Ext {
-                            size,
-                            line: line + 1,
-                        },
+                        b';' | b' ' | b'\t' => Chunk::Ext { size, line: line + 1 },
                         _ => break bad("a hex digit, ';' or CRLF"),
                     },
                 },
@@ -268,10 +220,7 @@ impl BodyDecoder {
                     _ if line >= MAX_LINE => break Err(BodyError::LineTooLong { at: i }),
                     b'\r' => Chunk::SizeLf { size },
                     b'\n' => after_size(size),
-                    _ => Chunk::Ext {
-                        size,
-                        line: line + 1,
-                    },
+                    _ => Chunk::Ext { size, line: line + 1 },
                 },
                 Chunk::SizeLf { size } => match b {
                     b'\n' => after_size(size),
@@ -280,19 +229,11 @@ impl BodyDecoder {
                 Chunk::Data { .. } => unreachable!(),
                 Chunk::DataCr => match b {
                     b'\r' => Chunk::DataLf,
-                    b'\n' => Chunk::Size {
-                        size: 0,
-                        digits: 0,
-                        line: 0,
-                    },
+                    b'\n' => Chunk::Size { size: 0, digits: 0, line: 0 },
                     _ => break bad("CRLF after chunk data"),
                 },
                 Chunk::DataLf => match b {
-                    b'\n' => Chunk::Size {
-                        size: 0,
-                        digits: 0,
-                        line: 0,
-                    },
+                    b'\n' => Chunk::Size { size: 0, digits: 0, line: 0 },
                     _ => break bad("LF after chunk data"),
                 },
                 Chunk::TrailerStart { total } => match b {
@@ -407,11 +348,7 @@ mod tests {
         let whole = feed(BodyKind::Chunked, &[DOCKERD]).unwrap();
         for a in 0..=DOCKERD.len() {
             for b in a..=DOCKERD.len() {
-                let got = feed(
-                    BodyKind::Chunked,
-                    &[&DOCKERD[..a], &DOCKERD[a..b], &DOCKERD[b..]],
-                )
-                .unwrap();
+                let got = feed(BodyKind::Chunked, &[&DOCKERD[..a], &DOCKERD[a..b], &DOCKERD[b..]]).unwrap();
                 assert_eq!(got, whole, "split at {a},{b}");
             }
         }
@@ -440,25 +377,11 @@ mod tests {
     #[test]
     fn malformed_chunks() {
         let e = feed(BodyKind::Chunked, &[b"zz\r\n"]).unwrap_err();
-        assert_eq!(
-            e,
-            BodyError::BadChunk {
-                at: 0,
-                byte: b'z',
-                expected: "a hex chunk size"
-            }
-        );
+        assert_eq!(e, BodyError::BadChunk { at: 0, byte: b'z', expected: "a hex chunk size" });
         // Offsets are relative to the input of the failing call; here the
         // data "ab" was handed out by the call before.
         let e = feed(BodyKind::Chunked, &[b"2\r\nabX"]).unwrap_err();
-        assert_eq!(
-            e,
-            BodyError::BadChunk {
-                at: 0,
-                byte: b'X',
-                expected: "CRLF after chunk data"
-            }
-        );
+        assert_eq!(e, BodyError::BadChunk { at: 0, byte: b'X', expected: "CRLF after chunk data" });
         let e = decode_all(BodyKind::Chunked, b"2\r\nabX", &mut Vec::new()).unwrap_err();
         assert_eq!(e.offset(), Some(5));
         let e = feed(BodyKind::Chunked, &[b"2\rX"]).unwrap_err();
@@ -466,10 +389,7 @@ mod tests {
         let e = feed(BodyKind::Chunked, &[b"10000000000000000\r\n"]).unwrap_err();
         assert_eq!(e, BodyError::ChunkSizeOverflow { at: 16 });
         let long_ext = [b"1;".as_slice(), &[b'x'; MAX_LINE + 10]].concat();
-        assert!(matches!(
-            feed(BodyKind::Chunked, &[&long_ext]),
-            Err(BodyError::LineTooLong { .. })
-        ));
+        assert!(matches!(feed(BodyKind::Chunked, &[&long_ext]), Err(BodyError::LineTooLong { .. })));
     }
 
     #[test]
@@ -487,8 +407,7 @@ mod tests {
     fn zero_length_chunk_ends_the_body() {
         // A zero-size chunk is the terminator, even mid-stream: what follows
         // is not body.
-        let (data, ended, used) =
-            feed(BodyKind::Chunked, &[b"1\r\na\r\n0\r\n\r\n1\r\nb\r\n"]).unwrap();
+        let (data, ended, used) = feed(BodyKind::Chunked, &[b"1\r\na\r\n0\r\n\r\n1\r\nb\r\n"]).unwrap();
         assert_eq!(data, b"a");
         assert!(ended);
         assert_eq!(used, 11);
@@ -497,18 +416,9 @@ mod tests {
     #[test]
     fn content_length() {
         let (data, ended, used) = feed(BodyKind::Length(5), &[b"he", b"llo", b"extra"]).unwrap();
-        assert_eq!(
-            (data.as_slice(), ended, used),
-            (b"hello".as_slice(), true, 5)
-        );
-        assert_eq!(
-            feed(BodyKind::Length(5), &[b"hel"]),
-            Err(BodyError::Truncated)
-        );
-        assert_eq!(
-            feed(BodyKind::Length(0), &[b"x"]).unwrap(),
-            (vec![], true, 0)
-        );
+        assert_eq!((data.as_slice(), ended, used), (b"hello".as_slice(), true, 5));
+        assert_eq!(feed(BodyKind::Length(5), &[b"hel"]), Err(BodyError::Truncated));
+        assert_eq!(feed(BodyKind::Length(0), &[b"x"]).unwrap(), (vec![], true, 0));
     }
 
     #[test]

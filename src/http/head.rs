@@ -38,10 +38,7 @@ impl ApiVersion {
     pub fn parse(s: &[u8]) -> Option<Self> {
         let s = std::str::from_utf8(s).ok()?.trim();
         let (major, minor) = s.split_once('.')?;
-        Some(Self {
-            major: major.parse().ok()?,
-            minor: minor.parse().ok()?,
-        })
+        Some(Self { major: major.parse().ok()?, minor: minor.parse().ok()? })
     }
 }
 
@@ -111,9 +108,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
     if len > MAX_HEAD {
         return Err(HeadError::TooLarge);
     }
-    let status = resp
-        .code
-        .ok_or(HeadError::Malformed(httparse::Error::Status))?;
+    let status = resp.code.ok_or(HeadError::Malformed(httparse::Error::Status))?;
     let version = resp.version.ok_or(HeadError::BadVersion)?;
 
     let mut content_type = None;
@@ -172,24 +167,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
         close = true;
         BodyKind::UntilClose
     };
-    Ok(Some((
-        ResponseHead {
-            status,
-            content_type,
-            body,
-            api_version,
-            close,
-        },
-        len,
-    )))
+    Ok(Some((ResponseHead { status, content_type, body, api_version, close }, len)))
 }
 
 fn classify_content_type(v: &[u8]) -> ContentType {
-    let essence = v
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
+    let essence = v.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
     if essence.eq_ignore_ascii_case(b"application/vnd.docker.multiplexed-stream") {
         ContentType::Multiplexed
     } else if essence.eq_ignore_ascii_case(b"application/vnd.docker.raw-stream") {
@@ -240,18 +222,13 @@ mod tests {
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\n\
              Content-Length: 29\r\n\r\n",
         );
-        assert_eq!(
-            (h.status, h.content_type, h.body),
-            (404, Some(ContentType::Json), BodyKind::Length(29))
-        );
+        assert_eq!((h.status, h.content_type, h.body), (404, Some(ContentType::Json), BodyKind::Length(29)));
         assert!(!h.is_success());
     }
 
     #[test]
     fn framing_rules() {
-        let h = head(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
-        );
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(h.body, BodyKind::Chunked);
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
         assert_eq!((h.body, h.close), (BodyKind::UntilClose, true));
@@ -271,14 +248,8 @@ mod tests {
             parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(HeadError::BadContentLength)
         );
-        assert_eq!(
-            parse(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
-            Err(HeadError::BadContentLength)
-        );
-        assert!(matches!(
-            parse(b"SSH-2.0-OpenSSH\r\n\r\n"),
-            Err(HeadError::Malformed(_))
-        ));
+        assert_eq!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), Err(HeadError::BadContentLength));
+        assert!(matches!(parse(b"SSH-2.0-OpenSSH\r\n\r\n"), Err(HeadError::Malformed(_))));
         let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
         while big.len() < MAX_HEAD {
             big.extend_from_slice(b"X-Filler: ");
@@ -291,10 +262,7 @@ mod tests {
             many.extend_from_slice(b"A: b\r\n");
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(
-            parse(&many),
-            Err(HeadError::Malformed(httparse::Error::TooManyHeaders))
-        );
+        assert_eq!(parse(&many), Err(HeadError::Malformed(httparse::Error::TooManyHeaders)));
     }
 
     #[test]
@@ -304,10 +272,7 @@ mod tests {
             assert_eq!(parse(&full[..cut]), Ok(None), "cut at {cut}");
         }
         let (h, n) = parse(full).unwrap().unwrap();
-        assert_eq!(
-            (n, h.api_version),
-            (full.len() - 2, Some(ApiVersion::new(1, 47)))
-        );
+        assert_eq!((n, h.api_version), (full.len() - 2, Some(ApiVersion::new(1, 47))));
     }
 
     #[test]

@@ -60,11 +60,7 @@ impl Agent {
             .arg("--docker-host")
             .arg(format!("unix://{}", socket.display()))
             .arg("--output")
-            .arg(if piped {
-                Path::new("-")
-            } else {
-                output.as_path()
-            })
+            .arg(if piped { Path::new("-") } else { output.as_path() })
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--metrics-addr", "127.0.0.1:0"])
@@ -96,12 +92,7 @@ impl Agent {
                 panic!("agent did not start: {}", stderr.lock().unwrap());
             }
         };
-        Agent {
-            child,
-            metrics: addr,
-            output,
-            stderr,
-        }
+        Agent { child, metrics: addr, output, stderr }
     }
 
     pub fn pid(&self) -> u32 {
@@ -120,10 +111,7 @@ impl Agent {
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         let status = resp.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (status, body)
     }
 
@@ -147,32 +135,23 @@ impl Agent {
 
     /// Send a signal and wait for the exit status.
     pub fn stop(mut self, sig: &str) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not exit after SIG{sig}"
-            );
+            assert!(Instant::now() < deadline, "agent did not exit after SIG{sig}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
     }
 
     pub fn threads(&self) -> usize {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("Threads:"))
@@ -246,27 +225,19 @@ pub fn check_sequence(recs: &[Rec], name: &str, total: u64) -> Result<(), String
         if n != name {
             continue;
         }
-        let seq: u64 = seq
-            .parse()
-            .map_err(|_| format!("bad line {:?}", r.message))?;
+        let seq: u64 = seq.parse().map_err(|_| format!("bad line {:?}", r.message))?;
         by_stream.entry(r.stream.as_str()).or_default().push(seq);
         all.push(seq);
     }
     for (s, seqs) in &by_stream {
         if let Some(w) = seqs.windows(2).find(|w| w[0] >= w[1]) {
-            return Err(format!(
-                "{name}/{s}: {} then {} (out of order or repeated)",
-                w[0], w[1]
-            ));
+            return Err(format!("{name}/{s}: {} then {} (out of order or repeated)", w[0], w[1]));
         }
     }
     all.sort_unstable();
     let dups = all.windows(2).filter(|w| w[0] == w[1]).count();
     all.dedup();
-    let missing: Vec<u64> = (1..=total)
-        .filter(|s| all.binary_search(s).is_err())
-        .take(10)
-        .collect();
+    let missing: Vec<u64> = (1..=total).filter(|s| all.binary_search(s).is_err()).take(10).collect();
     if dups > 0 || !missing.is_empty() || all.len() as u64 != total {
         return Err(format!(
             "{name}: {} distinct of {total}, {dups} duplicated, first missing {missing:?}",

@@ -26,10 +26,7 @@ pub(crate) fn route(path: &str) -> (Option<&str>, Route) {
     let mut version = None;
     let mut rest = path;
     if let Some(after) = path.strip_prefix("/v") {
-        let n = after
-            .bytes()
-            .take_while(|b| b.is_ascii_digit() || *b == b'.')
-            .count();
+        let n = after.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
         if n > 0 && after[n..].starts_with('/') {
             version = Some(&after[..n]);
             rest = &after[n..];
@@ -40,13 +37,8 @@ pub(crate) fn route(path: &str) -> (Option<&str>, Route) {
         "/version" => Route::Version,
         "/containers/json" => Route::List,
         "/events" => Route::Events,
-        _ => match rest
-            .strip_prefix("/containers/")
-            .and_then(|s| s.rsplit_once('/'))
-        {
-            Some((id, "json")) if !id.is_empty() && !id.contains('/') => {
-                Route::Inspect(id.to_owned())
-            }
+        _ => match rest.strip_prefix("/containers/").and_then(|s| s.rsplit_once('/')) {
+            Some((id, "json")) if !id.is_empty() && !id.contains('/') => Route::Inspect(id.to_owned()),
             Some((id, "logs")) if !id.is_empty() && !id.contains('/') => Route::Logs(id.to_owned()),
             _ => Route::NotFound,
         },
@@ -66,11 +58,7 @@ pub(crate) fn parse_version(v: &str) -> Option<(u16, u16)> {
 }
 
 /// moby's version middleware: the error for a version outside the range.
-pub(crate) fn check_version(
-    v: &str,
-    min: (u16, u16),
-    max: (u16, u16),
-) -> Result<(u16, u16), String> {
+pub(crate) fn check_version(v: &str, min: (u16, u16), max: (u16, u16)) -> Result<(u16, u16), String> {
     let parsed = parse_version(v);
     let fmt = |p: (u16, u16)| format!("{}.{}", p.0, p.1);
     match parsed {
@@ -79,10 +67,9 @@ pub(crate) fn check_version(
              please upgrade your client to a newer version",
             fmt(min)
         )),
-        Some(p) if p > max => Err(format!(
-            "client version {v} is too new. Maximum supported API version is {}",
-            fmt(max)
-        )),
+        Some(p) if p > max => {
+            Err(format!("client version {v} is too new. Maximum supported API version is {}", fmt(max)))
+        }
         Some(p) => Ok(p),
         None => Err(format!("invalid API version {v:?}")),
     }
@@ -95,21 +82,15 @@ pub(crate) fn parse_filters(s: Option<&str>) -> Result<Filters, String> {
         return Ok(out);
     };
     let v: serde_json::Value = serde_json::from_str(s).map_err(|e| e.to_string())?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| "filters must be a JSON object".to_owned())?;
+    let obj = v.as_object().ok_or_else(|| "filters must be a JSON object".to_owned())?;
     for (k, vals) in obj {
         let list = match vals {
-            serde_json::Value::Array(a) => a
-                .iter()
-                .map(|x| x.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            serde_json::Value::Object(m) => Some(
-                m.iter()
-                    .filter(|(_, on)| on.as_bool() == Some(true))
-                    .map(|(v, _)| v.clone())
-                    .collect(),
-            ),
+            serde_json::Value::Array(a) => {
+                a.iter().map(|x| x.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>()
+            }
+            serde_json::Value::Object(m) => {
+                Some(m.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(v, _)| v.clone()).collect())
+            }
             _ => None,
         }
         .ok_or_else(|| format!("invalid filter value for {k:?}"))?;
@@ -204,18 +185,11 @@ pub(crate) fn inspect(c: &Container) -> String {
         Status::Created => (false, false, 0),
     };
     let pid = if running { 1000 + c.key } else { 0 };
-    let started = c
-        .started_ns
-        .map_or(time::GO_ZERO_TIME.to_owned(), time::rfc3339_nano);
-    let finished = c
-        .finished_ns
-        .map_or(time::GO_ZERO_TIME.to_owned(), time::rfc3339_nano);
+    let started = c.started_ns.map_or(time::GO_ZERO_TIME.to_owned(), time::rfc3339_nano);
+    let finished = c.finished_ns.map_or(time::GO_ZERO_TIME.to_owned(), time::rfc3339_nano);
     let dir = format!("/var/lib/docker/containers/{}", c.id);
-    let log_path = if c.log_driver == "json-file" {
-        format!("{dir}/{}-json.log", c.id)
-    } else {
-        String::new()
-    };
+    let log_path =
+        if c.log_driver == "json-file" { format!("{dir}/{}-json.log", c.id) } else { String::new() };
     let mut s = String::with_capacity(3072);
     let _ = writeln!(
         s,
@@ -310,16 +284,10 @@ pub(crate) fn event_json(ev: &Event, legacy: bool) -> String {
 /// dockerd's event filters: `type`, `container` (id or name, exact or
 /// prefix), `event` (action, ignoring a `: detail` suffix), `label`, `image`.
 pub(crate) fn event_matches(ev: &Event, f: &Filters) -> bool {
-    let any = |key: &str, pred: &dyn Fn(&str) -> bool| {
-        f.get(key).map_or(true, |v| v.iter().any(|x| pred(x)))
-    };
+    let any = |key: &str, pred: &dyn Fn(&str) -> bool| f.get(key).map_or(true, |v| v.iter().any(|x| pred(x)));
     any("type", &|t| t == "container")
-        && any("container", &|x| {
-            ev.id.starts_with(x) || ev.name.starts_with(x)
-        })
-        && any("event", &|x| {
-            ev.action == x || ev.action.split(':').next().is_some_and(|a| a == x)
-        })
+        && any("container", &|x| ev.id.starts_with(x) || ev.name.starts_with(x))
+        && any("event", &|x| ev.action == x || ev.action.split(':').next().is_some_and(|a| a == x))
         && any("image", &|x| ev.image == x)
         && f.get("label").map_or(true, |l| labels_match(&ev.attrs, l))
 }
@@ -354,10 +322,7 @@ fn human_status(c: &Container, now: i64) -> String {
         Status::Created => "Created".to_owned(),
         Status::Running => format!("Up {}", human(now - c.started_ns.unwrap_or(now))),
         Status::Paused => format!("Up {} (Paused)", human(now - c.started_ns.unwrap_or(now))),
-        Status::Exited(code) => format!(
-            "Exited ({code}) {} ago",
-            human(now - c.finished_ns.unwrap_or(now))
-        ),
+        Status::Exited(code) => format!("Exited ({code}) {} ago", human(now - c.finished_ns.unwrap_or(now))),
     }
 }
 
@@ -389,14 +354,8 @@ mod tests {
     fn routes() {
         assert_eq!(route("/v1.41/_ping"), (Some("1.41"), Route::Ping));
         assert_eq!(route("/_ping"), (None, Route::Ping));
-        assert_eq!(
-            route("/v1.41/containers/abc/logs"),
-            (Some("1.41"), Route::Logs("abc".into()))
-        );
-        assert_eq!(
-            route("/containers/abc/json"),
-            (None, Route::Inspect("abc".into()))
-        );
+        assert_eq!(route("/v1.41/containers/abc/logs"), (Some("1.41"), Route::Logs("abc".into())));
+        assert_eq!(route("/containers/abc/json"), (None, Route::Inspect("abc".into())));
         assert_eq!(route("/containers/json"), (None, Route::List));
         assert_eq!(route("/containers/a/b/logs").1, Route::NotFound);
         assert_eq!(route("/vx/_ping"), (None, Route::NotFound));

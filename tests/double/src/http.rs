@@ -27,10 +27,7 @@ pub struct Request {
 
 impl Request {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// moby's `httputils.BoolValue`: "", 0, no, false and none (any case,
@@ -66,9 +63,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
             return Parsed::Reject("431 Request Header Fields Too Large")
         }
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Reject("431 Request Header Fields Too Large")
-        }
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Reject("431 Request Header Fields Too Large"),
         Err(_) => return Parsed::Reject("400 Bad Request"),
     };
     if len > MAX_HEAD {
@@ -116,15 +111,7 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
             (decode(k, true), decode(v, true))
         })
         .collect();
-    Parsed::Done(
-        Request {
-            method: method.to_owned(),
-            path: decode(raw_path, false),
-            query,
-            close,
-        },
-        len,
-    )
+    Parsed::Done(Request { method: method.to_owned(), path: decode(raw_path, false), query, close }, len)
 }
 
 /// Percent-decoding; `+` is a space in query strings only. Invalid escapes
@@ -281,9 +268,7 @@ pub fn stream_head(out: &mut Vec<u8>, srv: &Server, content_type: Option<&str>) 
 pub fn go_error(out: &mut Vec<u8>, public: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(public.as_bytes());
-    out.extend_from_slice(
-        b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n",
-    );
+    out.extend_from_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n");
     out.extend_from_slice(public.as_bytes());
 }
 
@@ -313,10 +298,9 @@ mod tests {
 
     #[test]
     fn request_parts() {
-        let raw = b"GET /v1.41/containers/abc/logs?stdout=1&since=1.5&x=a%20b+c HTTP/1.1\r\nHost: docker\r\n\r\n";
-        let Parsed::Done(r, n) = parse_request(raw) else {
-            panic!("not parsed")
-        };
+        let raw =
+            b"GET /v1.41/containers/abc/logs?stdout=1&since=1.5&x=a%20b+c HTTP/1.1\r\nHost: docker\r\n\r\n";
+        let Parsed::Done(r, n) = parse_request(raw) else { panic!("not parsed") };
         assert_eq!(n, raw.len());
         assert_eq!(r.path, "/v1.41/containers/abc/logs");
         assert_eq!(r.param("since"), Some("1.5"));
@@ -326,13 +310,8 @@ mod tests {
             parse_request(b"GET / HTTP/1.1\r\n\r\n"),
             Parsed::Reject("400 Bad Request: missing required Host header")
         ));
-        assert!(matches!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"),
-            Parsed::Partial
-        ));
-        let Parsed::Done(r, _) = parse_request(b"GET / HTTP/1.0\r\n\r\n") else {
-            panic!()
-        };
+        assert!(matches!(parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
+        let Parsed::Done(r, _) = parse_request(b"GET / HTTP/1.0\r\n\r\n") else { panic!() };
         assert!(r.close);
     }
 

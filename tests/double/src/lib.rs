@@ -107,9 +107,7 @@ impl Config {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         // Short on purpose: a unix socket path must fit in 108 bytes.
-        Config::new(
-            std::env::temp_dir().join(format!("docker-double-{}-{n}.sock", std::process::id())),
-        )
+        Config::new(std::env::temp_dir().join(format!("docker-double-{}-{n}.sock", std::process::id())))
     }
 }
 
@@ -215,12 +213,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn new(lines_per_sec: f64) -> Writer {
-        Writer {
-            lines_per_sec,
-            stderr_every: 0,
-            line_len: 0,
-            max_lines: None,
-        }
+        Writer { lines_per_sec, stderr_every: 0, line_len: 0, max_lines: None }
     }
 }
 
@@ -309,21 +302,12 @@ impl Double {
         let listener = server::bind(&socket)?;
         let (shared, server) = server::Server::new(cfg, listener)?;
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("docker-double".to_owned())
-            .spawn(move || {
-                let _ = tid_tx.send(sys::current_tid());
-                server.run();
-            })?;
-        let server_tid = tid_rx
-            .recv()
-            .map_err(|_| io::Error::other("server thread died at start"))?;
-        Ok(Double {
-            shared,
-            thread: Some(thread),
-            socket,
-            server_tid,
-        })
+        let thread = std::thread::Builder::new().name("docker-double".to_owned()).spawn(move || {
+            let _ = tid_tx.send(sys::current_tid());
+            server.run();
+        })?;
+        let server_tid = tid_rx.recv().map_err(|_| io::Error::other("server thread died at start"))?;
+        Ok(Double { shared, thread: Some(thread), socket, server_tid })
     }
 
     pub fn socket(&self) -> &Path {
@@ -488,12 +472,7 @@ impl Double {
             if now >= deadline || st.server_gone {
                 return false;
             }
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = self.shared.cond.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 

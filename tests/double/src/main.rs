@@ -127,14 +127,11 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+    v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
 }
 
 fn version(v: &str) -> Result<(u16, u16), String> {
-    let (a, b) = v
-        .split_once('.')
-        .ok_or_else(|| format!("API version {v:?} is not X.Y"))?;
+    let (a, b) = v.split_once('.').ok_or_else(|| format!("API version {v:?} is not X.Y"))?;
     Ok((num("--api", a)?, num("--api", b)?))
 }
 
@@ -247,12 +244,7 @@ fn main() -> ExitCode {
     loop {
         match rx.read(&mut [0u8; 1]) {
             Ok(_) => break,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 println!("{}", stats_json(&double.stats(), &double, started));
                 let _ = io::stdout().flush();
             }

@@ -122,14 +122,9 @@ impl Server {
     pub fn new(cfg: Config, mut listener: UnixListener) -> io::Result<(Arc<Shared>, Server)> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let socket = cfg.socket.clone();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(cfg)),
-            cond: Condvar::new(),
-            waker,
-        });
+        let shared = Arc::new(Shared { state: Mutex::new(State::new(cfg)), cond: Condvar::new(), waker });
         let server = Server {
             shared: shared.clone(),
             poll,
@@ -172,10 +167,9 @@ impl Server {
                 match ev.token() {
                     WAKER => {}
                     LISTENER => accept = true,
-                    Token(t) => self.ready.push((
-                        t - FIRST_CONN,
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    )),
+                    Token(t) => self
+                        .ready
+                        .push((t - FIRST_CONN, ev.is_readable() || ev.is_read_closed() || ev.is_error())),
                 }
             }
             let mut did = !self.events.is_empty();
@@ -218,8 +212,7 @@ impl Server {
             self.dirty = dirty;
             if st.events_dirty {
                 st.events_dirty = false;
-                let list =
-                    std::mem::replace(&mut self.event_parked, std::mem::take(&mut self.spare));
+                let list = std::mem::replace(&mut self.event_parked, std::mem::take(&mut self.spare));
                 self.wake_list(&list, &mut st);
                 self.spare = list;
                 self.spare.clear();
@@ -252,14 +245,10 @@ impl Server {
         if !self.runnable.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [
-            self.next_writer,
-            self.timers.peek().map(|Reverse((t, _, _))| *t),
-            self.accept_retry,
-        ]
-        .into_iter()
-        .flatten()
-        .min()?;
+        let next = [self.next_writer, self.timers.peek().map(|Reverse((t, _, _))| *t), self.accept_retry]
+            .into_iter()
+            .flatten()
+            .min()?;
         Some(next.saturating_duration_since(Instant::now()))
     }
 
@@ -342,11 +331,7 @@ impl Server {
     }
 
     fn go_up(&mut self, mut l: UnixListener) {
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut l, LISTENER, Interest::READABLE)
-        {
+        if let Err(e) = self.poll.registry().register(&mut l, LISTENER, Interest::READABLE) {
             eprintln!("docker-double: register listener: {e}");
             return;
         }
@@ -647,9 +632,7 @@ impl Server {
         let logs_of = match &route {
             Route::Logs(x) => {
                 st.stats.logs_requests_total += 1;
-                let tail = req
-                    .param("tail")
-                    .is_some_and(|t| t.trim().parse::<i64>().is_ok());
+                let tail = req.param("tail").is_some_and(|t| t.trim().parse::<i64>().is_ok());
                 if tail {
                     st.stats.logs_requests_with_tail += 1;
                 } else if req.param("since").is_some_and(|s| !s.is_empty()) {
@@ -657,10 +640,7 @@ impl Server {
                 }
                 st.resolve(x).map(|k| {
                     let id = st.id(k).to_owned();
-                    *st.stats
-                        .logs_requests_by_container
-                        .entry(id.clone())
-                        .or_insert(0) += 1;
+                    *st.stats.logs_requests_by_container.entry(id.clone()).or_insert(0) += 1;
                     id
                 })
             }
@@ -678,39 +658,21 @@ impl Server {
             Route::Ping => http::ping(&mut conn.out, &srv, head_ping),
             Route::Version => {
                 let body = api::version(st);
-                http::json(
-                    &mut conn.out,
-                    &st.server(),
-                    200,
-                    body.as_bytes(),
-                    st.cfg.chunk_threshold,
-                );
+                http::json(&mut conn.out, &st.server(), 200, body.as_bytes(), st.cfg.chunk_threshold);
             }
-            Route::List => match api::parse_filters(req.param("filters")).and_then(|f| {
-                api::check_filter_keys(&f, &["label", "status", "name", "id"]).map(|()| f)
-            }) {
+            Route::List => match api::parse_filters(req.param("filters"))
+                .and_then(|f| api::check_filter_keys(&f, &["label", "status", "name", "id"]).map(|()| f))
+            {
                 Ok(f) => {
                     let body = api::list(st, req.flag("all"), &f);
-                    http::json(
-                        &mut conn.out,
-                        &st.server(),
-                        200,
-                        body.as_bytes(),
-                        st.cfg.chunk_threshold,
-                    );
+                    http::json(&mut conn.out, &st.server(), 200, body.as_bytes(), st.cfg.chunk_threshold);
                 }
                 Err(msg) => http::error(&mut conn.out, &srv, 400, &msg),
             },
             Route::Inspect(x) => match st.resolve(&x) {
                 Some(k) => {
                     let body = api::inspect(&st.containers[k]);
-                    http::json(
-                        &mut conn.out,
-                        &st.server(),
-                        200,
-                        body.as_bytes(),
-                        st.cfg.chunk_threshold,
-                    );
+                    http::json(&mut conn.out, &st.server(), 200, body.as_bytes(), st.cfg.chunk_threshold);
                 }
                 None => no_such_container(&mut conn.out, st, &x),
             },
@@ -740,19 +702,11 @@ impl Server {
             Fault::Status(code, msg) => http::error(&mut conn.out, &st.server(), code, &msg),
             Fault::SystemErr(msg) => {
                 if logs_key.is_some() {
-                    return Some(Plan {
-                        sys_err: Some(msg),
-                        close_after: None,
-                    });
+                    return Some(Plan { sys_err: Some(msg), close_after: None });
                 }
                 http::error(&mut conn.out, &st.server(), 500, &msg);
             }
-            Fault::CloseAfter(d) => {
-                return Some(Plan {
-                    sys_err: None,
-                    close_after: streaming.then_some(d),
-                })
-            }
+            Fault::CloseAfter(d) => return Some(Plan { sys_err: None, close_after: streaming.then_some(d) }),
             Fault::NeverAnswer => {
                 self.count_stream(conn, route, logs_key, st);
                 conn.phase = Phase::Hold;
@@ -787,31 +741,15 @@ impl Server {
                         let mut full = Vec::new();
                         match route {
                             Route::Events => {
-                                http::stream_head(
-                                    &mut full,
-                                    &st.server(),
-                                    Some("application/json"),
-                                );
-                                http::chunk(
-                                    &mut full,
-                                    b"{\"Type\":\"container\",\"Action\":\"start\"}\n",
-                                );
+                                http::stream_head(&mut full, &st.server(), Some("application/json"));
+                                http::chunk(&mut full, b"{\"Type\":\"container\",\"Action\":\"start\"}\n");
                             }
                             _ => {
                                 let body = api::version(st);
-                                http::json(
-                                    &mut full,
-                                    &st.server(),
-                                    200,
-                                    body.as_bytes(),
-                                    usize::MAX,
-                                );
+                                http::json(&mut full, &st.server(), 200, body.as_bytes(), usize::MAX);
                             }
                         }
-                        let head_end = full
-                            .windows(4)
-                            .position(|w| w == b"\r\n\r\n")
-                            .map_or(0, |p| p + 4);
+                        let head_end = full.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |p| p + 4);
                         let cut = head_end + (full.len() - head_end) / 2;
                         conn.out.extend_from_slice(&full[..cut]);
                     }
@@ -831,13 +769,7 @@ impl Server {
         http::stream_head(&mut conn.out, &st.server(), ct);
     }
 
-    fn count_stream(
-        &self,
-        conn: &mut Conn,
-        route: &Route,
-        logs_key: Option<usize>,
-        st: &mut State,
-    ) {
+    fn count_stream(&self, conn: &mut Conn, route: &Route, logs_key: Option<usize>, st: &mut State) {
         match route {
             Route::Logs(_) => {
                 if let Some(k) = logs_key {
@@ -893,10 +825,8 @@ impl Server {
         }
         let [since, until] = times;
         // moby: a tail that is not a number (or negative) means all.
-        let tail = req
-            .param("tail")
-            .and_then(|t| t.trim().parse::<i64>().ok())
-            .and_then(|n| u64::try_from(n).ok());
+        let tail =
+            req.param("tail").and_then(|t| t.trim().parse::<i64>().ok()).and_then(|n| u64::try_from(n).ok());
         let mut cur = st.log_cursor(k, req.flag("follow"), tail);
         cur.stdout = stdout;
         cur.stderr = stderr;
@@ -980,8 +910,7 @@ impl Server {
         }
         if let Some(u) = until {
             let wait = u.saturating_sub(time::now_ns()).max(0) as u64;
-            self.timers
-                .push(Reverse((now + Duration::from_nanos(wait), idx, serial)));
+            self.timers.push(Reverse((now + Duration::from_nanos(wait), idx, serial)));
         }
     }
 }

@@ -142,8 +142,7 @@ impl AutoWriter {
     }
 
     fn due(&self) -> Instant {
-        self.run_start
-            + Duration::from_secs_f64((self.run_lines + 1) as f64 / self.spec.lines_per_sec)
+        self.run_start + Duration::from_secs_f64((self.run_lines + 1) as f64 / self.spec.lines_per_sec)
     }
 }
 
@@ -286,10 +285,7 @@ impl State {
     }
 
     pub fn server(&self) -> http::Server<'_> {
-        http::Server {
-            api: &self.api_max,
-            version: &self.cfg.server_version,
-        }
+        http::Server { api: &self.api_max, version: &self.cfg.server_version }
     }
 
     // ---- containers -------------------------------------------------
@@ -319,8 +315,7 @@ impl State {
 
     /// For the test API: a container that must exist.
     pub fn key(&self, s: &str) -> usize {
-        self.resolve(s)
-            .unwrap_or_else(|| panic!("docker-double: no such container: {s}"))
+        self.resolve(s).unwrap_or_else(|| panic!("docker-double: no such container: {s}"))
     }
 
     pub fn id(&self, k: usize) -> &str {
@@ -499,14 +494,7 @@ impl State {
         let stream = if tty { Stream::Stdout } else { stream };
         let pl = self.cfg.partial_len.max(1);
         for piece in full.chunks(pl) {
-            self.push(
-                k,
-                Msg {
-                    ts,
-                    stream,
-                    body: Body::Bytes(piece.into()),
-                },
-            );
+            self.push(k, Msg { ts, stream, body: Body::Bytes(piece.into()) });
         }
     }
 
@@ -514,30 +502,14 @@ impl State {
         let c = &mut self.containers[k];
         c.last_ts = c.last_ts.max(ts);
         let stream = if c.tty { Stream::Stdout } else { stream };
-        self.push(
-            k,
-            Msg {
-                ts,
-                stream,
-                body: Body::Bytes(bytes),
-            },
-        );
+        self.push(k, Msg { ts, stream, body: Body::Bytes(bytes) });
     }
 
     pub fn messages(&mut self, k: usize) -> Vec<(i64, Stream, Vec<u8>)> {
         let mut scratch = std::mem::take(&mut self.scratch);
         let c = &self.containers[k];
-        let out = c
-            .log
-            .iter()
-            .map(|m| {
-                (
-                    m.ts,
-                    m.stream,
-                    body_bytes(c, &m.body, &mut scratch).to_vec(),
-                )
-            })
-            .collect();
+        let out =
+            c.log.iter().map(|m| (m.ts, m.stream, body_bytes(c, &m.body, &mut scratch).to_vec())).collect();
         self.scratch = scratch;
         out
     }
@@ -558,11 +530,7 @@ impl State {
         LogCursor {
             container: k,
             next,
-            end: if follow && c.running() {
-                LogEnd::Run(c.current_run())
-            } else {
-                LogEnd::At(end)
-            },
+            end: if follow && c.running() { LogEnd::Run(c.current_run()) } else { LogEnd::At(end) },
             stdout: true,
             stderr: true,
             timestamps: false,
@@ -726,18 +694,7 @@ impl State {
         let mut start = 0;
         while start < len {
             let end = (start + pl).min(len);
-            self.push(
-                k,
-                Msg {
-                    ts,
-                    stream,
-                    body: Body::Auto {
-                        seq,
-                        start: start as u32,
-                        end: end as u32,
-                    },
-                },
-            );
+            self.push(k, Msg { ts, stream, body: Body::Auto { seq, start: start as u32, end: end as u32 } });
             start = end;
         }
     }
@@ -785,22 +742,9 @@ impl State {
         legacy: bool,
     ) -> EventCursor {
         let end = self.events_end();
-        let next = if since.is_some() {
-            end.saturating_sub(EVENT_REPLAY as u64)
-                .max(self.events_base)
-        } else {
-            end
-        };
-        EventCursor {
-            next,
-            replay_end: end,
-            since,
-            until,
-            filter,
-            legacy,
-            cut: false,
-            expired: false,
-        }
+        let next =
+            if since.is_some() { end.saturating_sub(EVENT_REPLAY as u64).max(self.events_base) } else { end };
+        EventCursor { next, replay_end: end, since, until, filter, legacy, cut: false, expired: false }
     }
 
     pub fn render_events(&mut self, cur: &mut EventCursor, out: &mut Vec<u8>) -> Step {
@@ -840,20 +784,14 @@ impl State {
     // ---- faults -----------------------------------------------------
 
     /// The fault for a request, if one is armed for it.
-    pub fn take_fault(
-        &mut self,
-        route: &crate::api::Route,
-        logs_of: Option<&str>,
-    ) -> Option<Fault> {
+    pub fn take_fault(&mut self, route: &crate::api::Route, logs_of: Option<&str>) -> Option<Fault> {
         use crate::api::Route;
         let i = self.faults.iter().position(|(m, _, times)| {
             *times > 0
                 && match m {
                     Match::Any => true,
                     Match::Logs => matches!(route, Route::Logs(_)),
-                    Match::LogsOf(id) => {
-                        matches!(route, Route::Logs(_)) && logs_of.is_some_and(|l| l == id)
-                    }
+                    Match::LogsOf(id) => matches!(route, Route::Logs(_)) && logs_of.is_some_and(|l| l == id),
                     Match::Events => matches!(route, Route::Events),
                     Match::Inspect => matches!(route, Route::Inspect(_)),
                     Match::List => matches!(route, Route::List),
@@ -873,11 +811,7 @@ impl State {
     pub fn log_stream_opened(&mut self, k: usize) {
         self.stats.log_streams_open += 1;
         let id = self.containers[k].id.clone();
-        *self
-            .stats
-            .log_streams_open_by_container
-            .entry(id)
-            .or_insert(0) += 1;
+        *self.stats.log_streams_open_by_container.entry(id).or_insert(0) += 1;
     }
 
     pub fn log_stream_closed(&mut self, k: usize) {
@@ -944,12 +878,7 @@ fn body_bytes<'a>(c: &'a Container, body: &'a Body, scratch: &'a mut Vec<u8>) ->
 /// One message in its own chunk: an 8-byte frame header unless TTY, the
 /// timestamp prefix if asked, the bytes.
 fn render_message(out: &mut Vec<u8>, cur: &LogCursor, ts: i64, stream: Stream, body: &[u8]) {
-    let payload = body.len()
-        + if cur.timestamps {
-            time::PREFIX_LEN + 1
-        } else {
-            0
-        };
+    let payload = body.len() + if cur.timestamps { time::PREFIX_LEN + 1 } else { 0 };
     if cur.tty {
         http::chunk_head(out, payload);
     } else {

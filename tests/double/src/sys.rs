@@ -30,10 +30,7 @@ pub fn raise_fd_limit(want: u64) -> io::Result<u64> {
     if lim.cur >= want {
         return Ok(lim.cur);
     }
-    let new = Rlimit {
-        cur: want.min(lim.max),
-        max: lim.max,
-    };
+    let new = Rlimit { cur: want.min(lim.max), max: lim.max };
     // SAFETY: `new` is a valid `struct rlimit`.
     if unsafe { setrlimit(RLIMIT_NOFILE, &new) } != 0 {
         return Err(io::Error::last_os_error());

@@ -52,9 +52,8 @@ pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// An HTTP `Date` header value: `Fri, 27 Nov 2026 20:46:17 GMT`.
 pub fn http_date(ns: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = ns.div_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
@@ -97,11 +96,7 @@ pub fn parse_unix(s: &str) -> Option<i64> {
 fn split(ns: i64) -> (i64, u32, u32) {
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000) as u32;
-    (
-        secs.div_euclid(86_400),
-        secs.rem_euclid(86_400) as u32,
-        nanos,
-    )
+    (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32, nanos)
 }
 
 fn put_date_time(out: &mut [u8; PREFIX_LEN], days: i64, sod: u32) {
@@ -146,24 +141,12 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(
-            &log_prefix(1_795_808_902_687_468_145),
-            b"2026-11-27T19:48:22.687468145Z"
-        );
+        assert_eq!(&log_prefix(1_795_808_902_687_468_145), b"2026-11-27T19:48:22.687468145Z");
         assert_eq!(&log_prefix(0), b"1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339_nano(1_795_808_902_687_468_000),
-            "2026-11-27T19:48:22.687468Z"
-        );
-        assert_eq!(
-            rfc3339_nano(1_795_808_902_000_000_000),
-            "2026-11-27T19:48:22Z"
-        );
+        assert_eq!(rfc3339_nano(1_795_808_902_687_468_000), "2026-11-27T19:48:22.687468Z");
+        assert_eq!(rfc3339_nano(1_795_808_902_000_000_000), "2026-11-27T19:48:22Z");
         // The capture's Date header: Fri, 27 Nov 2026 20:46:17 GMT.
-        assert_eq!(
-            http_date(1_795_812_377_000_000_000),
-            "Fri, 27 Nov 2026 20:46:17 GMT"
-        );
+        assert_eq!(http_date(1_795_812_377_000_000_000), "Fri, 27 Nov 2026 20:46:17 GMT");
     }
 
     #[test]

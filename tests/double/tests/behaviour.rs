@@ -23,10 +23,7 @@ fn log_payloads(c: &mut Client, path: &str) -> Vec<(u8, Vec<u8>)> {
 }
 
 fn texts(frames: &[(u8, Vec<u8>)]) -> Vec<String> {
-    frames
-        .iter()
-        .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
-        .collect()
+    frames.iter().map(|(_, p)| String::from_utf8_lossy(p).into_owned()).collect()
 }
 
 #[test]
@@ -45,18 +42,12 @@ fn paths_versions_methods_and_host() {
     }
     let (status, v) = c.get_json("/v1.44/_ping");
     assert_eq!(status, 400);
-    assert_eq!(
-        v["message"],
-        "client version 1.44 is too new. Maximum supported API version is 1.43"
-    );
+    assert_eq!(v["message"], "client version 1.44 is too new. Maximum supported API version is 1.43");
     let (status, v) = c.get_json("/v1.23/version");
     assert_eq!(status, 400);
     assert!(v["message"].as_str().unwrap().contains("is too old"));
     let (_, v) = c.get_json("/version");
-    assert_eq!(
-        (v["ApiVersion"].as_str(), v["MinAPIVersion"].as_str()),
-        (Some("1.43"), Some("1.24"))
-    );
+    assert_eq!((v["ApiVersion"].as_str(), v["MinAPIVersion"].as_str()), (Some("1.43"), Some("1.24")));
 
     // HEAD /_ping: headers only.
     c.send_raw(b"HEAD /_ping HTTP/1.1\r\nHost: docker\r\n\r\n");
@@ -64,15 +55,10 @@ fn paths_versions_methods_and_host() {
     assert_eq!((h.status, h.get("Content-Length")), (200, Some("0")));
 
     let (status, v) = c.get_json("/v1.43/nothing/here");
-    assert_eq!(
-        (status, v["message"].as_str()),
-        (404, Some("page not found"))
-    );
+    assert_eq!((status, v["message"].as_str()), (404, Some("page not found")));
 
     // Other methods: 405, counted; the connection stays usable.
-    c.send_raw(
-        b"POST /v1.43/containers/x/stop HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n",
-    );
+    c.send_raw(b"POST /v1.43/containers/x/stop HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n");
     let h = c.head();
     c.body(&h);
     assert_eq!(h.status, 405);
@@ -85,11 +71,7 @@ fn paths_versions_methods_and_host() {
     let tty = d.create_and_start(ContainerSpec::new("t").tty(true));
     for (ver, id, want) in [
         ("1.41", &id, None),
-        (
-            "1.42",
-            &id,
-            Some("application/vnd.docker.multiplexed-stream"),
-        ),
+        ("1.42", &id, Some("application/vnd.docker.multiplexed-stream")),
         ("1.43", &tty, Some("application/vnd.docker.raw-stream")),
     ] {
         c.send(&format!("/v{ver}/containers/{id}/logs?stdout=1"));
@@ -102,10 +84,7 @@ fn paths_versions_methods_and_host() {
     let mut c2 = Client::connect(d.socket());
     c2.send_raw(b"GET /_ping HTTP/1.1\r\n\r\n");
     let h = c2.head();
-    assert_eq!(
-        h.status_line,
-        "HTTP/1.1 400 Bad Request: missing required Host header"
-    );
+    assert_eq!(h.status_line, "HTTP/1.1 400 Bad Request: missing required Host header");
     assert_eq!(h.get("Connection"), Some("close"));
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut c2.r, &mut rest).unwrap();
@@ -113,10 +92,7 @@ fn paths_versions_methods_and_host() {
 
     // A head over 16 KiB: 431 and close.
     let mut c3 = Client::connect(d.socket());
-    let big = format!(
-        "GET /_ping HTTP/1.1\r\nHost: d\r\nX: {}\r\n\r\n",
-        "a".repeat(20_000)
-    );
+    let big = format!("GET /_ping HTTP/1.1\r\nHost: d\r\nX: {}\r\n\r\n", "a".repeat(20_000));
     c3.send_raw(big.as_bytes());
     assert_eq!(c3.head().status, 431);
 }
@@ -124,26 +100,14 @@ fn paths_versions_methods_and_host() {
 #[test]
 fn list_filters_and_inspect_lookups() {
     let d = double();
-    let a = d.create_and_start(
-        ContainerSpec::new("web")
-            .label("app", "shop")
-            .label("tier", "front"),
-    );
-    let b = d.create_and_start(
-        ContainerSpec::new("db")
-            .label("app", "shop")
-            .label("tier", "back"),
-    );
+    let a = d.create_and_start(ContainerSpec::new("web").label("app", "shop").label("tier", "front"));
+    let b = d.create_and_start(ContainerSpec::new("db").label("app", "shop").label("tier", "back"));
     let e = d.create_and_start(ContainerSpec::new("exited").label("app", "shop"));
     d.stop(&e);
     let mut c = Client::connect(d.socket());
     let names = |v: &serde_json::Value| -> Vec<String> {
-        let mut n: Vec<String> = v
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["Names"][0].as_str().unwrap().to_owned())
-            .collect();
+        let mut n: Vec<String> =
+            v.as_array().unwrap().iter().map(|x| x["Names"][0].as_str().unwrap().to_owned()).collect();
         n.sort();
         n
     };
@@ -152,18 +116,16 @@ fn list_filters_and_inspect_lookups() {
     let (_, v) = c.get_json("/containers/json?all=1");
     assert_eq!(names(&v), ["/db", "/exited", "/web"]);
     // {"label":["app","tier=front"]}
-    let (_, v) = c.get_json(
-        "/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22app%22%2C%22tier%3Dfront%22%5D%7D",
-    );
+    let (_, v) =
+        c.get_json("/v1.41/containers/json?filters=%7B%22label%22%3A%5B%22app%22%2C%22tier%3Dfront%22%5D%7D");
     assert_eq!(names(&v), ["/web"]);
     assert_eq!(v[0]["Id"], a.as_str());
     assert_eq!(v[0]["State"], "running");
     assert_eq!(v[0]["Labels"]["tier"], "front");
     assert!(v[0]["Status"].as_str().unwrap().starts_with("Up "));
     // Legacy map form, with all=1.
-    let (_, v) = c.get_json(
-        "/containers/json?all=1&filters=%7B%22label%22%3A%7B%22app%3Dshop%22%3Atrue%7D%7D",
-    );
+    let (_, v) =
+        c.get_json("/containers/json?all=1&filters=%7B%22label%22%3A%7B%22app%3Dshop%22%3Atrue%7D%7D");
     assert_eq!(names(&v), ["/db", "/exited", "/web"]);
     let (status, _) = c.get_json("/containers/json?filters=%7Bnot%20json");
     assert_eq!(status, 400);
@@ -179,17 +141,11 @@ fn list_filters_and_inspect_lookups() {
         assert_eq!(v["State"]["Running"], true);
         assert_eq!(v["HostConfig"]["LogConfig"]["Type"], "json-file");
         let started = v["State"]["StartedAt"].as_str().unwrap();
-        assert!(
-            started.starts_with("20") && started.ends_with('Z'),
-            "{started}"
-        );
+        assert!(started.starts_with("20") && started.ends_with('Z'), "{started}");
     }
     let (_, v) = c.get_json(&format!("/containers/{e}/json"));
     assert_eq!(
-        (
-            v["State"]["Status"].as_str(),
-            v["State"]["Running"].as_bool()
-        ),
+        (v["State"]["Status"].as_str(), v["State"]["Running"].as_bool()),
         (Some("exited"), Some(false))
     );
 
@@ -215,16 +171,11 @@ fn timestamps_since_tail_and_streams() {
     let id = d.create_and_start(ContainerSpec::new("svc"));
     let base = 1_700_000_000_000_000_000i64;
     for i in 0..10i64 {
-        let stream = if i % 3 == 0 {
-            Stream::Stderr
-        } else {
-            Stream::Stdout
-        };
+        let stream = if i % 3 == 0 { Stream::Stderr } else { Stream::Stdout };
         d.write_at(&id, stream, base + i * 1_000, format!("m{i}\n").as_bytes());
     }
     let mut c = Client::connect(d.socket());
-    let q =
-        |extra: &str| format!("/v1.41/containers/{id}/logs?stdout=1&stderr=1&timestamps=1{extra}");
+    let q = |extra: &str| format!("/v1.41/containers/{id}/logs?stdout=1&stderr=1&timestamps=1{extra}");
 
     let all = log_payloads(&mut c, &q(""));
     assert_eq!(all.len(), 10);
@@ -240,10 +191,7 @@ fn timestamps_since_tail_and_streams() {
     assert_eq!(got.len(), 3);
     assert_eq!(split_ts(&got[0].1).1, b"m7\n");
     // Whole seconds too.
-    assert_eq!(
-        log_payloads(&mut c, &q(&format!("&since={}", base / 1_000_000_000))).len(),
-        10
-    );
+    assert_eq!(log_payloads(&mut c, &q(&format!("&since={}", base / 1_000_000_000))).len(), 10);
     // tail first, then since.
     let got = log_payloads(&mut c, &q(&format!("&tail=4{}", since(base + 8_000))));
     assert_eq!(texts(&got).len(), 2);
@@ -257,28 +205,18 @@ fn timestamps_since_tail_and_streams() {
     assert_eq!(
         log_payloads(
             &mut c,
-            &q(&format!(
-                "&until={}.{:09}",
-                base / 1_000_000_000,
-                base % 1_000_000_000 + 2_000
-            ))
+            &q(&format!("&until={}.{:09}", base / 1_000_000_000, base % 1_000_000_000 + 2_000))
         )
         .len(),
         3
     );
     // Streams: stderr only, booleans as moby reads them.
-    let got = log_payloads(
-        &mut c,
-        &format!("/containers/{id}/logs?stdout=no&stderr=yes"),
-    );
+    let got = log_payloads(&mut c, &format!("/containers/{id}/logs?stdout=no&stderr=yes"));
     assert_eq!(texts(&got), ["m0\n", "m3\n", "m6\n", "m9\n"]);
     assert!(got.iter().all(|(s, _)| *s == 2));
     let (status, v) = c.get_json(&format!("/containers/{id}/logs?stdout=false&stderr=0"));
     assert_eq!(status, 400);
-    assert_eq!(
-        v["message"],
-        "Bad parameters: you must choose at least one stream"
-    );
+    assert_eq!(v["message"], "Bad parameters: you must choose at least one stream");
     let (status, _) = c.get_json(&format!("/containers/{id}/logs?stdout=1&since=yesterday"));
     assert_eq!(status, 400);
 
@@ -286,20 +224,16 @@ fn timestamps_since_tail_and_streams() {
     let none = d.create_and_start(ContainerSpec::new("quiet").log_driver("none"));
     let (status, v) = c.get_json(&format!("/containers/{none}/logs?stdout=1"));
     assert_eq!(status, 501);
-    assert_eq!(
-        v["message"],
-        "configured logging driver does not support reading"
-    );
+    assert_eq!(v["message"], "configured logging driver does not support reading");
 }
 
 #[test]
 fn since_modes_with_non_monotonic_timestamps() {
     // Timestamps 10, 30, 20, 40: since=25 gives 30, 40 under 20.10, and
     // 30, 20, 40 under 24.0+ (filtering stops at the first match).
-    for (mode, want) in [
-        (SinceMode::FilterAll, vec!["b\n", "d\n"]),
-        (SinceMode::StopAfterFirst, vec!["b\n", "c\n", "d\n"]),
-    ] {
+    for (mode, want) in
+        [(SinceMode::FilterAll, vec!["b\n", "d\n"]), (SinceMode::StopAfterFirst, vec!["b\n", "c\n", "d\n"])]
+    {
         let mut cfg = Config::in_temp_dir();
         cfg.since_mode = mode;
         let d = Double::start(cfg).unwrap();
@@ -321,13 +255,8 @@ fn partials_and_tty() {
     d.write(&id, Stream::Stderr, &line);
     let stored = d.logs(&id);
     assert_eq!(stored.len(), 3);
-    assert_eq!(
-        stored.iter().map(|m| m.2.len()).collect::<Vec<_>>(),
-        [16384, 16384, 7233]
-    );
-    assert!(stored
-        .iter()
-        .all(|m| m.0 == stored[0].0 && m.1 == Stream::Stderr));
+    assert_eq!(stored.iter().map(|m| m.2.len()).collect::<Vec<_>>(), [16384, 16384, 7233]);
+    assert!(stored.iter().all(|m| m.0 == stored[0].0 && m.1 == Stream::Stderr));
     let mut c = Client::connect(d.socket());
     let got = log_payloads(&mut c, &format!("/containers/{id}/logs?stderr=1&tail=1"));
     // A partial counts as one message for tail.
@@ -365,10 +294,7 @@ fn follow_streams_new_lines_and_ends_on_stop_restart_remove() {
     let mut c = follow(&d);
     assert_eq!(one_frame(&c.chunk().unwrap().unwrap()).1, b"before\n");
     d.write(&id, Stream::Stderr, b"after");
-    assert_eq!(
-        one_frame(&c.chunk().unwrap().unwrap()),
-        (2, b"after\n".to_vec())
-    );
+    assert_eq!(one_frame(&c.chunk().unwrap().unwrap()), (2, b"after\n".to_vec()));
     d.write(&id, Stream::Stdout, b"last words");
     d.stop(&id);
     assert_eq!(one_frame(&c.chunk().unwrap().unwrap()).1, b"last words\n");
@@ -498,10 +424,7 @@ fn events_lifecycle_filters_and_since() {
     for (name, action) in want {
         let e = next(&mut all);
         assert_eq!(
-            (
-                e["Actor"]["Attributes"]["name"].as_str(),
-                e["Action"].as_str()
-            ),
+            (e["Actor"]["Attributes"]["name"].as_str(), e["Action"].as_str()),
             (Some(name), Some(action))
         );
         assert_eq!(e["Type"], "container");
@@ -524,10 +447,7 @@ fn events_lifecycle_filters_and_since() {
     }
     let e = next(&mut only_b);
     assert_eq!(
-        (
-            e["Action"].as_str(),
-            e["Actor"]["Attributes"]["exitCode"].as_str()
-        ),
+        (e["Action"].as_str(), e["Actor"]["Attributes"]["exitCode"].as_str()),
         (Some("die"), Some("3"))
     );
     assert_eq!(next(&mut only_b)["Action"], "destroy");
@@ -582,18 +502,12 @@ fn writers_produce_numbered_lines_in_order() {
     }
     let took = start.elapsed();
     // 50 lines at 200/s: about 250 ms, not a burst and not a crawl.
-    assert!(
-        took > Duration::from_millis(150) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took > Duration::from_millis(150) && took < Duration::from_secs(3), "{took:?}");
     // max_lines: nothing more comes; the stored log agrees.
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(d.logs(&id).len(), 50);
     let stored = d.logs(&id);
-    assert!(
-        stored.windows(2).all(|w| w[0].0 < w[1].0),
-        "timestamps increase"
-    );
+    assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "timestamps increase");
 
     // Seq continues across a restart; nothing is written while stopped.
     let id2 = d.create_and_start(ContainerSpec::new("w2").writer(Writer {
@@ -634,15 +548,9 @@ fn backpressure_holds_the_stream_without_buffering() {
     let stalled = d.stats().bytes_sent;
     std::thread::sleep(Duration::from_millis(200));
     let s = d.stats();
-    assert_eq!(
-        s.bytes_sent, stalled,
-        "nothing moves while the client is not reading"
-    );
+    assert_eq!(s.bytes_sent, stalled, "nothing moves while the client is not reading");
     // What left is about what the socket buffers hold, not the backlog.
-    assert!(
-        stalled < 4 << 20,
-        "{stalled} bytes sent to a client that reads nothing"
-    );
+    assert!(stalled < 4 << 20, "{stalled} bytes sent to a client that reads nothing");
     // Then everything arrives, exactly once and in order.
     for _ in 0..20_000 {
         let (_, p) = one_frame(&c.chunk().unwrap().unwrap());

@@ -79,11 +79,7 @@ fn reset_mid_frame() {
     c.send(&logs_path(&id, "&follow=1"));
     assert_eq!(c.head().status, 200);
     assert_eq!(c.line().unwrap(), "6c", "a chunk for a 100-byte frame");
-    assert_eq!(
-        rest(&mut c),
-        [1, 0, 0, 0, 0],
-        "5 of the 8 header bytes, then the end"
-    );
+    assert_eq!(rest(&mut c), [1, 0, 0, 0, 0], "5 of the 8 header bytes, then the end");
 
     d.inject(Match::Logs, Fault::ResetMidFrame, 1);
     let mut c = Client::connect(d.socket());
@@ -161,14 +157,7 @@ fn system_error_frame_ends_a_follow_stream() {
     c.head();
     let chunks = c.chunks();
     let frames: Vec<_> = chunks.iter().map(|ch| one_frame(ch)).collect();
-    assert_eq!(
-        frames,
-        [
-            (1, b"one\n".to_vec()),
-            (1, b"two\n".to_vec()),
-            (3, msg.as_bytes().to_vec())
-        ]
-    );
+    assert_eq!(frames, [(1, b"one\n".to_vec()), (1, b"two\n".to_vec()), (3, msg.as_bytes().to_vec())]);
     // The container still runs; the next request follows normally.
     c.send(&logs_path(&id, "&follow=1&tail=0"));
     c.head();
@@ -180,16 +169,8 @@ fn system_error_frame_ends_a_follow_stream() {
 fn close_after_ends_streams_while_running() {
     let d = double();
     let id = d.create_and_start(ContainerSpec::new("c").writer(Writer::new(100.0)));
-    d.inject(
-        Match::Logs,
-        Fault::CloseAfter(Duration::from_millis(300)),
-        1,
-    );
-    d.inject(
-        Match::Events,
-        Fault::CloseAfter(Duration::from_millis(200)),
-        1,
-    );
+    d.inject(Match::Logs, Fault::CloseAfter(Duration::from_millis(300)), 1);
+    d.inject(Match::Events, Fault::CloseAfter(Duration::from_millis(200)), 1);
     let t = Instant::now();
     let mut c = Client::connect(d.socket());
     c.send(&logs_path(&id, "&follow=1"));
@@ -199,15 +180,9 @@ fn close_after_ends_streams_while_running() {
         n += 1;
     }
     let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
     assert!(n > 5, "lines flowed until the cut: {n}");
-    assert_eq!(
-        c.get_json(&format!("/containers/{id}/json")).1["State"]["Running"],
-        true
-    );
+    assert_eq!(c.get_json(&format!("/containers/{id}/json")).1["State"]["Running"], true);
 
     let mut e = Client::connect(d.socket());
     e.send("/events");
@@ -255,11 +230,7 @@ fn daemon_down_and_up() {
     let (_, v) = c.get_json(&format!("/containers/{id}/json"));
     assert_eq!(v["State"]["Running"], true);
     // Resume from the last timestamp seen: nothing lost.
-    let since = format!(
-        "&since={}.{:09}",
-        last_ts / 1_000_000_000,
-        last_ts % 1_000_000_000
-    );
+    let since = format!("&since={}.{:09}", last_ts / 1_000_000_000, last_ts % 1_000_000_000);
     c.send(&logs_path(&id, &format!("&follow=1{since}")));
     c.head();
     let mut seqs = Vec::new();

@@ -44,14 +44,9 @@ fn compare_logs(d: &Double, id: &str, query: &str, capture_name: &str) -> Vec<Ve
 }
 
 fn interleaved(d: &Double) -> String {
-    let id =
-        d.create_and_start(ContainerSpec::new("lc-cap-interleaved").label("lc.test", "capture"));
+    let id = d.create_and_start(ContainerSpec::new("lc-cap-interleaved").label("lc.test", "capture"));
     for i in 1..=20 {
-        let (stream, name) = if i % 2 == 1 {
-            (Stream::Stdout, "stdout")
-        } else {
-            (Stream::Stderr, "stderr")
-        };
+        let (stream, name) = if i % 2 == 1 { (Stream::Stdout, "stdout") } else { (Stream::Stderr, "stderr") };
         d.write(&id, stream, format!("line {i:02} {name}").as_bytes());
     }
     d.stop(&id);
@@ -79,14 +74,8 @@ fn ping_version_and_errors() {
 
     let zeros = "0".repeat(64);
     for (path, name) in [
-        (
-            format!("/v1.41/containers/{zeros}/logs?stdout=1&stderr=1&timestamps=1"),
-            "not-found.http",
-        ),
-        (
-            format!("/v1.41/containers/{zeros}/json"),
-            "inspect-not-found.http",
-        ),
+        (format!("/v1.41/containers/{zeros}/logs?stdout=1&stderr=1&timestamps=1"), "not-found.http"),
+        (format!("/v1.41/containers/{zeros}/json"), "inspect-not-found.http"),
     ] {
         let cap = capture(name);
         let (h, b) = c.get(&path);
@@ -105,23 +94,13 @@ fn ping_version_and_errors() {
 fn interleaved_streams_tail_and_stdout_only() {
     let d = double();
     let id = interleaved(&d);
-    let chunks = compare_logs(
-        &d,
-        &id,
-        "stdout=1&stderr=1&timestamps=1",
-        "interleaved.http",
-    );
+    let chunks = compare_logs(&d, &id, "stdout=1&stderr=1&timestamps=1", "interleaved.http");
     // One frame per chunk, timestamps strictly increasing.
     let ts: Vec<i64> = chunks.iter().map(|c| split_ts(&one_frame(c).1).0).collect();
     assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
     compare_logs(&d, &id, "stdout=1&stderr=1", "no-timestamps.http");
     compare_logs(&d, &id, "stdout=1&timestamps=1", "stdout-only.http");
-    compare_logs(
-        &d,
-        &id,
-        "stdout=1&stderr=1&timestamps=1&tail=3",
-        "tail-3.http",
-    );
+    compare_logs(&d, &id, "stdout=1&stderr=1&timestamps=1&tail=3", "tail-3.http");
 
     // Without timestamps nothing is masked: byte for byte.
     let cap = capture("no-timestamps.http");
@@ -159,12 +138,7 @@ fn tty_lines() {
     d.write(&long, Stream::Stdout, "0123456789".repeat(4000).as_bytes());
     d.write(&long, Stream::Stdout, b"short line after long");
     d.stop(&long);
-    compare_logs(
-        &d,
-        &long,
-        "stdout=1&stderr=1&timestamps=1",
-        "tty-long-line.http",
-    );
+    compare_logs(&d, &long, "stdout=1&stderr=1&timestamps=1", "tty-long-line.http");
 }
 
 #[test]
@@ -174,12 +148,7 @@ fn exited_without_newline_and_empty() {
     d.write(&id, Stream::Stdout, b"first");
     d.write_at(&id, Stream::Stdout, docker_double::time::now_ns(), b"last");
     d.stop(&id);
-    compare_logs(
-        &d,
-        &id,
-        "stdout=1&stderr=1&timestamps=1",
-        "exited-no-newline.http",
-    );
+    compare_logs(&d, &id, "stdout=1&stderr=1&timestamps=1", "exited-no-newline.http");
 
     let empty = d.create_and_start(ContainerSpec::new("lc-cap-empty"));
     d.stop(&empty);
@@ -193,9 +162,7 @@ fn follow_until_exit() {
     let id = d.create_and_start(ContainerSpec::new("lc-cap-follow"));
     let cap = capture("follow.http");
     let mut c = Client::connect(d.socket());
-    c.send(&format!(
-        "/v1.41/containers/{id}/logs?stdout=1&stderr=1&timestamps=1&follow=1"
-    ));
+    c.send(&format!("/v1.41/containers/{id}/logs?stdout=1&stderr=1&timestamps=1&follow=1"));
     // Headers arrive before any log line exists.
     let h = c.head();
     assert_same_head(&h, &cap.head, true, "follow");
@@ -211,9 +178,7 @@ fn follow_until_exit() {
 fn lists_inspect_and_events_look_like_dockerd() {
     let d = double();
     let running = d.create_and_start(
-        ContainerSpec::new("lc-cap-running")
-            .label("com.example.app", "demo")
-            .label("lc.test", "capture"),
+        ContainerSpec::new("lc-cap-running").label("com.example.app", "demo").label("lc.test", "capture"),
     );
     let mut c = Client::connect(d.socket());
 

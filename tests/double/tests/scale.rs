@@ -16,19 +16,13 @@ fn open_streams(d: &Double, n: usize, prefix: &str) -> (Vec<String>, Vec<Client>
     // server's end.
     let need = 2 * n as u64 + 512;
     let limit = raise_fd_limit(need).expect("read the open-files limit");
-    assert!(
-        limit >= need,
-        "open-files limit {limit} is below the {need} this test needs (ulimit -n)"
-    );
-    let ids: Vec<String> = (0..n)
-        .map(|i| d.create_and_start(ContainerSpec::new(format!("{prefix}{i:05}"))))
-        .collect();
+    assert!(limit >= need, "open-files limit {limit} is below the {need} this test needs (ulimit -n)");
+    let ids: Vec<String> =
+        (0..n).map(|i| d.create_and_start(ContainerSpec::new(format!("{prefix}{i:05}")))).collect();
     let mut clients = Vec::with_capacity(n);
     for id in &ids {
         let mut c = Client::connect(d.socket());
-        c.send(&format!(
-            "/v1.41/containers/{id}/logs?stdout=1&stderr=1&follow=1&timestamps=1"
-        ));
+        c.send(&format!("/v1.41/containers/{id}/logs?stdout=1&stderr=1&follow=1&timestamps=1"));
         clients.push(c);
     }
     for c in &mut clients {
@@ -89,10 +83,7 @@ fn a_thousand_idle_streams_cost_no_cpu() {
     std::thread::sleep(Duration::from_secs(1));
     let idle = d.server_cpu_time().unwrap() - before;
     eprintln!("{N} idle follow streams: server thread used {idle:?} of CPU in 1 s");
-    assert!(
-        idle < Duration::from_millis(20),
-        "busy while idle: {idle:?}"
-    );
+    assert!(idle < Duration::from_millis(20), "busy while idle: {idle:?}");
 
     // Still alive after the quiet period.
     d.write(&ids[N / 2], Stream::Stdout, b"wake up");

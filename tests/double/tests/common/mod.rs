@@ -20,10 +20,7 @@ pub struct Head {
 
 impl Head {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -48,9 +45,7 @@ impl Client {
         let s = UnixStream::connect(path)?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.set_write_timeout(Some(TIMEOUT))?;
-        Ok(Client {
-            r: BufReader::with_capacity(64 * 1024, s),
-        })
+        Ok(Client { r: BufReader::with_capacity(64 * 1024, s) })
     }
 
     pub fn stream(&self) -> &UnixStream {
@@ -97,11 +92,7 @@ impl Client {
             let (k, v) = l.split_once(": ").expect("header line");
             headers.push((k.to_owned(), v.to_owned()));
         }
-        Ok(Head {
-            status,
-            status_line,
-            headers,
-        })
+        Ok(Head { status, status_line, headers })
     }
 
     pub fn head(&mut self) -> Head {
@@ -111,9 +102,8 @@ impl Client {
     /// The next chunk of a chunked body; `None` after the terminator.
     pub fn chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         let size = self.line()?;
-        let n = usize::from_str_radix(&size, 16).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {size:?}"))
-        })?;
+        let n = usize::from_str_radix(&size, 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {size:?}")))?;
         if n == 0 {
             let end = self.line()?;
             assert!(end.is_empty(), "trailer after the last chunk: {end:?}");
@@ -135,11 +125,7 @@ impl Client {
             }
             b
         } else {
-            let n: usize = head
-                .get("Content-Length")
-                .expect("Content-Length or chunked")
-                .parse()
-                .unwrap();
+            let n: usize = head.get("Content-Length").expect("Content-Length or chunked").parse().unwrap();
             let mut b = vec![0; n];
             self.r.read_exact(&mut b).expect("body");
             b
@@ -202,10 +188,7 @@ pub fn one_frame(chunk: &[u8]) -> (u8, Vec<u8>) {
 
 /// Split the 31-byte timestamp prefix off a payload.
 pub fn split_ts(payload: &[u8]) -> (i64, &[u8]) {
-    assert!(
-        payload.len() >= 31 && payload[30] == b' ',
-        "no timestamp prefix"
-    );
+    assert!(payload.len() >= 31 && payload[30] == b' ', "no timestamp prefix");
     (parse_ts(&payload[..30]), &payload[31..])
 }
 
@@ -234,13 +217,8 @@ pub fn mask_timestamps(b: &[u8]) -> Vec<u8> {
     let mut out = b.to_vec();
     let mut i = 0;
     while i + SHAPE.len() <= out.len() {
-        let hit = SHAPE.iter().zip(&out[i..]).all(|(&p, &c)| {
-            if p == b'd' {
-                c.is_ascii_digit()
-            } else {
-                p == c
-            }
-        });
+        let hit =
+            SHAPE.iter().zip(&out[i..]).all(|(&p, &c)| if p == b'd' { c.is_ascii_digit() } else { p == c });
         if hit {
             out[i..i + SHAPE.len()].copy_from_slice(b"2000-01-01T00:00:00.000000000Z");
             i += SHAPE.len();
@@ -271,14 +249,7 @@ pub fn capture(name: &str) -> Capture {
             (k.to_owned(), v.to_owned())
         })
         .collect();
-    Capture {
-        head: Head {
-            status,
-            status_line,
-            headers,
-        },
-        body: raw[end + 4..].to_vec(),
-    }
+    Capture { head: Head { status, status_line, headers }, body: raw[end + 4..].to_vec() }
 }
 
 /// Header names in order, and values except `Date` (and `Content-Length`
