@@ -42,6 +42,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use nix::unistd::SysconfVar;
+
 use crate::docker::frame::StreamId;
 
 /// Buckets of `log_capturer_stream_age_seconds`: 1 s to 2 h.
@@ -561,8 +563,8 @@ struct ProcessCollector;
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let stat = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| ProcStat::parse(&s));
-        let ticks = sysconf_or(nix::libc::_SC_CLK_TCK, 100.0);
-        let page = sysconf_or(nix::libc::_SC_PAGESIZE, 4096.0);
+        let ticks = sysconf_or(SysconfVar::CLK_TCK, 100.0);
+        let page = sysconf_or(SysconfVar::PAGE_SIZE, 4096.0);
 
         if let Some(st) = &stat {
             let cpu = ConstCounter::new((st.utime + st.stime) as f64 / ticks);
@@ -625,16 +627,10 @@ fn gauge<N: EncodeGaugeValue>(
 }
 
 /// `sysconf(name)`, or `default` if it has no value.
-// `nix::unistd::sysconf` needs nix's "feature" feature, which this crate
-// does not enable; the libc call is the same.
-fn sysconf_or(name: nix::libc::c_int, default: f64) -> f64 {
-    // SAFETY: sysconf(3) takes an integer, touches no caller memory and is
-    // thread-safe; an unknown name returns -1.
-    let v = unsafe { nix::libc::sysconf(name) };
-    if v > 0 {
-        v as f64
-    } else {
-        default
+fn sysconf_or(name: SysconfVar, default: f64) -> f64 {
+    match nix::unistd::sysconf(name) {
+        Ok(Some(v)) if v > 0 => v as f64,
+        _ => default,
     }
 }
 
