@@ -16,9 +16,10 @@ use crate::http::head::{self, ContentType, HeadError, ResponseHead};
 /// Most of an error response body we keep for its message.
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Body bytes we look at, at most, to tell whether messages carry
-/// timestamps when the caller does not know.
-const DETECT_LIMIT: usize = 256;
+/// Body bytes we hold, at most, to tell whether messages carry timestamps
+/// when the caller does not know (empty frames before the first message
+/// count too).
+const DETECT_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseConfig {
@@ -162,7 +163,7 @@ impl ResponseDecoder {
                     self.buf.extend_from_slice(&input[..take]);
                     match head::parse(&self.buf) {
                         Ok(None) if take < input.len() => {
-                            return Err(self.err_at(self.offset + take as u64, head::HeadError::TooLarge));
+                            return Err(self.err_at(head::MAX_HEAD as u64, head::HeadError::TooLarge));
                         }
                         Ok(None) => {
                             self.offset += take as u64;
@@ -175,7 +176,8 @@ impl ResponseDecoder {
                             self.buf.clear();
                             self.start_body(h)?;
                         }
-                        Err(e) => return Err(self.err_at(self.offset, e)),
+                        // httparse does not say where; the head starts at 0.
+                        Err(e) => return Err(self.err_at(0, e)),
                     }
                 }
                 State::Done => {

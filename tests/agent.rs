@@ -254,7 +254,8 @@ fn non_monotonic_timestamps_with_either_since_semantics() {
         let id = d.create_and_start(ContainerSpec::new("inv"));
         // stderr lines land in the file after stdout lines stamped later,
         // as dockerd's two copiers can do.
-        let base = docker_double::time::now_ns();
+        // After the container's creation, as every real line is.
+        let base = docker_double::time::now_ns() + 10_000_000;
         let mut seq = 0;
         for i in 0..400i64 {
             let ts = base + i * 5_000_000;

@@ -124,6 +124,14 @@ impl FrameDecoder {
         Self { state: State::Header { buf: [0; HEADER_LEN], have: 0 }, stream: StreamId::Stdout, max_frame }
     }
 
+    /// Header bytes held from earlier calls (0 to 7).
+    pub fn header_held(&self) -> usize {
+        match self.state {
+            State::Header { have, .. } => usize::from(have),
+            _ => 0,
+        }
+    }
+
     /// The stream of the frame being read (meaningful after `Start`).
     pub fn stream(&self) -> StreamId {
         self.stream

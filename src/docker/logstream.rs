@@ -9,7 +9,7 @@ use std::fmt;
 
 use memchr::memchr;
 
-use crate::docker::frame::{FrameDecoder, FrameError, FrameEvent, StreamId, DEFAULT_MAX_FRAME};
+use crate::docker::frame::{FrameDecoder, FrameError, FrameEvent, StreamId, DEFAULT_MAX_FRAME, HEADER_LEN};
 use crate::docker::lines::{LineAssembler, LineStats, DEFAULT_MAX_LINE};
 use crate::docker::timestamp::{self, TimestampError};
 use crate::record::Record;
@@ -122,6 +122,7 @@ pub struct LogStreamDecoder {
     prefix: Prefix,
     prefix_buf: [u8; timestamp::MAX_LEN],
     prefix_len: usize,
+    ts_parser: timestamp::Parser,
     /// Timestamp of the current message.
     ts: Option<i64>,
     /// Raw mode: content bytes of the current message seen so far.
@@ -141,6 +142,7 @@ impl LogStreamDecoder {
             prefix: if cfg.timestamps { Prefix::Expect } else { Prefix::Content },
             prefix_buf: [0; timestamp::MAX_LEN],
             prefix_len: 0,
+            ts_parser: timestamp::Parser::default(),
             ts: None,
             raw_msg_len: 0,
             lines: [asm(StreamId::Stdin), asm(StreamId::Stdout), asm(StreamId::Stderr)],
@@ -243,13 +245,14 @@ impl LogStreamDecoder {
     {
         let mut at = 0;
         loop {
-            // A header error is found on its last byte; `at` is where this
-            // call began, which is the header's first byte when it lies in
-            // this input.
-            let (n, ev) = self
-                .frames
-                .decode(&input[at..])
-                .map_err(|e| LogStreamError { at, kind: LogStreamErrorKind::Frame(e) })?;
+            // A header error is found on the header's last byte, and that
+            // is the offset reported: it is in this input however the
+            // stream was cut into pieces.
+            let held = self.frames.header_held();
+            let (n, ev) = self.frames.decode(&input[at..]).map_err(|e| LogStreamError {
+                at: at + (HEADER_LEN - held).saturating_sub(1),
+                kind: LogStreamErrorKind::Frame(e),
+            })?;
             let start = at;
             at += n;
             match ev {
@@ -306,9 +309,15 @@ impl LogStreamDecoder {
     /// was prefix. In [`Prefix::Maybe`] mode a failed parse is not an error:
     /// `Some(0)` with `prefix_len` left for the caller to treat as content.
     fn take_prefix(&mut self, p: &[u8], base: usize) -> Result<Option<usize>, LogStreamError> {
-        let space = p.iter().position(|&b| b == b' ');
-        let upto = space.unwrap_or(p.len());
         let room = timestamp::MAX_LEN - self.prefix_len;
+        // Fast path: the whole prefix in this piece, parsed in place.
+        if self.prefix_len == 0 {
+            if let Some(space) = memchr(b' ', &p[..p.len().min(room + 1)]) {
+                return self.finish_prefix(&p[..space], space, base);
+            }
+        }
+        let space = memchr(b' ', &p[..p.len().min(room + 1)]);
+        let upto = space.unwrap_or(p.len());
         if upto > room {
             if self.prefix == Prefix::Maybe {
                 return Ok(Some(0));
@@ -318,22 +327,35 @@ impl LogStreamDecoder {
         self.prefix_buf[self.prefix_len..self.prefix_len + upto].copy_from_slice(&p[..upto]);
         self.prefix_len += upto;
         let Some(space) = space else { return Ok(None) };
-        match timestamp::parse(&self.prefix_buf[..self.prefix_len]) {
-            Err(_) if self.prefix == Prefix::Maybe => {
-                // Leave only what earlier calls collected: `p` is not used.
+        let (buf, len) = (self.prefix_buf, self.prefix_len);
+        match self.finish_prefix(&buf[..len], space, base)? {
+            // Leave only what earlier calls collected: `p` is not used.
+            Some(0) => {
                 self.prefix_len -= upto;
                 Ok(Some(0))
             }
+            other => Ok(other),
+        }
+    }
+
+    /// Parse a complete prefix `text` whose space is `p[space]`. Errors
+    /// point at that space: where the prefix was found wrong, in this
+    /// input whatever the pieces.
+    fn finish_prefix(
+        &mut self,
+        text: &[u8],
+        space: usize,
+        base: usize,
+    ) -> Result<Option<usize>, LogStreamError> {
+        match self.ts_parser.parse(text) {
             Ok(ts) => {
                 self.ts = Some(ts);
                 self.prefix = Prefix::Content;
                 self.prefix_len = 0;
                 Ok(Some(space + 1))
             }
-            Err(e) => Err(LogStreamError {
-                at: (base + space).saturating_sub(self.prefix_len),
-                kind: LogStreamErrorKind::Timestamp(e),
-            }),
+            Err(_) if self.prefix == Prefix::Maybe => Ok(Some(0)),
+            Err(e) => Err(LogStreamError { at: base + space, kind: LogStreamErrorKind::Timestamp(e) }),
         }
     }
 
@@ -609,7 +631,16 @@ mod tests {
         let cfg = LogStreamConfig::new(Framing::Multiplexed, true);
         let e = decode_pieces(cfg, &[&frame(1, b"hello world\n")]).unwrap_err();
         assert!(matches!(e.kind, LogStreamErrorKind::Timestamp(_)), "{e:?}");
-        assert_eq!(e.at, 8);
+        // Errors point where they were found: here the space that ends the
+        // would-be timestamp, whatever pieces the input came in.
+        assert_eq!(e.at, 8 + 5);
+        let wire = frame(1, b"hello world\n");
+        for cut in 1..wire.len() {
+            // `at` is relative to the piece in which the error was found.
+            let split = decode_pieces(cfg, &[&wire[..cut], &wire[cut..]]).unwrap_err();
+            let absolute = if cut <= 13 { split.at + cut } else { split.at };
+            assert_eq!(absolute, 13, "cut {cut}: {split:?}");
+        }
         let e = decode_pieces(cfg, &[&frame(1, &[b'9'; 60])]).unwrap_err();
         assert_eq!(e.kind, LogStreamErrorKind::MissingTimestamp);
         let e = decode_pieces(cfg, &[&frame(1, b"2026-11-27")]).unwrap_err();

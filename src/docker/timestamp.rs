@@ -138,6 +138,58 @@ pub fn parse(s: &[u8]) -> Result<i64, TimestampError> {
     i64::try_from(ns).map_err(|_| TimestampError::OutOfRange)
 }
 
+/// [`parse`] with a fast path for the exact form dockerd writes
+/// (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`), remembering the last date's day
+/// number: consecutive log lines almost always share their date, and the
+/// calendar arithmetic was a third of the decode pipeline's time.
+#[derive(Debug, Clone, Default)]
+pub struct Parser {
+    date: [u8; 10],
+    days: Option<i64>,
+}
+
+impl Parser {
+    pub fn parse(&mut self, s: &[u8]) -> Result<i64, TimestampError> {
+        if let Some(ns) = self.fast(s) {
+            return Ok(ns);
+        }
+        let ns = parse(s)?;
+        if s.len() == FORMATTED_LEN && s[29] == b'Z' {
+            self.date.copy_from_slice(&s[..10]);
+            self.days = Some(ns.div_euclid(86_400 * 1_000_000_000));
+        }
+        Ok(ns)
+    }
+
+    fn fast(&self, s: &[u8]) -> Option<i64> {
+        let days = self.days?;
+        if s.len() != FORMATTED_LEN || s[..10] != self.date || s[10] != b'T' || s[29] != b'Z' {
+            return None;
+        }
+        if s[13] != b':' || s[16] != b':' || s[19] != b'.' {
+            return None;
+        }
+        let two = |i: usize| -> Option<i64> {
+            let (a, b) = (s[i].wrapping_sub(b'0'), s[i + 1].wrapping_sub(b'0'));
+            (a < 10 && b < 10).then_some(i64::from(a * 10 + b))
+        };
+        let (h, m, sec) = (two(11)?, two(14)?, two(17)?);
+        if h > 23 || m > 59 || sec > 59 {
+            return None;
+        }
+        let mut frac = 0i64;
+        for &b in &s[20..29] {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            frac = frac * 10 + i64::from(d);
+        }
+        let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+        secs.checked_mul(1_000_000_000)?.checked_add(frac)
+    }
+}
+
 /// Write `ns` as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`, the form dockerd writes.
 pub fn format(ns: i64) -> [u8; FORMATTED_LEN] {
     let secs = ns.div_euclid(1_000_000_000);
@@ -343,6 +395,26 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
             assert!(d >= 1 && d <= days_in_month(y as u32, m));
+        }
+    }
+
+    #[test]
+    fn cached_parser_agrees_with_parse() {
+        let mut p = Parser::default();
+        let inputs = [
+            "2026-11-27T19:48:22.687468145Z",
+            "2026-11-27T19:48:23.000000001Z",
+            "2026-11-27T23:59:59.999999999Z",
+            "2026-11-28T00:00:00.000000000Z",
+            "2026-11-28T24:00:00.000000000Z",
+            "2026-11-28T00:00:00.00000000xZ",
+            "2026-11-28T00:00:00.000000000+01:00",
+            "2026-11-28T00:00:00.5Z",
+            "2026-11-28T00:60:00.000000000Z",
+            "2026-11-28T00:00:00,000000000Z",
+        ];
+        for s in inputs.iter().chain(inputs.iter()) {
+            assert_eq!(p.parse(s.as_bytes()), parse(s.as_bytes()), "{s}");
         }
     }
 
