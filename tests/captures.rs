@@ -209,13 +209,14 @@ fn cut_captures_report_where() {
     assert!(matches!(e.kind, ResponseErrorKind::Body(_)), "{e}");
     assert_eq!(e.offset, Some(cut as u64));
 
-    // Corrupt a frame header: the error names its byte.
+    // Corrupt a frame header: the error names the header's last byte, where
+    // the header is complete and found wrong.
     let mut bad = wire.clone();
     let first_frame = head_end + 4; // after "2e\r\n"
     bad[first_frame] = 7;
     let d = decode_in_pieces(&bad, false, 4096);
     let e = d.result.unwrap_err();
-    assert_eq!(e.offset, Some(first_frame as u64), "{e}");
+    assert_eq!(e.offset, Some(first_frame as u64 + 7), "{e}");
     assert!(e.to_string().contains("unknown stream 7"), "{e}");
 }
 
