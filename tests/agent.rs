@@ -389,3 +389,42 @@ fn a_stalled_output_stops_reading_and_loses_nothing() {
     }
     check_sequence(&recs, "bp", total).unwrap();
 }
+
+#[test]
+fn a_stream_ended_by_dockerd_while_the_container_runs_is_reopened() {
+    let dir = TempDir::new("eof");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    let id = d.create_and_start(ContainerSpec::new("e").writer(writer(100.0, 600)));
+    // dockerd can end a follow stream cleanly (a decode error) while the
+    // container runs: the agent must notice and resume.
+    d.inject(Match::LogsOf(id), Fault::CloseAfter(Duration::from_millis(700)), 3);
+    assert!(wait_for(T, || all_delivered(&agent, &[("e", 600)])), "{}", agent.stderr());
+    assert_exactly_once(&agent, &[("e", 600)]);
+    assert!(agent.metric("log_capturer_stream_reconnects_total{reason=\"eof\"}") >= 3.0);
+}
+
+#[test]
+fn label_and_name_filters_choose_the_containers() {
+    let dir = TempDir::new("filter");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(
+        d.socket(),
+        &dir.0,
+        &["--include-label", "app=web", "--exclude-label", "skip", "--include-name", "web-*"],
+    );
+    let yes = d.create_and_start(ContainerSpec::new("web-1").label("app", "web"));
+    let wrong_label = d.create_and_start(ContainerSpec::new("web-2").label("app", "db"));
+    let excluded = d.create_and_start(ContainerSpec::new("web-3").label("app", "web").label("skip", "1"));
+    let wrong_name = d.create_and_start(ContainerSpec::new("api-1").label("app", "web"));
+    for id in [&yes, &wrong_label, &excluded, &wrong_name] {
+        d.write(id, Stream::Stdout, b"x 1 stdout");
+    }
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    let recs = read_output(&agent.output);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].container, "web-1");
+    let stats = d.stats();
+    assert_eq!(stats.logs_requests_by_container.keys().collect::<Vec<_>>(), [&yes]);
+}
