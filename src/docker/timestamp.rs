@@ -171,7 +171,7 @@ impl Parser {
         }
         let two = |i: usize| -> Option<i64> {
             let (a, b) = (s[i].wrapping_sub(b'0'), s[i + 1].wrapping_sub(b'0'));
-            (a < 10 && b < 10).then_some(i64::from(a * 10 + b))
+            (a < 10 && b < 10).then(|| i64::from(a * 10 + b))
         };
         let (h, m, sec) = (two(11)?, two(14)?, two(17)?);
         if h > 23 || m > 59 || sec > 59 {
@@ -412,6 +412,10 @@ mod tests {
             "2026-11-28T00:00:00.5Z",
             "2026-11-28T00:60:00.000000000Z",
             "2026-11-28T00:00:00,000000000Z",
+            // Bytes far from digits where digits belong (found by fuzzing:
+            // the check must come before the arithmetic).
+            "2026-11-28T\u{7f}0:00:00.000000000Z",
+            "2026-11-28T00:0\u{7f}:00.000000000Z",
         ];
         for s in inputs.iter().chain(inputs.iter()) {
             assert_eq!(p.parse(s.as_bytes()), parse(s.as_bytes()), "{s}");
