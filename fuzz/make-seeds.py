@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Regenerate fuzz/seeds/<target>/ from the real dockerd captures in tests/data.
+
+Usage: fuzz/make-seeds.py            (from anywhere; rewrites fuzz/seeds/)
+
+Each seed starts with the control bytes its target reads first (see the
+comment at the top of each fuzz_targets/*.rs); the rest comes from the
+captures:
+- response:  whole *.http files (no synthesized head), and the log bodies
+             de-chunked behind a head the target chunk-encodes itself;
+- chunked:   the bodies after the head of every chunked capture;
+- frame:     the de-chunked bodies of the non-TTY logs captures;
+- timestamp: timestamps found in the captures, and a few other forms;
+- lines:     TTY output and frame payloads (message text).
+"""
+
+import pathlib
+import re
+import shutil
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+SEEDS = ROOT / "fuzz" / "seeds"
+
+
+def split_head(raw):
+    i = raw.index(b"\r\n\r\n") + 4
+    return raw[:i], raw[i:]
+
+
+def header(head, name):
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == name:
+            return v.strip()
+    return None
+
+
+def dechunk(body):
+    """Decode a chunked body; returns the data (stops at the last chunk or
+    where the capture was cut)."""
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        j = body.find(b"\n", i)
+        if j < 0:
+            break
+        size = int(body[i:j].split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            break
+        out += body[j + 1 : j + 1 + size]
+        i = j + 1 + size + 2
+    return bytes(out)
+
+
+def frames(body):
+    """The frame payloads of a multiplexed body, or None if it is not one."""
+    out = []
+    i = 0
+    while i < len(body):
+        if len(body) - i < 8 or body[i] > 3:
+            return None
+        n = int.from_bytes(body[i + 4 : i + 8], "big")
+        if len(body) - i - 8 < n:
+            return None
+        out.append((body[i], body[i + 8 : i + 8 + n]))
+        i += 8 + n
+    return out
+
+
+def u16(v):
+    return bytes([v & 0xFF, v >> 8])
+
+
+def main():
+    captures = sorted(DATA.glob("*.http"))
+    if not captures:
+        sys.exit(f"no captures in {DATA}")
+    seeds = {t: {} for t in ("response", "chunked", "frame", "timestamp", "lines")}
+    timestamps = set()
+
+    for path in captures:
+        name = path.stem
+        raw = path.read_bytes()
+        head, body = split_head(raw)
+        chunked = (header(head, b"transfer-encoding") or b"").lower() == b"chunked"
+        data = dechunk(body) if chunked else body
+        status = head.split(b" ")[1]
+        fr = frames(data) if status == b"200" and chunked else None
+        json_body = data[:1] in (b"{", b"[")
+        tty = status == b"200" and chunked and fr is None and not json_body and data != b""
+        timestamps.update(re.findall(rb"\d{4}-\d\d-\d\dT[0-9:.]+Z", data))
+
+        # response: [head, flags, max_line, raw_partial, chunk, nsplit, 3 x u16]
+        # flags: detect timestamps, framing from Content-Type, raw for TTY.
+        flags = 0x01 | 0x08 | (0x04 if tty else 0)
+        cuts = u16(len(raw) // 3) + u16(len(raw) // 2) + u16(len(raw) - 7)
+        seeds["response"][name] = bytes([6, flags, 0xFF, 0xFF, 0x40, 2]) + cuts + raw
+        if name in ("interleaved", "tty", "exited-no-newline"):
+            # Small caps: lines truncated, TTY partials every 16 bytes.
+            seeds["response"][name + "-small-caps"] = (
+                bytes([6, flags, 15, 15, 0x40, 2]) + cuts + raw
+            )
+        if (fr is not None or tty) and len(data) < 4096:
+            # The target chunk-encodes the body behind dockerd's head.
+            seeds["response"][name + "-rechunked"] = (
+                bytes([4, flags, 0xFF, 0xFF, 6, 1]) + u16(9) + u16(31) + u16(0) + data
+            )
+
+        # chunked: [mode even, nsplit, 3 x u16] + the body after the head.
+        if chunked and (len(body) < 20000 or name == "long-line"):
+            seeds["chunked"][name] = bytes([0, 0]) + u16(3) + u16(0) + u16(0) + body
+
+        # frame: [cap, split u16] + the de-chunked body of non-TTY logs.
+        if fr is not None:
+            seeds["frame"][name] = bytes([0xFF]) + u16(len(data) // 2) + data
+            if name == "interleaved":
+                seeds["frame"][name + "-cap-40"] = bytes([20]) + u16(50) + data
+
+        # lines: [cap, flags, nctl, ctl...] + message text.
+        if tty and len(data) < 4096:
+            seeds["lines"][name] = bytes([11, 1, 3, 5, 0, 17]) + data
+        elif fr and len(data) < 4096:
+            text = b"".join(p for _, p in fr)
+            seeds["lines"][name] = bytes([15, 0, 2, 7, 3]) + text
+
+    # Encode mode of the chunked target: [1, nsplit, 3 x u16, flags, nctl, ctl...]
+    seeds["chunked"]["encode"] = (
+        bytes([1, 1]) + u16(5) + u16(40) + u16(0)
+        + bytes([0x93, 4, 0x12, 0x35, 0xC8, 0x07])
+        + b"line 01 stdout\nline 02 stderr\n"
+    )
+
+    for i, ts in enumerate(sorted(timestamps)[:6]):
+        seeds["timestamp"][f"capture-{i}"] = ts
+    for i, ts in enumerate(
+        [
+            b"1970-01-01T00:00:00Z",
+            b"2026-11-27T19:48:22.5+02:00",
+            b"1969-12-31t22:30:00.000001-01:30",
+            b"2262-04-11T23:47:16.854775807Z",
+            b"1677-09-21T00:12:43.145224192Z",
+        ]
+    ):
+        seeds["timestamp"][f"form-{i}"] = ts
+
+    # Lines of one date: the second and third take timestamp::Parser's
+    # cached-date fast path.
+    caps = sorted(timestamps)
+    if len(caps) >= 2:
+        seeds["timestamp"]["same-date"] = b"\n".join([caps[0], caps[1], caps[1][:20] + b"000000001Z"])
+
+    if SEEDS.exists():
+        shutil.rmtree(SEEDS)
+    for target, files in seeds.items():
+        d = SEEDS / target
+        d.mkdir(parents=True)
+        for name, content in files.items():
+            (d / name).write_bytes(content)
+        print(f"{target}: {len(files)} seeds, {sum(map(len, files.values()))} bytes")
+
+
+if __name__ == "__main__":
+    main()
