@@ -272,7 +272,10 @@ impl ResponseDecoder {
             State::Detect => {
                 self.runs.push((self.buf.len(), at));
                 self.buf.extend_from_slice(d);
-                match detect_timestamps(self.cfg.stream.framing, &self.buf, false) {
+                // Decide on the first DETECT_LIMIT bytes only, however they
+                // arrived: the answer must not depend on how reads cut them.
+                let n = self.buf.len().min(DETECT_LIMIT);
+                match detect_timestamps(self.cfg.stream.framing, &self.buf[..n], n == DETECT_LIMIT) {
                     Some(ts) => self.start_logs(ts, emit),
                     None => Ok(()),
                 }
@@ -319,7 +322,8 @@ impl ResponseDecoder {
                 Err(ResponseError { offset: None, kind: ResponseErrorKind::Daemon { status, message } })
             }
             State::Detect => {
-                let ts = detect_timestamps(self.cfg.stream.framing, &self.buf, true).unwrap_or(false);
+                let n = self.buf.len().min(DETECT_LIMIT);
+                let ts = detect_timestamps(self.cfg.stream.framing, &self.buf[..n], true).unwrap_or(false);
                 self.start_logs(ts, emit)?;
                 self.state = State::Done;
                 self.finish_logs(emit)
@@ -344,9 +348,9 @@ fn log_err(e: LogStreamError, base: u64) -> ResponseError {
 }
 
 /// Does the first message of a log body start with a timestamp? `None`:
-/// cannot tell yet from `body`; `complete` says no more will come.
+/// cannot tell yet from `body`; `complete` says no more will be looked at.
 pub fn detect_timestamps(framing: Framing, body: &[u8], complete: bool) -> Option<bool> {
-    let give_up = complete || body.len() >= DETECT_LIMIT;
+    let give_up = complete;
     let (msg, msg_complete) = match framing {
         Framing::Raw => (body, false),
         Framing::Multiplexed => {

@@ -37,7 +37,14 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
         &dir.0,
         &["--rotate-after", "100ms", "--idle-timeout", "1s", "--head-timeout", "1s"],
     );
+    // The baseline once the agent has settled: it has pinged, opened the
+    // events stream and listed (3 requests) and closed all but the events
+    // stream.
+    assert!(
+        d.wait_until(T, |s| s.requests_total >= 3 && s.events_streams_open == 1 && s.connections_open == 1)
+    );
     let base_fds = agent.fds();
+    let base_list = agent.fd_list();
     let mut names = Vec::new();
     for i in 0..3 {
         names.push((format!("plain{i}"), 1200u64));
@@ -88,7 +95,7 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     }
     assert!(d.wait_until(T, |s| s.log_streams_open == 0));
     assert!(wait_for(T, || agent.metric("log_capturer_containers_followed") == 0.0));
-    assert!(wait_for(T, || agent.fds() == base_fds), "fds {} != baseline {base_fds}", agent.fds());
+    assert!(wait_for(T, || agent.fds() == base_fds), "fds {:?} != baseline {base_list:?}", agent.fd_list());
     let m = agent.metrics();
     let sum = |prefix: &str| -> f64 { m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum() };
     // Every logs request is a first open, a rotation or a reconnect: the
