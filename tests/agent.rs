@@ -435,3 +435,18 @@ fn label_and_name_filters_choose_the_containers() {
     let stats = d.stats();
     assert_eq!(stats.logs_requests_by_container.keys().collect::<Vec<_>>(), [&yes]);
 }
+
+#[test]
+fn speaks_the_daemons_version_when_old_ones_are_refused() {
+    // dockerd 29.x: API 1.44 to 1.52; a request for /v1.41/ would be a 400.
+    let dir = TempDir::new("api");
+    let mut cfg = Config::in_temp_dir();
+    cfg.api_min = (1, 44);
+    cfg.api_max = (1, 52);
+    let d = Double::start(cfg).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    assert!(agent.stderr().contains("(API 1.52)"), "{}", agent.stderr());
+    let id = d.create_and_start(ContainerSpec::new("new"));
+    d.write(&id, Stream::Stdout, b"new 1 stdout");
+    assert!(wait_for(T, || read_output(&agent.output).len() == 1), "{}", agent.stderr());
+}

@@ -78,9 +78,9 @@ impl Agent {
         if !conn.out.is_empty() {
             return true; // already answering; ignore anything more
         }
-        client.req.extend_from_slice(
-            &data[..data.len().min(MAX_REQUEST + 1 - client.req.len().min(MAX_REQUEST + 1))],
-        );
+        // Keep one byte past the cap: enough to know the request is too big.
+        let room = (MAX_REQUEST + 1).saturating_sub(client.req.len());
+        client.req.extend_from_slice(&data[..data.len().min(room)]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         let response = match req.parse(&client.req) {
