@@ -35,11 +35,6 @@ pub struct Output {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already written.
     written: usize,
-    /// The fd is nonblocking and must be polled for writability.
-    pollable: bool,
-    /// The last write stopped on EAGAIN.
-    blocked: bool,
-    bytes_out: u64,
 }
 
 impl Output {
@@ -52,14 +47,7 @@ impl Output {
             let file = open_append(&path)?;
             Target::File { path, file }
         };
-        Ok(Self {
-            target,
-            buf: Vec::with_capacity(64 << 10),
-            written: 0,
-            pollable: false,
-            blocked: false,
-            bytes_out: 0,
-        })
+        Ok(Self { target, buf: Vec::with_capacity(64 << 10), written: 0 })
     }
 
     /// Make a pipe, socket or terminal on the output nonblocking so it can
@@ -81,12 +69,7 @@ impl Output {
         if fcntl(self.fd(), FcntlArg::F_SETFL(flags)).is_err() {
             return false;
         }
-        self.pollable = true;
         true
-    }
-
-    pub fn is_pollable(&self) -> bool {
-        self.pollable
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -121,14 +104,6 @@ impl Output {
         self.pending() < LOW_WATER
     }
 
-    pub fn is_blocked(&self) -> bool {
-        self.blocked
-    }
-
-    pub fn bytes_written(&self) -> u64 {
-        self.bytes_out
-    }
-
     /// Write as much as the fd takes now. Ok(true) when everything is out.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.written < self.buf.len() {
@@ -142,10 +117,8 @@ impl Output {
                 }
                 Ok(n) => {
                     self.written += n;
-                    self.bytes_out += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = true;
                     self.compact();
                     return Ok(false);
                 }
@@ -153,7 +126,6 @@ impl Output {
                 Err(e) => return Err(e),
             }
         }
-        self.blocked = false;
         self.buf.clear();
         self.written = 0;
         if self.buf.capacity() > 4 * HIGH_WATER {

@@ -137,10 +137,6 @@ impl ResponseDecoder {
         self.logs.as_ref()
     }
 
-    pub fn logs_mut(&mut self) -> Option<&mut LogStreamDecoder> {
-        self.logs.as_mut()
-    }
-
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
@@ -302,7 +298,9 @@ impl ResponseDecoder {
             // Map the offset in the held bytes back onto the response.
             let (start, wire) =
                 runs.iter().rev().find(|(start, _)| *start <= e.at).copied().unwrap_or((0, 0));
-            log_err(e, wire + (e.at - start) as u64 - e.at as u64)
+            // The run holding the byte began at `start` in the held bytes
+            // and at `wire` in the response.
+            log_err(e, wire - start as u64)
         });
         self.logs = Some(logs);
         self.buf = held;
@@ -350,14 +348,13 @@ fn log_err(e: LogStreamError, base: u64) -> ResponseError {
 /// Does the first message of a log body start with a timestamp? `None`:
 /// cannot tell yet from `body`; `complete` says no more will be looked at.
 pub fn detect_timestamps(framing: Framing, body: &[u8], complete: bool) -> Option<bool> {
-    let give_up = complete;
     let (msg, msg_complete) = match framing {
         Framing::Raw => (body, false),
         Framing::Multiplexed => {
             let mut b = body;
             loop {
                 if b.len() < HEADER_LEN {
-                    return give_up.then_some(false);
+                    return complete.then_some(false);
                 }
                 let len = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
                 if len == 0 {
@@ -372,7 +369,7 @@ pub fn detect_timestamps(framing: Framing, body: &[u8], complete: bool) -> Optio
     let window = &msg[..msg.len().min(timestamp::MAX_LEN + 1)];
     match memchr(b' ', window) {
         Some(i) => Some(timestamp::parse(&window[..i]).is_ok()),
-        None if window.len() > timestamp::MAX_LEN || msg_complete || give_up => Some(false),
+        None if window.len() > timestamp::MAX_LEN || msg_complete || complete => Some(false),
         None => None,
     }
 }

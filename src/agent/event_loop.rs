@@ -164,6 +164,11 @@ pub struct Agent {
     pub(crate) checkpoint_dirty: bool,
     pub(crate) output_blocked_since: Option<Instant>,
     pub(crate) shutdown: bool,
+    /// Connections left unread while the output was full, (key, gen): read
+    /// again when it drains, without scanning every connection each turn.
+    pub(crate) paused: Vec<(usize, u64)>,
+    /// Metrics clients connected now.
+    pub(crate) clients: usize,
     /// Records of containers' checkpoints loaded at start, consumed as the
     /// containers are seen.
     pub(crate) loaded: HashMap<String, crate::checkpoint::ContainerCheckpoint>,
@@ -248,12 +253,10 @@ impl Agent {
             checkpoint_dirty: first_run,
             output_blocked_since: None,
             shutdown: false,
+            paused: Vec::new(),
+            clients: 0,
             loaded,
         })
-    }
-
-    pub fn metrics_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
     }
 
     /// Run until SIGTERM or SIGINT; then flush, checkpoint and return.
@@ -310,7 +313,7 @@ impl Agent {
             self.checkpoint_armed = true;
             self.timers.insert(Instant::now() + CHECKPOINT_EVERY, Timer::Checkpoint);
         }
-        if self.output.has_room() {
+        if !self.paused.is_empty() && self.output.has_room() {
             self.resume_paused_reads();
         }
     }
@@ -393,6 +396,9 @@ impl Agent {
     /// Returns its role for the caller to act on.
     pub(crate) fn close_conn(&mut self, key: usize) -> Option<Role> {
         let mut conn = self.conns.try_remove(key)?;
+        if let Role::Client(_) = conn.role {
+            self.clients -= 1;
+        }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         for t in conn.timers.drain(..) {
             self.timers.cancel(t);
@@ -478,7 +484,10 @@ impl Agent {
             };
             if let Role::Logs(_) = conn.role {
                 if self.output.is_full() {
-                    conn.paused = true;
+                    if !conn.paused {
+                        conn.paused = true;
+                        self.paused.push((key, conn.gen));
+                    }
                     return;
                 }
             }
@@ -543,16 +552,19 @@ impl Agent {
     }
 
     fn resume_paused_reads(&mut self) {
-        let paused: Vec<usize> = self.conns.iter().filter(|(_, c)| c.paused).map(|(k, _)| k).collect();
-        for key in paused {
+        let paused = std::mem::take(&mut self.paused);
+        let mut rest = paused.into_iter();
+        for (key, gen) in rest.by_ref() {
+            if let Some(c) = self.conns.get_mut(key).filter(|c| c.gen == gen) {
+                c.paused = false;
+                self.read_conn(key);
+            }
             if !self.output.has_room() {
                 break;
             }
-            if let Some(c) = self.conns.get_mut(key) {
-                c.paused = false;
-            }
-            self.read_conn(key);
         }
+        // Those not reached wait for the next drain, behind any paused anew.
+        self.paused.extend(rest);
     }
 
     pub(crate) fn flush_output(&mut self) {

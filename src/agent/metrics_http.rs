@@ -37,8 +37,7 @@ impl Agent {
                     return;
                 }
             };
-            let clients = self.conns.iter().filter(|(_, c)| matches!(c.role, Role::Client(_))).count();
-            if clients >= MAX_CLIENTS {
+            if self.clients >= MAX_CLIENTS {
                 drop(stream);
                 continue;
             }
@@ -64,6 +63,7 @@ impl Agent {
                 paused: false,
                 role: Role::Client(Box::default()),
             });
+            self.clients += 1;
             self.add_timer(key, Instant::now() + CLIENT_DEADLINE, ConnTimer::Client);
         }
     }
