@@ -98,8 +98,8 @@ enum State {
 pub struct ResponseDecoder {
     cfg: ResponseConfig,
     state: State,
-    /// Head bytes (bounded by `MAX_HEAD`), then the error body or the body
-    /// bytes held for detection (bounded too).
+    head_reader: head::HeadReader,
+    /// The error body or the body bytes held for detection (both bounded).
     buf: Vec<u8>,
     /// For bytes held in `buf` during detection: (index in buf, offset in
     /// the response) where each contiguous run starts.
@@ -117,6 +117,7 @@ impl ResponseDecoder {
         Self {
             cfg,
             state: State::Head,
+            head_reader: head::HeadReader::default(),
             buf: Vec::new(),
             runs: Vec::new(),
             head: None,
@@ -153,29 +154,22 @@ impl ResponseDecoder {
     {
         while !input.is_empty() {
             match self.state {
-                State::Head => {
-                    let before = self.buf.len();
-                    let take = input.len().min(head::MAX_HEAD - before);
-                    self.buf.extend_from_slice(&input[..take]);
-                    match head::parse(&self.buf) {
-                        Ok(None) if take < input.len() => {
-                            return Err(self.err_at(head::MAX_HEAD as u64, head::HeadError::TooLarge));
-                        }
-                        Ok(None) => {
-                            self.offset += take as u64;
-                            return Ok(());
-                        }
-                        Ok(Some((h, len))) => {
-                            let used = len - before;
-                            self.offset += used as u64;
-                            input = &input[used..];
-                            self.buf.clear();
-                            self.start_body(h)?;
-                        }
-                        // httparse does not say where; the head starts at 0.
-                        Err(e) => return Err(self.err_at(0, e)),
+                State::Head => match self.head_reader.push(input) {
+                    Ok(None) => {
+                        self.offset += input.len() as u64;
+                        return Ok(());
                     }
-                }
+                    Ok(Some((h, used))) => {
+                        self.offset += used as u64;
+                        input = &input[used..];
+                        self.start_body(h)?;
+                    }
+                    // A head too large is found at the cap; httparse does
+                    // not say where other faults are, so: where the head
+                    // starts.
+                    Err(e @ HeadError::TooLarge) => return Err(self.err_at(head::MAX_HEAD as u64, e)),
+                    Err(e) => return Err(self.err_at(0, e)),
+                },
                 State::Done => {
                     self.trailing += input.len() as u64;
                     return Ok(());

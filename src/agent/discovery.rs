@@ -37,7 +37,7 @@ pub(crate) enum ApiCall {
 /// The events stream: head, chunked body, newline-delimited JSON.
 #[derive(Default)]
 pub(crate) struct EventsConn {
-    head_buf: Vec<u8>,
+    head: head::HeadReader,
     body: Option<BodyDecoder>,
     line: Vec<u8>,
     skipping: bool,
@@ -148,15 +148,10 @@ impl Agent {
                 return false;
             };
             if ev.body.is_none() {
-                let before = ev.head_buf.len();
-                let take = data.len().min(head::MAX_HEAD - before);
-                ev.head_buf.extend_from_slice(&data[..take]);
-                match head::parse(&ev.head_buf) {
-                    Ok(None) if take == data.len() => return true,
-                    Ok(None) => failure = Some("events response head too large".to_string()),
-                    Ok(Some((h, len))) => {
-                        data = &data[len - before..];
-                        ev.head_buf = Vec::new();
+                match ev.head.push(data) {
+                    Ok(None) => return true,
+                    Ok(Some((h, used))) => {
+                        data = &data[used..];
                         ev.body = Some(BodyDecoder::new(h.body));
                         head_ok = Some(h.is_success().then_some(()).ok_or(h.status));
                     }

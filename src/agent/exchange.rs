@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::docker::api;
 use crate::http::body::{BodyDecoder, BodyError, BodyEvent};
-use crate::http::head::{self, HeadError, ResponseHead};
+use crate::http::head::{HeadError, HeadReader, ResponseHead};
 
 /// The largest API body we accept: a list of 10 000 containers is ~15 MB.
 pub const MAX_API_BODY: usize = 64 << 20;
@@ -32,7 +32,7 @@ impl fmt::Display for ExchangeError {
 
 #[derive(Default)]
 pub struct Exchange {
-    head_buf: Vec<u8>,
+    head_reader: HeadReader,
     head: Option<ResponseHead>,
     body: Option<BodyDecoder>,
     data: Vec<u8>,
@@ -52,19 +52,12 @@ impl Exchange {
     /// Feed bytes; Ok(Some) once the response is complete.
     pub fn push(&mut self, mut input: &[u8]) -> Result<Option<Response>, ExchangeError> {
         if self.head.is_none() {
-            let before = self.head_buf.len();
-            let take = input.len().min(head::MAX_HEAD - before);
-            self.head_buf.extend_from_slice(&input[..take]);
-            match head::parse(&self.head_buf).map_err(ExchangeError::Head)? {
-                None if take < input.len() => return Err(ExchangeError::Head(HeadError::TooLarge)),
-                None => return Ok(None),
-                Some((h, len)) => {
-                    input = &input[len - before..];
-                    self.head = Some(h);
-                    self.body = Some(BodyDecoder::new(h.body));
-                    self.head_buf = Vec::new();
-                }
-            }
+            let Some((h, used)) = self.head_reader.push(input).map_err(ExchangeError::Head)? else {
+                return Ok(None);
+            };
+            input = &input[used..];
+            self.head = Some(h);
+            self.body = Some(BodyDecoder::new(h.body));
         }
         let body = self.body.as_mut().expect("set with the head");
         while !input.is_empty() || body.is_done() {

@@ -170,6 +170,32 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
     Ok(Some((ResponseHead { status, content_type, body, api_version, close }, len)))
 }
 
+/// Collects a response head that may arrive in any number of pieces, and
+/// never holds more than [`MAX_HEAD`] bytes of it.
+#[derive(Debug, Default)]
+pub struct HeadReader {
+    buf: Vec<u8>,
+}
+
+impl HeadReader {
+    /// Take bytes of `input`. `Ok(None)`: all of it was head and more is
+    /// needed. `Ok(Some((head, used)))`: the head is complete and its last
+    /// byte was `input[used - 1]`; the body starts at `input[used]`.
+    pub fn push(&mut self, input: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+        let before = self.buf.len();
+        let take = input.len().min(MAX_HEAD - before);
+        self.buf.extend_from_slice(&input[..take]);
+        match parse(&self.buf)? {
+            None if take < input.len() => Err(HeadError::TooLarge),
+            None => Ok(None),
+            Some((head, len)) => {
+                self.buf = Vec::new();
+                Ok(Some((head, len - before)))
+            }
+        }
+    }
+}
+
 fn classify_content_type(v: &[u8]) -> ContentType {
     let essence = v.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
     if essence.eq_ignore_ascii_case(b"application/vnd.docker.multiplexed-stream") {
@@ -273,6 +299,21 @@ mod tests {
         }
         let (h, n) = parse(full).unwrap().unwrap();
         assert_eq!((n, h.api_version), (full.len() - 2, Some(ApiVersion::new(1, 47))));
+    }
+
+    #[test]
+    fn head_reader_in_pieces_and_over_the_cap() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK";
+        let head_len = wire.len() - 2;
+        for cut in 1..head_len {
+            let mut r = HeadReader::default();
+            assert_eq!(r.push(&wire[..cut]), Ok(None));
+            let (h, used) = r.push(&wire[cut..]).unwrap().unwrap();
+            assert_eq!((h.status, used), (200, head_len - cut), "cut {cut}");
+        }
+        let mut r = HeadReader::default();
+        let filler = [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
+        assert_eq!(r.push(&filler), Err(HeadError::TooLarge));
     }
 
     #[test]
