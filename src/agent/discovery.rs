@@ -368,7 +368,7 @@ impl Agent {
             Ok(r) => r.body,
             Err(ExchangeError::Status(404, _)) => return self.forget(id),
             Err(e) => {
-                self.metrics.docker_error("protocol");
+                self.metrics.docker_error(e.metric_kind());
                 if let Some(c) = self.containers.get(id) {
                     if c.backoff.failures() == 0 {
                         eprintln!("log-capturer: cannot inspect {}: {e}; retrying", short(id));
@@ -464,7 +464,7 @@ impl Agent {
         let Some(Role::Api { call, .. }) = self.close_conn(key) else {
             return;
         };
-        self.api_result(call, Err(ExchangeError::Status(0, why.to_string())));
+        self.api_result(call, Err(ExchangeError::Conn(why.to_string())));
     }
 
     /// An API call's connection was closed without an answer (shutdown).
@@ -490,7 +490,7 @@ impl Agent {
                     self.list_done(&r.body);
                 }
                 Err(e) => {
-                    self.metrics.docker_error("protocol");
+                    self.metrics.docker_error(e.metric_kind());
                     self.docker_down(&format!("cannot list containers: {e}"));
                 }
             },

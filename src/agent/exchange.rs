@@ -17,6 +17,8 @@ pub enum ExchangeError {
     TooLarge,
     /// Non-2xx: the status and the daemon's message.
     Status(u16, String),
+    /// The connection failed or a deadline passed before an answer.
+    Conn(String),
 }
 
 impl fmt::Display for ExchangeError {
@@ -26,6 +28,20 @@ impl fmt::Display for ExchangeError {
             Self::Body(e) => e.fmt(f),
             Self::TooLarge => write!(f, "response body larger than {MAX_API_BODY} bytes"),
             Self::Status(s, m) => write!(f, "Docker answered {s}: {m}"),
+            Self::Conn(m) => f.write_str(m),
+        }
+    }
+}
+
+impl ExchangeError {
+    /// The `kind` of `log_capturer_docker_errors_total` it counts as.
+    pub fn metric_kind(&self) -> &'static str {
+        match self {
+            Self::Head(_) | Self::Body(_) | Self::TooLarge => "protocol",
+            Self::Status(404, _) => "not_found",
+            Self::Status(s, _) if *s >= 500 => "status_5xx",
+            Self::Status(..) => "status_4xx",
+            Self::Conn(_) => "connect",
         }
     }
 }
