@@ -639,18 +639,3 @@ impl std::fmt::Display for ConnFailure {
         }
     }
 }
-
-/// Read a whole response from a blocking std stream (startup checks only).
-pub(crate) fn read_response_blocking(s: &mut impl Read) -> Result<crate::agent::exchange::Response, String> {
-    let mut ex = Exchange::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return ex.finish().map_err(|e| e.to_string());
-        }
-        if let Some(r) = ex.push(&buf[..n]).map_err(|e| e.to_string())? {
-            return Ok(r);
-        }
-    }
-}

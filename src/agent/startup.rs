@@ -1,14 +1,15 @@
 //! Before the loop: check that Docker can be reached and say plainly what
 //! to do if not. These checks block (with timeouts); the loop never does.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
-use crate::agent::event_loop::{read_response_blocking, Agent};
+use crate::agent::event_loop::Agent;
+use crate::agent::exchange::{Exchange, Response};
 use crate::agent::sock::Endpoint;
 use crate::cli::{AgentArgs, DockerHost};
 use crate::docker::request::{self, negotiate, Api};
@@ -70,5 +71,20 @@ fn check_docker(host: &DockerHost, ep: &Endpoint, timeout: Duration) -> anyhow::
     match resp {
         Ok(r) => Ok(Api { version: negotiate(r.head.api_version) }),
         Err(e) => bail!("{host} does not answer like Docker: {e}; check --docker-host"),
+    }
+}
+
+/// Read a whole response from a blocking std stream (startup checks only).
+fn read_response_blocking(s: &mut impl Read) -> Result<Response, String> {
+    let mut ex = Exchange::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return ex.finish().map_err(|e| e.to_string());
+        }
+        if let Some(r) = ex.push(&buf[..n]).map_err(|e| e.to_string())? {
+            return Ok(r);
+        }
     }
 }
