@@ -267,6 +267,8 @@ pub struct Metrics {
     pub checkpoint_writes: Counter,
     /// `log_capturer_checkpoint_errors_total`.
     pub checkpoint_errors: Counter,
+    /// `log_capturer_checkpoint_bytes`: size of the last checkpoint written.
+    pub checkpoint_bytes: Gauge,
 
     rotation_by: Vec<Counter>,
     reconnect_by: Vec<Counter>,
@@ -419,6 +421,13 @@ impl Metrics {
             "Checkpoint writes that failed: after a restart some lines may be delivered again",
             checkpoint_errors.clone(),
         );
+        let checkpoint_bytes = Gauge::default();
+        r.register(
+            "log_capturer_checkpoint_bytes",
+            "Size of the last checkpoint file written (it grows with busy containers: each keeps \
+             the fingerprints of its last two seconds of lines)",
+            checkpoint_bytes.clone(),
+        );
         r.register_collector(Box::new(ProcessCollector));
 
         for kind in DOCKER_ERROR_KINDS {
@@ -461,6 +470,7 @@ impl Metrics {
             output_blocked_seconds,
             checkpoint_writes,
             checkpoint_errors,
+            checkpoint_bytes,
             rotation_by,
             reconnect_by,
             lines_by,
@@ -732,6 +742,7 @@ mod tests {
         ("log_capturer_output_blocked_seconds_total", "counter"),
         ("log_capturer_checkpoint_writes_total", "counter"),
         ("log_capturer_checkpoint_errors_total", "counter"),
+        ("log_capturer_checkpoint_bytes", "gauge"),
         ("process_cpu_seconds_total", "counter"),
         ("process_open_fds", "gauge"),
         ("process_max_fds", "gauge"),

@@ -38,7 +38,8 @@ pub(crate) const OUTPUT: Token = Token(usize::MAX - 3);
 
 /// Output is written at least this often while any is buffered.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Checkpoints are written at most this often while anything changed.
+/// Checkpoints are written at most this often while anything changed (less
+/// often when writing them takes long, see `persist.rs`).
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Docker is pinged this often to notice a daemon that went away quietly.
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
@@ -169,6 +170,7 @@ pub struct Agent {
     pub(crate) flush_armed: bool,
     pub(crate) checkpoint_armed: bool,
     pub(crate) checkpoint_dirty: bool,
+    pub(crate) checkpoint_every: Duration,
     pub(crate) output_blocked_since: Option<Instant>,
     pub(crate) shutdown: bool,
     /// Connections left unread while the output was full, (key, gen): read
@@ -286,6 +288,7 @@ impl Agent {
             flush_armed: false,
             checkpoint_armed: false,
             checkpoint_dirty: first_run,
+            checkpoint_every: CHECKPOINT_EVERY,
             output_blocked_since: None,
             shutdown: false,
             paused: Vec::new(),
@@ -364,7 +367,7 @@ impl Agent {
         }
         if self.checkpoint_dirty && !self.checkpoint_armed {
             self.checkpoint_armed = true;
-            self.timers.insert(Instant::now() + CHECKPOINT_EVERY, Timer::Checkpoint);
+            self.timers.insert(Instant::now() + self.checkpoint_every, Timer::Checkpoint);
         }
         if !self.paused.is_empty() && self.output.has_room() {
             self.resume_paused_reads();
