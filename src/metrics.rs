@@ -269,6 +269,8 @@ pub struct Metrics {
     pub checkpoint_errors: Counter,
     /// `log_capturer_checkpoint_bytes`: size of the last checkpoint written.
     pub checkpoint_bytes: Gauge,
+    /// `log_capturer_final_reads_total`: non-follow reads after a container stopped.
+    pub final_reads: Counter,
 
     rotation_by: Vec<Counter>,
     reconnect_by: Vec<Counter>,
@@ -428,6 +430,13 @@ impl Metrics {
              the fingerprints of its last two seconds of lines)",
             checkpoint_bytes.clone(),
         );
+        let final_reads = Counter::default();
+        r.register(
+            "log_capturer_final_reads",
+            "One-off (non-follow) reads of a container's log after it stopped, made once its die \
+             event arrived: dockerd can end a follow stream before it stores the last line",
+            final_reads.clone(),
+        );
         r.register_collector(Box::new(ProcessCollector));
 
         for kind in DOCKER_ERROR_KINDS {
@@ -471,6 +480,7 @@ impl Metrics {
             checkpoint_writes,
             checkpoint_errors,
             checkpoint_bytes,
+            final_reads,
             rotation_by,
             reconnect_by,
             lines_by,
@@ -743,6 +753,7 @@ mod tests {
         ("log_capturer_checkpoint_writes_total", "counter"),
         ("log_capturer_checkpoint_errors_total", "counter"),
         ("log_capturer_checkpoint_bytes", "gauge"),
+        ("log_capturer_final_reads_total", "counter"),
         ("process_cpu_seconds_total", "counter"),
         ("process_open_fds", "gauge"),
         ("process_max_fds", "gauge"),

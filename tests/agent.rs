@@ -104,16 +104,19 @@ fn exactly_once_across_a_hundred_rotations_with_faults() {
     assert!(wait_for(T, || agent.fds() == base_fds), "fds {:?} != baseline {base_list:?}", agent.fd_list());
     let m = agent.metrics();
     let sum = |prefix: &str| -> f64 { m.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v).sum() };
-    // Every logs request is a first open, a rotation or a reconnect: the
-    // counters tell exactly what happened.
+    // Every logs request is a first open, a rotation, a reconnect or the
+    // final read after a container stopped: the counters tell exactly what
+    // happened.
     let opens = names.len() as f64;
     let rotations = sum("log_capturer_stream_rotations_total");
     let reconnects = sum("log_capturer_stream_reconnects_total");
+    let finals = m["log_capturer_final_reads_total"];
     let requests = d.stats().logs_requests_total as f64;
+    assert_eq!(finals, opens, "one final read per stopped container");
     assert_eq!(
-        opens + rotations + reconnects,
+        opens + rotations + reconnects + finals,
         requests,
-        "opens {opens} + rotations {rotations} + reconnects {reconnects} != requests {requests}"
+        "opens {opens} + rotations {rotations} + reconnects {reconnects} + final reads {finals} != requests {requests}"
     );
     assert_eq!(m["log_capturer_active_streams"], 0.0);
     assert!(

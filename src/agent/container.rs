@@ -35,6 +35,25 @@ pub enum Follow {
     Waiting,
 }
 
+/// Where a container that stopped is in shipping its very last output.
+///
+/// dockerd can end a follow stream when the container exits before it has
+/// stored the container's last line if that line has no newline (seen on
+/// 20.10: stored 100-200 ms after `FinishedAt`, missing from the stream 7
+/// times in 12). The `die` event comes only once logging is closed, so
+/// after it one non-follow read from the resume point gets that line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ending {
+    /// Running, or nothing pending.
+    #[default]
+    None,
+    /// Its follow stream ended with the container stopped; waiting for the
+    /// `die` event (or a fallback deadline) before the final read.
+    AwaitingDie,
+    /// The final, non-follow read is open or about to be.
+    FinalRead,
+}
+
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
@@ -66,6 +85,11 @@ pub struct Container {
     /// When it was created (ns; from the list, or its start event): who gets
     /// a slot first when there are not enough.
     pub created_ns: i64,
+    /// The `die` event of its current run has been seen.
+    pub died: bool,
+    pub ending: Ending,
+    /// The stream that just ended was following a running container.
+    pub ended_live: bool,
 }
 
 impl Container {
@@ -88,6 +112,9 @@ impl Container {
             reopen_reason: None,
             slot: false,
             created_ns: 0,
+            died: false,
+            ending: Ending::None,
+            ended_live: false,
         };
         c.set_identity("", "");
         c

@@ -13,8 +13,8 @@ use std::time::Instant;
 use memchr::memchr;
 
 use crate::agent::budget::is_fd_exhaustion;
-use crate::agent::container::{Container, Follow, StartPoint};
-use crate::agent::event_loop::{Agent, ConnFailure, Role, HEALTH_PING_EVERY};
+use crate::agent::container::{Container, Ending, Follow, StartPoint};
+use crate::agent::event_loop::{Agent, ConnFailure, Role, Timer, HEALTH_PING_EVERY};
 use crate::agent::exchange::{Exchange, ExchangeError, Response};
 use crate::agent::follow::short;
 use crate::agent::resume::{Resume, DEFAULT_MARGIN_NS, DEFAULT_MAX_WINDOW};
@@ -23,6 +23,10 @@ use crate::docker::request::{self, negotiate, Api};
 use crate::docker::timestamp;
 use crate::http::body::{BodyDecoder, BodyEvent};
 use crate::http::head;
+
+/// How long a stopped container's final read waits for its `die` event
+/// before reading anyway (the events stream may be down).
+const DIE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Longest event line we accept (an event is a few hundred bytes; labels
 /// can make it a few KiB).
@@ -243,7 +247,13 @@ impl Agent {
         if id.is_empty() {
             return;
         }
-        if ev.action_is("start") {
+        if ev.action_is("die") {
+            self.container_died(&id);
+        } else if ev.action_is("start") {
+            if let Some(c) = self.containers.get_mut(&id) {
+                c.died = false;
+                c.ending = Ending::None;
+            }
             let name = ev.actor.attributes.get("name").cloned().unwrap_or_default();
             // Attributes carry the labels (plus name, image…): a first
             // filter; the inspect checks again with the real labels.
@@ -253,6 +263,33 @@ impl Agent {
         } else if ev.action_is("destroy") {
             self.forget(&id);
         }
+    }
+
+    /// The `die` event: logging of that run is closed, everything it wrote
+    /// is stored. A final read that was waiting for it goes now.
+    fn container_died(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        c.died = true;
+        if c.ending == Ending::AwaitingDie {
+            self.final_read(id);
+        }
+    }
+
+    /// Open the final, non-follow read of a stopped container (after its
+    /// `die` event, or when waiting for it took too long).
+    pub(crate) fn final_read(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if c.ending != Ending::AwaitingDie {
+            return;
+        }
+        c.ending = Ending::FinalRead;
+        c.follow = Follow::Idle;
+        self.metrics.final_reads.inc();
+        self.open_logs(id);
     }
 
     // ---- list -----------------------------------------------------------
@@ -437,12 +474,28 @@ impl Agent {
         // Set when its stream just ended cleanly.
         let ended = c.reopen_reason.take();
         if c.running {
+            // Running again (a restart): its stream follows.
+            c.ending = Ending::None;
+            c.ended_live = false;
             if let Some(r) = ended {
                 self.metrics.reconnect(r);
             }
             self.open_logs(id);
+        } else if ended.is_some() && std::mem::take(&mut c.ended_live) {
+            // Stopped while followed: its last line may not be in the
+            // stream (see `Ending`); read once more after the `die` event.
+            if c.died {
+                c.ending = Ending::FinalRead;
+                self.metrics.final_reads.inc();
+                self.open_logs(id);
+            } else {
+                c.ending = Ending::AwaitingDie;
+                c.follow = Follow::Backoff;
+                self.timers.insert(Instant::now() + DIE_WAIT, Timer::FinalRead { id: id.to_owned() });
+            }
         } else if ended.is_some() || c.drained {
             // Stopped, and its stream ran to the end: all shipped.
+            c.ending = Ending::None;
             c.drained = true;
             c.follow = Follow::Idle;
             self.checkpoint_dirty = true;

@@ -66,6 +66,11 @@ pub(crate) enum Timer {
     Checkpoint,
     /// Accepting a metrics client failed for lack of fds: try again.
     Accept,
+    /// A stopped container's `die` event did not come in time: read its
+    /// last lines anyway.
+    FinalRead {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,6 +407,7 @@ impl Agent {
                 self.checkpoint_armed = false;
                 self.write_checkpoint();
             }
+            Timer::FinalRead { id } => self.final_read(&id),
             Timer::Accept => {
                 self.accept_backoff = false;
                 self.accept_clients();

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::agent::container::{Container, Follow};
+use crate::agent::container::{Container, Ending, Follow};
 use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Timer};
 use crate::agent::resume::{tail_for, Occurrences, Resume, TailCheck};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
@@ -31,6 +31,9 @@ pub(crate) struct LogConn {
     /// rate that sizes the next `tail`.
     pub messages: u64,
     pub daemon_error: Option<String>,
+    /// Opened with `follow=1` on a running container (not a drain of a
+    /// stopped one, nor the final read).
+    pub live: bool,
 }
 
 /// Delivers decoded events of one stream: drops replays, writes the rest.
@@ -102,6 +105,8 @@ impl Agent {
         // against, and after a short tail window one since-only catch-up.
         let tail = (resume.last_ts.is_some() && !c.catchup_next).then(|| tail_for(c.rate, since, now_ns));
         c.catchup_next = false;
+        let follow = c.ending != Ending::FinalRead;
+        let live = follow && c.running;
         let framing = if c.tty { Framing::Raw } else { Framing::Multiplexed };
         let mut stream = LogStreamConfig::new(framing, true);
         stream.max_line = max_line;
@@ -110,7 +115,7 @@ impl Agent {
             framing_from_content_type: true,
             detect_timestamps: false,
         });
-        let path = api.logs(id, &LogsQuery { follow: true, since, tail });
+        let path = api.logs(id, &LogsQuery { follow, since, tail });
         let lc = LogConn {
             id: id.to_owned(),
             dec,
@@ -123,6 +128,7 @@ impl Agent {
             last_data: Instant::now(),
             messages: 0,
             daemon_error: None,
+            live,
         };
         match self.open_conn(request::get(&path), Role::Logs(Box::new(lc))) {
             Ok(key) => {
@@ -320,6 +326,7 @@ impl Agent {
             _ => None,
         };
         let catchup = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
+        let live = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.live);
         let Some(id) = self.abandon_conn(key) else {
             return;
         };
@@ -339,6 +346,7 @@ impl Agent {
         // stream): the inspect reopens it; stopped: it is drained.
         if let Some(c) = self.containers.get_mut(&id) {
             c.reopen_reason = Some(ReconnectReason::Eof);
+            c.ended_live = live;
         }
         self.inspect(&id);
     }
