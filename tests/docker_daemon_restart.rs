@@ -1,0 +1,149 @@
+//! dockerd itself restarted under the agent. That cannot share a daemon
+//! with other tests, so this binary starts its own through
+//! `tests/docker/up.sh` (own LC_DOCKER_DIR) with `--live-restore`: the
+//! containers keep running while dockerd is down (their output waits in
+//! the shim's pipes) and dockerd picks them up again when it is back.
+//! `--restart always` would instead end and restart every container,
+//! which tests the agent's restart handling, not a daemon outage.
+//! The daemon is stopped and purged on drop, also when the test panics.
+
+#[allow(unused_imports)] // the Docker double re-exports are for tests/agent.rs
+mod common;
+mod real_docker;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+use real_docker::*;
+
+/// A private dockerd of this test process.
+struct OwnDaemon {
+    dir: PathBuf,
+    daemon: Daemon,
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker").join(name)
+}
+
+impl OwnDaemon {
+    fn start() -> OwnDaemon {
+        // Short: dockerd's containerd sockets live under it (108-byte limit).
+        let dir = PathBuf::from(format!("/tmp/lcdr-{}", std::process::id()));
+        let d = OwnDaemon { daemon: Daemon { socket: dir.join("docker.sock") }, dir };
+        d.up();
+        d
+    }
+
+    fn up(&self) {
+        let r = run_with_timeout(
+            Command::new(script("up.sh"))
+                .env("LC_DOCKER_DIR", &self.dir)
+                .env("LC_DOCKERD_FLAGS", "--live-restore"),
+            Duration::from_secs(180),
+        );
+        if let Err(e) = r {
+            panic!("tests/docker/up.sh for {}: {e}", self.dir.display());
+        }
+    }
+
+    /// Stops dockerd alone; containers keep running (live restore).
+    fn stop_daemon(&self) {
+        let r = run_with_timeout(
+            Command::new(script("down.sh")).env("LC_DOCKER_DIR", &self.dir).arg("--daemon-only"),
+            Duration::from_secs(60),
+        );
+        if let Err(e) = r {
+            panic!("tests/docker/down.sh --daemon-only: {e}");
+        }
+    }
+}
+
+impl Drop for OwnDaemon {
+    fn drop(&mut self) {
+        let r = run_with_timeout(
+            Command::new(script("down.sh")).env("LC_DOCKER_DIR", &self.dir).arg("--purge"),
+            Duration::from_secs(120),
+        );
+        if let Err(e) = r {
+            say(&format!("warning: tests/docker/down.sh --purge for {}: {e}", self.dir.display()));
+        }
+    }
+}
+
+#[test]
+fn dockerd_restarted_under_the_agent_then_every_stream_resumes_with_nothing_lost() {
+    // Only where Docker tests run at all (dockerd installed, root...).
+    if daemon("dockerd_restarted").is_none() {
+        return;
+    }
+    let own = OwnDaemon::start();
+    let d = &own.daemon;
+    let g = Group::new(d, "dres");
+    let dir = TempDir::new("e2e-dres");
+    let agent = g.agent(&dir.0, &["--rotate-after", "1s"]);
+    const TOTAL: u64 = 900;
+    let names: Vec<(String, u64)> = (0..4).map(|k| (g.name(&format!("d{k}")), TOTAL)).collect();
+    for (k, (n, total)) in names.iter().enumerate() {
+        g.run(&format!("d{k}"), &[], &numbered(n, *total, 20_000));
+    }
+    let mut out = Output::new(&agent.output);
+    let some = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        let o = out.refresh();
+        names.iter().all(|(n, _)| distinct(&o.lines, n) >= 100)
+    });
+    assert!(some, "the streams never started; agent stderr:\n{}", agent.stderr());
+
+    let down_at = Instant::now();
+    own.stop_daemon();
+    let saw_down = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        agent.metric("log_capturer_docker_up") == 0.0
+    });
+    let (status, _) = agent.get("/healthz");
+    assert!(saw_down, "agent never reported docker_up 0; stderr:\n{}", agent.stderr());
+    assert_eq!(status, 503, "/healthz while Docker is down");
+    // Down long enough for several rotation periods and retries.
+    let shipped_while_down = out.refresh().lines.len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.metric("log_capturer_active_streams"), 0.0, "streams open while dockerd is down");
+    assert_eq!(agent.threads(), 1);
+    own.up();
+    let down_for = down_at.elapsed();
+    let saw_up = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+        agent.metric("log_capturer_docker_up") == 1.0
+    });
+    assert!(saw_up, "agent never reported docker_up 1 again; stderr:\n{}", agent.stderr());
+    for (n, _) in &names {
+        assert_eq!(state(d, n), "running", "{n} did not survive the daemon restart (live restore)");
+    }
+
+    let just: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    let exited = wait_exited(d, &just, Duration::from_secs(240));
+    let complete = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
+        let o = out.refresh();
+        names.iter().all(|(n, total)| distinct(&o.lines, n) as u64 >= *total)
+    });
+    let quiet = wait_quiet(&agent, Duration::from_secs(30));
+    out.refresh();
+    let m = agent.metrics();
+    let report = format!(
+        "dockerd down {:.1} s; {shipped_while_down} lines shipped before it came back, {} in all; \
+         reconnects docker_down {}, duplicates {:?}",
+        down_for.as_secs_f64(),
+        out.lines.len(),
+        m["log_capturer_stream_reconnects_total{reason=\"docker_down\"}"],
+        names.iter().map(|(n, _)| duplicates(&out.lines, n)).collect::<Vec<_>>(),
+    );
+    say(&report);
+    for (n, total) in &names {
+        check_none_lost(&out.lines, n, *total)
+            .unwrap_or_else(|e| panic!("{e}; {report}\nagent stderr:\n{}", agent.stderr()));
+    }
+    assert!(exited && complete && quiet, "exited {exited} complete {complete} quiet {quiet}; {report}");
+    for (n, total) in &names {
+        check_exactly_once(&out.lines, n, *total)
+            .unwrap_or_else(|e| panic!("{e}; {report}\nagent stderr:\n{}", agent.stderr()));
+    }
+}
