@@ -87,7 +87,7 @@ fn dockerd_restarted_under_the_agent_then_every_stream_resumes_with_nothing_lost
     const TOTAL: u64 = 900;
     let names: Vec<(String, u64)> = (0..4).map(|k| (g.name(&format!("d{k}")), TOTAL)).collect();
     for (k, (n, total)) in names.iter().enumerate() {
-        g.run(&format!("d{k}"), &[], &numbered(n, *total, 20_000));
+        g.run(&format!("d{k}"), &[], &numbered(n, *total, 50));
     }
     let mut out = Output::new(&agent.output);
     let some = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
