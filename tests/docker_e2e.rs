@@ -560,3 +560,69 @@ fn prometheus_scrapes_rotations_and_active_streams_that_match_reality() {
         None => say("SKIPPED: promtool check metrics (promtool missing)"),
     }
 }
+
+#[test]
+fn tcp_docker_host_through_socat() {
+    let Some(d) = daemon("tcp_docker_host") else { return };
+    let Some(proxy) = TcpProxy::start(&d.socket) else {
+        assert!(
+            std::env::var("LC_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "socat is missing (apt-get install socat)"
+        );
+        say("SKIPPED: socat is not installed (apt-get install socat)");
+        return;
+    };
+    let g = Group::new(&d, "tcp");
+    let dir = TempDir::new("e2e-tcp");
+    let label = g.label();
+    let host = format!("tcp://{}", proxy.addr);
+    let agent = common::Agent::start_on(&host, &dir.0, &["--include-label", &label, "--rotate-after", "1s"]);
+    wait_docker_up(&agent);
+    assert!(agent.stderr().contains(&host), "{}", agent.stderr());
+    let names: Vec<(String, u64)> = (0..2).map(|k| (g.name(&format!("t{k}")), 300)).collect();
+    for (k, (n, total)) in names.iter().enumerate() {
+        g.run(&format!("t{k}"), &[], &numbered(n, *total, 50));
+    }
+    let tty = g.run("tty", &["-t"], "echo tty 1; echo tty 2 >&2");
+    let mut out = Output::new(&agent.output);
+    assert_all_exactly_once(&d, &agent, &mut out, &names);
+    let msgs: Vec<&str> = out.of(&tty).map(|l| l.message.as_str()).collect();
+    assert_eq!(msgs, ["tty 1", "tty 2"]);
+}
+
+/// socat forwarding a loopback TCP port to the daemon's unix socket.
+struct TcpProxy {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl TcpProxy {
+    /// None when socat is missing.
+    fn start(socket: &std::path::Path) -> Option<TcpProxy> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let port = addr.rsplit(':').next().unwrap().to_owned();
+        let child = std::process::Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!("UNIX-CONNECT:{}", socket.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let p = TcpProxy { child, addr };
+        let up = wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || matches!(http_get(&p.addr, "/_ping"), Ok((200, ref b)) if b == "OK"),
+        );
+        assert!(up, "socat on {} does not forward /_ping", p.addr);
+        Some(p)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -54,11 +54,20 @@ impl Agent {
         Self::spawn(socket, dir, extra, true)
     }
 
+    /// Like [`Agent::start`], on any `--docker-host` URL (e.g. `tcp://`).
+    pub fn start_on(host: &str, dir: &Path, extra: &[&str]) -> Agent {
+        Self::spawn_on(host, dir, extra, false)
+    }
+
     fn spawn(socket: &Path, dir: &Path, extra: &[&str], piped: bool) -> Agent {
+        Self::spawn_on(&format!("unix://{}", socket.display()), dir, extra, piped)
+    }
+
+    fn spawn_on(host: &str, dir: &Path, extra: &[&str], piped: bool) -> Agent {
         let output = dir.join("out.jsonl");
         let mut child = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
             .arg("--docker-host")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(host)
             .arg("--output")
             .arg(if piped { Path::new("-") } else { output.as_path() })
             .arg("--state-dir")

@@ -51,7 +51,8 @@ pub fn daemon(test: &str) -> Option<Daemon> {
             panic!("LC_REQUIRE_DOCKER=1 but no Docker daemon: {why}; run `eval \"$(tests/docker/up.sh)\"`")
         }
         Err(why) => {
-            say(&format!("SKIPPED: no Docker daemon (run make docker-up) for {test}: {why}"));
+            // On a line of its own: libtest has already printed "test ... ".
+            say(&format!("\nSKIPPED: no Docker daemon (run make docker-up) for {test}: {why}"));
             None
         }
     }
