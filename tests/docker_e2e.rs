@@ -626,3 +626,63 @@ impl Drop for TcpProxy {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn agent_in_a_container_never_follows_its_own_container() {
+    let Some(d) = daemon("agent_in_a_container") else { return };
+    let g = Group::new(&d, "self");
+    let dir = TempDir::new("e2e-self");
+    // The test binary's agent is dynamically linked: lend it the host's
+    // libc. Its container carries the group label, so only the
+    // /proc/self/mountinfo detection keeps it from following itself (and
+    // shipping its own output forever).
+    let bin = format!("{}:/agent:ro", env!("CARGO_BIN_EXE_log-capturer"));
+    let sock = format!("{}:/docker.sock", d.socket.display());
+    let label = g.label();
+    let agent = g.run(
+        "agent",
+        &[
+            "-v",
+            &bin,
+            "-v",
+            &sock,
+            "-v",
+            "/usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu:ro",
+            "-v",
+            "/usr/lib64:/lib64:ro",
+        ],
+        &format!(
+            "exec /agent --docker-host unix:///docker.sock --output - --state-dir /tmp/state \
+             --metrics-addr 127.0.0.1:9640 --rotate-after 1s --include-label {label}"
+        ),
+    );
+    // Its stderr says when it is up; `docker logs` gives that on stderr.
+    let both = || {
+        run_with_timeout(
+            std::process::Command::new("sh")
+                .args(["-c", "docker logs \"$0\" 2>&1", &agent])
+                .env("DOCKER_HOST", d.host()),
+            Duration::from_secs(30),
+        )
+    };
+    let up = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        both().is_ok_and(|s| s.contains("Docker is up"))
+    });
+    assert!(up, "the agent in a container did not start: {:?}", both());
+    let writer = g.name("w");
+    g.run("w", &[], &numbered(&writer, 200, 50));
+    let exited = wait_exited(&d, std::slice::from_ref(&writer), CONTAINERS_DONE);
+    let file = dir.0.join("agent-output.jsonl");
+    let mut seen = Vec::new();
+    let complete = wait_until(CATCH_UP, Duration::from_millis(500), || {
+        std::fs::write(&file, d.docker(&["logs", &agent])).unwrap();
+        let mut out = Output::new(&file);
+        seen = out.refresh().lines.clone();
+        distinct(&seen, &writer) >= 200
+    });
+    assert_eq!(state(&d, &agent), "running", "the agent in a container died");
+    let own: Vec<&Line> = seen.iter().filter(|l| l.container == agent).collect();
+    assert!(own.is_empty(), "the agent shipped {} lines of its own container, first {:?}", own.len(), own[0]);
+    assert!(exited && complete, "exited {exited} complete {complete}");
+    check_exactly_once(&seen, &writer, 200).unwrap_or_else(|e| panic!("{e}"));
+}
