@@ -129,7 +129,7 @@ fn dockerd_restarted_under_the_agent_then_every_stream_resumes_with_nothing_lost
     out.refresh();
     let m = agent.metrics();
     let report = format!(
-        "dockerd down {:.1} s; {shipped_while_down} lines shipped before it came back, {} in all; \
+        "dockerd down {:.1} s; {shipped_while_down} lines shipped when the agent saw it go, {} in all; \
          reconnects docker_down {}, duplicates {:?}",
         down_for.as_secs_f64(),
         out.lines.len(),

@@ -592,3 +592,12 @@ pub fn wait_exited(d: &Daemon, names: &[String], timeout: Duration) -> bool {
         d.docker(&args).split_whitespace().all(|s| s == "false")
     })
 }
+
+/// `docker logs -t` of both streams, merged (for failure messages).
+pub fn logs_both(d: &Daemon, name: &str) -> String {
+    let r = run_with_timeout(
+        Command::new("sh").args(["-c", "docker logs -t \"$0\" 2>&1", name]).env("DOCKER_HOST", d.host()),
+        DOCKER_CLI_TIMEOUT,
+    );
+    r.unwrap_or_else(|e| e)
+}
