@@ -84,6 +84,7 @@ fn dockerd_restarted_under_the_agent_then_every_stream_resumes_with_nothing_lost
     let g = Group::new(d, "dres");
     let dir = TempDir::new("e2e-dres");
     let agent = g.agent(&dir.0, &["--rotate-after", "1s"]);
+    let base = settled_fds(&agent);
     const TOTAL: u64 = 900;
     let names: Vec<(String, u64)> = (0..4).map(|k| (g.name(&format!("d{k}")), TOTAL)).collect();
     for (k, (n, total)) in names.iter().enumerate() {
@@ -146,4 +147,8 @@ fn dockerd_restarted_under_the_agent_then_every_stream_resumes_with_nothing_lost
         check_exactly_once(&out.lines, n, *total)
             .unwrap_or_else(|e| panic!("{e}; {report}\nagent stderr:\n{}", agent.stderr()));
     }
+    // Nothing leaked across the outage: back to the fds it had at start.
+    let back = wait_until(Duration::from_secs(15), Duration::from_millis(100), || agent.fds() == base);
+    assert!(back, "fds did not return to {base}: {:?}", agent.fd_list());
+    assert_eq!(agent.threads(), 1);
 }

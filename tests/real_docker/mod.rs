@@ -240,6 +240,21 @@ pub fn wait_docker_up(agent: &Agent) {
     assert!(ok, "agent never reported docker_up 1; stderr:\n{}", agent.stderr());
 }
 
+/// The agent's fd count once it has settled with no container: the same
+/// count twice 300 ms apart, no stream, no followed container.
+pub fn settled_fds(agent: &Agent) -> usize {
+    let mut last = usize::MAX;
+    let ok = wait_until(Duration::from_secs(20), Duration::from_millis(300), || {
+        let m = agent.metrics();
+        let fds = agent.fds();
+        let same = fds == last;
+        last = fds;
+        same && m.get("log_capturer_active_streams") == Some(&0.0)
+    });
+    assert!(ok, "agent fds never settled: {:?}", agent.fd_list());
+    last
+}
+
 /// Polls `cond` every `every` until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
