@@ -616,3 +616,18 @@ pub fn logs_both(d: &Daemon, name: &str) -> String {
     );
     r.unwrap_or_else(|e| e)
 }
+
+/// The line numbers `docker logs` holds for `name` (both streams), sorted:
+/// what dockerd stored, which is all an agent can ship.
+pub fn logged_numbers(d: &Daemon, name: &str) -> Vec<u64> {
+    let r = run_with_timeout(
+        Command::new("sh")
+            .args(["-c", "docker logs \"$0\" 2>&1 | awk '{ print $2 }'", name])
+            .env("DOCKER_HOST", d.host()),
+        DOCKER_CLI_TIMEOUT,
+    );
+    let mut v: Vec<u64> =
+        r.unwrap_or_else(|e| panic!("{e}")).split_whitespace().filter_map(|s| s.parse().ok()).collect();
+    v.sort_unstable();
+    v
+}
