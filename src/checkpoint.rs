@@ -40,6 +40,28 @@ pub struct ContainerCheckpoint {
     pub resume: Resume,
 }
 
+/// What [`CheckpointStore::save`] writes, borrowed from the live state so
+/// that a write copies nothing but the bytes it encodes.
+#[derive(Serialize)]
+pub struct StateView<'a> {
+    pub version: u32,
+    pub first_run_at: i64,
+    pub containers: BTreeMap<&'a str, CheckpointView<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct CheckpointView<'a> {
+    pub name: &'a str,
+    pub drained: bool,
+    pub resume: &'a Resume,
+}
+
+impl<'a> From<&'a ContainerCheckpoint> for CheckpointView<'a> {
+    fn from(c: &'a ContainerCheckpoint) -> Self {
+        CheckpointView { name: &c.name, drained: c.drained, resume: &c.resume }
+    }
+}
+
 pub struct CheckpointStore {
     dir: PathBuf,
     path: PathBuf,
@@ -104,8 +126,9 @@ impl CheckpointStore {
         Ok(Some(state))
     }
 
-    /// Replace the file atomically.
-    pub fn save(&self, state: &StateFile) -> anyhow::Result<()> {
+    /// Replace the file atomically (a [`StateView`], or a [`StateFile`]);
+    /// returns the bytes written.
+    pub fn save(&self, state: &impl Serialize) -> anyhow::Result<usize> {
         let bytes = serde_json::to_vec(state).context("cannot encode checkpoints")?;
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&self.tmp)?;
@@ -114,12 +137,17 @@ impl CheckpointStore {
             fs::rename(&self.tmp, &self.path)?;
             File::open(&self.dir)?.sync_all()
         };
-        write().with_context(|| format!("cannot write checkpoints to {}", self.path.display()))
+        write().with_context(|| format!("cannot write checkpoints to {}", self.path.display()))?;
+        Ok(bytes.len())
     }
 }
 
 pub fn new_state(first_run_at: i64) -> StateFile {
     StateFile { version: FORMAT_VERSION, first_run_at, containers: BTreeMap::new() }
+}
+
+pub fn new_view<'a>(first_run_at: i64) -> StateView<'a> {
+    StateView { version: FORMAT_VERSION, first_run_at, containers: BTreeMap::new() }
 }
 
 #[cfg(test)]
@@ -147,6 +175,12 @@ mod tests {
         assert_eq!(back.first_run_at, 42);
         assert_eq!(back.containers["abc"].resume.start_since, 7);
         assert!(!dir.join(".checkpoints.json.tmp").exists());
+
+        // A view of live state writes the same file.
+        let mut view = new_view(42);
+        view.containers.insert("abc", (&state.containers["abc"]).into());
+        store.save(&view).unwrap();
+        assert_eq!(store.load().unwrap().unwrap().containers["abc"].resume.start_since, 7);
 
         let err = CheckpointStore::open(&dir).err().expect("second agent must be refused");
         assert!(err.to_string().contains("in use by another log-capturer"), "{err}");

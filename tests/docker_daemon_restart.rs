@@ -7,7 +7,6 @@
 //! which tests the agent's restart handling, not a daemon outage.
 //! The daemon is stopped and purged on drop, also when the test panics.
 
-#[allow(unused_imports)] // the Docker double re-exports are for tests/agent.rs
 mod common;
 mod real_docker;
 

@@ -9,7 +9,6 @@
 //! runs its own agent filtered to that label, so the tests run in parallel.
 //! Restarting dockerd itself is in `docker_daemon_restart.rs`.
 
-#[allow(unused_imports)] // the Docker double re-exports are for tests/agent.rs
 mod common;
 mod real_docker;
 

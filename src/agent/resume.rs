@@ -46,11 +46,37 @@ pub const DEFAULT_MAX_WINDOW: usize = 40_000;
 /// three fields already identify the line, the hash guards against a
 /// miscount).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "(i64, u8, u32, u64)", from = "FingerprintRepr")]
 pub struct Fingerprint {
     pub ts: i64,
     pub stream: u8,
     pub occ: u32,
     pub hash: u64,
+}
+
+/// A fingerprint in a checkpoint: `[ts, stream, occ, hash]` (what is
+/// written: a busy container keeps thousands, so the short form counts), or
+/// the object form the first checkpoints used.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FingerprintRepr {
+    Array(i64, u8, u32, u64),
+    Object { ts: i64, stream: u8, occ: u32, hash: u64 },
+}
+
+impl From<FingerprintRepr> for Fingerprint {
+    fn from(r: FingerprintRepr) -> Self {
+        match r {
+            FingerprintRepr::Array(ts, stream, occ, hash)
+            | FingerprintRepr::Object { ts, stream, occ, hash } => Fingerprint { ts, stream, occ, hash },
+        }
+    }
+}
+
+impl From<Fingerprint> for (i64, u8, u32, u64) {
+    fn from(f: Fingerprint) -> Self {
+        (f.ts, f.stream, f.occ, f.hash)
+    }
 }
 
 /// FNV-1a over the length and the first and last 32 bytes of a message.
@@ -294,6 +320,16 @@ mod tests {
         let d = occ.fingerprint(&rec(6, StreamId::Stdout, b"x"));
         assert_eq!((a.occ, b.occ, c.occ, d.occ), (0, 0, 1, 0));
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn fingerprints_are_written_short_and_read_in_both_forms() {
+        let fp = Fingerprint { ts: 5, stream: 2, occ: 1, hash: u64::MAX };
+        let json = serde_json::to_string(&fp).unwrap();
+        assert_eq!(json, "[5,2,1,18446744073709551615]");
+        assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fp);
+        let old = r#"{"ts":5,"stream":2,"occ":1,"hash":18446744073709551615}"#;
+        assert_eq!(serde_json::from_str::<Fingerprint>(old).unwrap(), fp);
     }
 
     #[test]
