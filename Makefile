@@ -16,6 +16,11 @@ build: ## debug build
 release: ## optimised build: target/release/log-capturer
 	$(CARGO) build --locked --release
 
+# `make test` includes the end-to-end tests against a real dockerd
+# (tests/docker_*.rs, about 3 minutes): they use $$DOCKER_HOST (unix://) or
+# the private daemon of `make docker-up`; without one they print
+# "SKIPPED: no Docker daemon" and pass (LC_REQUIRE_DOCKER=1, as .ci/run
+# sets, makes that a failure). docker_daemon_restart starts its own dockerd.
 test: ## unit and integration tests (the README's test command)
 	$(CARGO) test --locked --workspace
 

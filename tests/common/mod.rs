@@ -61,7 +61,16 @@ impl Agent {
         Self::spawn(socket, dir, extra, true, None)
     }
 
+    /// Like [`Agent::start`], on any `--docker-host` URL (e.g. `tcp://`).
+    pub fn start_on(host: &str, dir: &Path, extra: &[&str]) -> Agent {
+        Self::spawn_on(host, dir, extra, false, None)
+    }
+
     fn spawn(socket: &Path, dir: &Path, extra: &[&str], piped: bool, nofile: Option<u64>) -> Agent {
+        Self::spawn_on(&format!("unix://{}", socket.display()), dir, extra, piped, nofile)
+    }
+
+    fn spawn_on(host: &str, dir: &Path, extra: &[&str], piped: bool, nofile: Option<u64>) -> Agent {
         let output = dir.join("out.jsonl");
         let bin = env!("CARGO_BIN_EXE_log-capturer");
         // prlimit sets the limit and execs the agent: same pid.
@@ -75,7 +84,7 @@ impl Agent {
         };
         let mut child = cmd
             .arg("--docker-host")
-            .arg(format!("unix://{}", socket.display()))
+            .arg(host)
             .arg("--output")
             .arg(if piped { Path::new("-") } else { output.as_path() })
             .arg("--state-dir")
@@ -93,13 +102,17 @@ impl Agent {
         let log = stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                // Log first, then say the agent is up: a test reading
+                // stderr() right after start() must see this line.
+                {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(rest) = line.split("metrics on http://").nth(1) {
                     let addr = rest.split('/').next().unwrap_or_default().to_owned();
                     let _ = tx.send(addr);
                 }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {

@@ -3,6 +3,10 @@
 #
 #   tests/docker/down.sh            # keep $LC_DOCKER_DIR/data (images survive)
 #   tests/docker/down.sh --purge    # also delete the whole state directory
+#   tests/docker/down.sh --daemon-only
+#                                   # stop dockerd alone: containers, containerd
+#                                   # and mounts stay (with --live-restore the
+#                                   # containers keep running; up.sh restarts it)
 #
 # Only processes whose command line refers to $LC_DOCKER_DIR are touched, so
 # another dockerd/containerd on the machine is left alone. Exits 0 when
@@ -16,11 +20,13 @@ DIR="$LC_DOCKER_DIR"
 SOCK="$LC_DOCKER_SOCK"
 
 purge=0
+daemon_only=0
 for arg in "$@"; do
     case "$arg" in
         --purge) purge=1 ;;
+        --daemon-only) daemon_only=1 ;;
         -h | --help)
-            sed -n '2,10p' "$0"
+            sed -n '2,14p' "$0"
             exit 0
             ;;
         *)
@@ -86,8 +92,13 @@ stop_pids() {
     sleep 0.5
 }
 
+if ((purge && daemon_only)); then
+    log "--purge and --daemon-only exclude each other"
+    exit 2
+fi
+
 # --- containers ------------------------------------------------------------
-if [[ -S "$SOCK" ]] &&
+if ((!daemon_only)) && [[ -S "$SOCK" ]] &&
     [[ "$(curl -s --max-time 5 --unix-socket "$SOCK" http://x/_ping 2>/dev/null || true)" == OK ]]; then
     ids="$(docker ps -aq 2>/dev/null || true)"
     if [[ -n "$ids" ]]; then
@@ -114,6 +125,13 @@ done
 if ((${#dpids[@]})); then
     log "stopping dockerd (pid ${dpids[*]})"
     stop_pids 20 "${dpids[@]}"
+fi
+
+if ((daemon_only)); then
+    # The socket is dockerd's; containerd, shims and mounts belong to the
+    # containers that are meant to survive.
+    rm -f "$SOCK"
+    exit 0
 fi
 
 # --- leftovers: managed containerd, shims, tini wrapper --------------------

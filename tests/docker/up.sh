@@ -5,6 +5,8 @@
 #   eval "$(tests/docker/up.sh)"     # exports DOCKER_HOST
 #
 # State lives in $LC_DOCKER_DIR (default /tmp/log-capturer-docker).
+# LC_DOCKERD_FLAGS adds dockerd flags (split on spaces), e.g.
+# LC_DOCKERD_FLAGS=--live-restore so containers outlive a daemon restart.
 # Progress goes to stderr; stdout carries only the final `export` line.
 set -euo pipefail
 
@@ -81,7 +83,8 @@ else
     if command -v tini >/dev/null 2>&1; then
         reaper=(tini -s --)
     fi
-    setsid "${reaper[@]}" dockerd \
+    read -r -a extra_flags <<<"${LC_DOCKERD_FLAGS:-}"
+    setsid "${reaper[@]}" dockerd "${extra_flags[@]}" \
         --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
         -H "unix://$SOCK" \
         --data-root "$DIR/data" \
