@@ -142,8 +142,8 @@ fn long_lines_stderr_tty_no_final_newline_and_non_utf8_come_out_whole() {
          head -c 20000 /dev/zero | tr '\\0' e >&2; echo >&2; head -c 100000 /dev/zero | tr '\\0' b; echo; \
          echo done",
     );
-    // A last line without a newline is in the ignored test below (a known
-    // agent bug); here every line ends.
+    // A last line without a newline has its own test below; here every
+    // line ends.
     let tty = g.run("tty", &["-t"], "echo tty 1; echo tty 2 >&2; printf 'tty 3\\n'");
     // The local driver keeps bytes; json-file stores JSON strings (U+FFFD).
     let local = g.run(
@@ -200,19 +200,14 @@ fn long_lines_stderr_tty_no_final_newline_and_non_utf8_come_out_whole() {
     assert_eq!(j, ["bad \u{fffd}\u{fffd} bytes", "caf\u{e9} ok"]);
 }
 
-/// KNOWN AGENT BUG, ignored so `make test` stays green; run with
-/// `cargo test --test docker_e2e -- --ignored` to reproduce. dockerd 20.10
-/// ends a `follow=1` logs request when the container exits before its log
-/// copier has flushed the final unterminated line (stored some 100-200 ms
-/// after FinishedAt; `docker logs` shows it; a plain curl following the
-/// container from its start misses it too). The agent takes the clean end
-/// of a stopped container's stream as "drained" and never reads again, so
-/// that line is lost: in 1 of 12 to 7 of 12 containers here, more when the
-/// machine is busy. A fix belongs in the agent (one non-follow read from
-/// the resume point after the `die` event, which dockerd sends only after
-/// the logger is closed).
+/// dockerd 20.10 ends a `follow=1` logs request when the container exits
+/// before its log copier has flushed the final unterminated line (stored
+/// some 100-200 ms after FinishedAt; `docker logs` shows it; a plain curl
+/// following the container from its start misses it in up to 7 of 12
+/// containers here). The agent therefore reads once more, without follow,
+/// after the container's `die` event: this test failed for 9 of 12
+/// containers before it did.
 #[test]
-#[ignore = "known agent bug: a final line without newline is lost when dockerd ends the stream first"]
 fn final_line_without_newline_at_exit_is_shipped() {
     let Some(d) = daemon("final_line") else { return };
     let g = Group::new(&d, "final");
