@@ -88,6 +88,21 @@ pub struct AgentArgs {
     /// Give up on an API call (ping, list, inspect) not complete after this.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub api_timeout: Duration,
+
+    /// Follow at most this many containers at once. Each followed container
+    /// costs one file descriptor; by default the budget is what the
+    /// open-files limit allows (the agent raises its soft limit to the hard
+    /// one at start) minus a small reserve. Containers beyond the budget
+    /// wait, oldest first, and are counted in
+    /// `log_capturer_containers_unfollowed` until a slot frees.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: Option<u32>,
+
+    /// Set SO_RCVBUF on log-stream sockets to this many bytes (the kernel
+    /// doubles it and applies its own minimum). Default: the kernel's. A
+    /// tuning knob for thousands of busy streams on a small host.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub stream_rcvbuf: Option<usize>,
 }
 
 /// Where dockerd listens.

@@ -239,6 +239,10 @@ pub struct Metrics {
     pub containers_followed: Gauge,
     /// `log_capturer_containers_unfollowed`: running but over the stream budget.
     pub containers_unfollowed: Gauge,
+    /// `log_capturer_stream_budget`: how many containers may be followed at once.
+    pub stream_budget: Gauge,
+    /// `log_capturer_fd_exhaustion_total`: connects and accepts that failed for lack of fds.
+    pub fd_exhaustion: Counter,
     /// `log_capturer_lines_total{stream}`: see [`Metrics::line`].
     pub lines: Family<StreamLabels, Counter>,
     /// `log_capturer_bytes_total`: message bytes delivered.
@@ -321,9 +325,23 @@ impl Metrics {
         let containers_unfollowed = Gauge::default();
         r.register(
             "log_capturer_containers_unfollowed",
-            "Running containers not followed because the stream budget is used up: their logs \
-             are not being captured",
+            "Containers waiting to be followed because the stream budget is used up: their logs \
+             are not being captured yet (they are, oldest first, as slots free)",
             containers_unfollowed.clone(),
+        );
+        let stream_budget = Gauge::default();
+        r.register(
+            "log_capturer_stream_budget",
+            "Containers the agent may follow at once: the open-files limit minus a reserve, or \
+             --max-streams if lower",
+            stream_budget.clone(),
+        );
+        let fd_exhaustion = Counter::default();
+        r.register(
+            "log_capturer_fd_exhaustion",
+            "Connects to Docker and accepts of metrics clients that failed for lack of file \
+             descriptors (EMFILE, ENFILE); each is retried with backoff",
+            fd_exhaustion.clone(),
         );
         let lines = Family::<StreamLabels, Counter>::default();
         r.register(
@@ -429,6 +447,8 @@ impl Metrics {
             active_streams,
             containers_followed,
             containers_unfollowed,
+            stream_budget,
+            fd_exhaustion,
             lines,
             bytes,
             lines_truncated,
@@ -698,6 +718,8 @@ mod tests {
         ("log_capturer_active_streams", "gauge"),
         ("log_capturer_containers_followed", "gauge"),
         ("log_capturer_containers_unfollowed", "gauge"),
+        ("log_capturer_stream_budget", "gauge"),
+        ("log_capturer_fd_exhaustion_total", "counter"),
         ("log_capturer_lines_total", "counter"),
         ("log_capturer_bytes_total", "counter"),
         ("log_capturer_lines_truncated_total", "counter"),

@@ -31,6 +31,8 @@ pub enum Follow {
     /// A permanent error (e.g. a logging driver that cannot be read):
     /// reported once, not retried until the container starts again.
     Failed,
+    /// Wanted, but the stream budget is used up: waits for a free slot.
+    Waiting,
 }
 
 #[derive(Debug)]
@@ -58,6 +60,12 @@ pub struct Container {
     /// Its stream just ended cleanly (why, for the metrics if it reopens):
     /// the inspect under way decides between reopening and drained.
     pub reopen_reason: Option<crate::metrics::ReconnectReason>,
+    /// It holds one of the stream budget's slots (Inspecting, Streaming,
+    /// Backoff, or between two of those).
+    pub slot: bool,
+    /// When it was created (ns; from the list, or its start event): who gets
+    /// a slot first when there are not enough.
+    pub created_ns: i64,
 }
 
 impl Container {
@@ -78,6 +86,8 @@ impl Container {
             open_line_ts: None,
             extra: Vec::new(),
             reopen_reason: None,
+            slot: false,
+            created_ns: 0,
         };
         c.set_identity("", "");
         c

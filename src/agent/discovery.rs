@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use memchr::memchr;
 
+use crate::agent::budget::is_fd_exhaustion;
 use crate::agent::container::{Container, Follow, StartPoint};
 use crate::agent::event_loop::{Agent, ConnFailure, Role, HEALTH_PING_EVERY};
 use crate::agent::exchange::{Exchange, ExchangeError, Response};
@@ -53,6 +54,11 @@ impl Agent {
         let call = ApiCall::Ping;
         match self.open_conn(request::get(Api::ping()), Role::Api { call, ex: Exchange::default() }) {
             Ok(_) => self.docker.pinging = true,
+            Err(e) if is_fd_exhaustion(&e) => {
+                // Not Docker's fault: keep its state, look again later.
+                let wait = self.docker.backoff.next(&mut self.rng);
+                self.arm_ping(wait);
+            }
             Err(e) => {
                 self.metrics.docker_error("connect");
                 self.docker_down(&format!("cannot connect: {e}"));
@@ -68,7 +74,7 @@ impl Agent {
                 let api = Api { version: negotiate(resp.head.api_version) };
                 let changed = api.version != self.docker.api.version;
                 self.docker.api = api;
-                if !self.docker.up || changed {
+                if !self.docker.up || changed || self.docker.rediscover {
                     if self.docker.up {
                         eprintln!("log-capturer: Docker now speaks API {}", api.version);
                     }
@@ -88,6 +94,7 @@ impl Agent {
             eprintln!("log-capturer: Docker is up (API {})", self.docker.api.version);
         }
         self.docker.up = true;
+        self.docker.rediscover = false;
         self.docker.last_contact = Instant::now();
         self.docker.backoff.reset();
         self.metrics.set_docker_up(true);
@@ -129,10 +136,7 @@ impl Agent {
         let path = self.docker.api.events(since);
         match self.open_conn(request::get(&path), Role::Events(Box::default())) {
             Ok(key) => self.docker.events = Some(key),
-            Err(e) => {
-                self.metrics.docker_error("connect");
-                self.docker_down(&format!("cannot open the events stream: {e}"));
-            }
+            Err(e) => self.discovery_connect_failed(&e, "cannot open the events stream"),
         }
     }
 
@@ -244,7 +248,7 @@ impl Agent {
             // Attributes carry the labels (plus name, image…): a first
             // filter; the inspect checks again with the real labels.
             if self.cfg.filters.admits(&name, &ev.actor.attributes) {
-                self.follow_container(&id, StartPoint::ContainerStart, true);
+                self.follow_container(&id, StartPoint::ContainerStart, true, ev.time_nano);
             }
         } else if ev.action_is("destroy") {
             self.forget(&id);
@@ -257,8 +261,21 @@ impl Agent {
         let path = self.docker.api.list();
         let call = ApiCall::List;
         if let Err(e) = self.open_conn(request::get(&path), Role::Api { call, ex: Exchange::default() }) {
+            self.discovery_connect_failed(&e, "cannot list containers");
+        }
+    }
+
+    /// The events stream or the list could not connect. Out of fds: Docker
+    /// is fine, so redo discovery after the ping backoff without calling it
+    /// down. Otherwise Docker is unreachable.
+    fn discovery_connect_failed(&mut self, e: &std::io::Error, what: &str) {
+        if is_fd_exhaustion(e) {
+            self.docker.rediscover = true;
+            let wait = self.docker.backoff.next(&mut self.rng);
+            self.arm_ping(wait);
+        } else {
             self.metrics.docker_error("connect");
-            self.docker_down(&format!("cannot list containers: {e}"));
+            self.docker_down(&format!("{what}: {e}"));
         }
     }
 
@@ -284,7 +301,12 @@ impl Agent {
         for id in gone {
             self.forget(&id);
         }
+        // Oldest first: with more containers than the stream budget, the
+        // oldest get the slots (see `budget.rs`).
+        let mut list = list;
+        list.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         for s in &list {
+            let created_ns = s.created.saturating_mul(1_000_000_000);
             let name = s.names.first().map(|n| n.trim_start_matches('/')).unwrap_or_default();
             if !self.cfg.filters.admits(name, &s.labels) {
                 continue;
@@ -296,7 +318,7 @@ impl Agent {
                 StartPoint::ContainerStart
             };
             if running {
-                self.follow_container(&s.id, start, false);
+                self.follow_container(&s.id, start, false, created_ns);
                 continue;
             }
             // Stopped. Ship what it wrote since our checkpoint, or all of
@@ -304,10 +326,10 @@ impl Agent {
             let undrained = match (self.loaded.get(&s.id), self.containers.get(&s.id)) {
                 (Some(ck), _) => !ck.drained,
                 (None, Some(c)) => !c.drained && c.follow == Follow::Idle && c.resume.is_some(),
-                (None, None) => !first_run && s.created.saturating_mul(1_000_000_000) >= self.first_run_at,
+                (None, None) => !first_run && created_ns >= self.first_run_at,
             };
             if undrained {
-                self.follow_container(&s.id, start, false);
+                self.follow_container(&s.id, start, false, created_ns);
             }
         }
         self.checkpoint_dirty = true;
@@ -316,15 +338,16 @@ impl Agent {
     // ---- inspect --------------------------------------------------------
 
     /// Follow a container: create its record (from its checkpoint if there
-    /// is one) and inspect it; the inspect opens the stream.
-    pub(crate) fn follow_container(&mut self, id: &str, start: StartPoint, started: bool) {
+    /// is one), take a slot of the stream budget (or wait for one) and
+    /// inspect it; the inspect opens the stream.
+    pub(crate) fn follow_container(&mut self, id: &str, start: StartPoint, started: bool, created_ns: i64) {
         if self.own_id.as_deref() == Some(id) {
             return;
         }
         if let Some(c) = self.containers.get_mut(id) {
             match c.follow {
                 Follow::Streaming(_) | Follow::Inspecting(_) | Follow::Backoff => return,
-                Follow::Idle | Follow::Failed => {
+                Follow::Idle | Follow::Failed | Follow::Waiting => {
                     if started {
                         c.drained = false;
                     }
@@ -332,6 +355,7 @@ impl Agent {
             }
         } else {
             let mut c = Container::new(id, start);
+            c.created_ns = created_ns;
             if let Some(ck) = self.loaded.remove(id) {
                 c.resume = Some(ck.resume.restore(DEFAULT_MARGIN_NS, DEFAULT_MAX_WINDOW));
                 c.drained = ck.drained && !started;
@@ -339,7 +363,9 @@ impl Agent {
             }
             self.containers.insert(id.to_owned(), c);
         }
-        self.inspect(id);
+        if self.take_slot(id) {
+            self.inspect(id);
+        }
     }
 
     pub(crate) fn inspect(&mut self, id: &str) {
@@ -352,9 +378,9 @@ impl Agent {
                 }
             }
             Err(e) => {
-                self.metrics.docker_error("connect");
+                self.connect_error(&e);
                 if let Some(c) = self.containers.get(id) {
-                    if c.backoff.failures() == 0 {
+                    if c.backoff.failures() == 0 && !is_fd_exhaustion(&e) {
                         eprintln!("log-capturer: cannot inspect {}: {e}; retrying", short(id));
                     }
                 }
@@ -420,6 +446,7 @@ impl Agent {
             c.drained = true;
             c.follow = Follow::Idle;
             self.checkpoint_dirty = true;
+            self.release_slot(id);
         } else {
             // Stopped with lines not yet shipped: read them (the stream
             // ends by itself after the stored lines).

@@ -6,7 +6,7 @@
 //! the fd itself, so no read can be left parked in the kernel. With nothing
 //! to do, `poll` sleeps until the next deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::agent::budget::{self, NofileLimit, StreamBudget};
 use crate::agent::container::{Container, Filters, Rng};
 use crate::agent::discovery::{ApiCall, EventsConn};
 use crate::agent::exchange::Exchange;
@@ -62,6 +63,8 @@ pub(crate) enum Timer {
     Ping,
     Flush,
     Checkpoint,
+    /// Accepting a metrics client failed for lack of fds: try again.
+    Accept,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +125,7 @@ pub(crate) struct Settings {
     pub max_line: usize,
     pub from_beginning: bool,
     pub filters: Filters,
+    pub stream_rcvbuf: Option<usize>,
 }
 
 /// Docker as a whole: reachable or not, which API version, discovery state.
@@ -139,6 +143,9 @@ pub(crate) struct DockerState {
     pub last_contact: Instant,
     /// The one pending ping (health check or retry).
     pub ping_timer: Option<TimerId>,
+    /// Opening the events stream or the list failed for lack of fds: the
+    /// next ping redoes discovery even though Docker stayed up.
+    pub rediscover: bool,
 }
 
 pub struct Agent {
@@ -172,6 +179,19 @@ pub struct Agent {
     /// Records of containers' checkpoints loaded at start, consumed as the
     /// containers are seen.
     pub(crate) loaded: HashMap<String, crate::checkpoint::ContainerCheckpoint>,
+    pub(crate) nofile: NofileLimit,
+    pub(crate) budget: StreamBudget,
+    /// Containers holding a slot of the budget.
+    pub(crate) slots_used: usize,
+    /// Containers waiting for a slot, oldest first: (created ns, id).
+    pub(crate) waiting: BTreeSet<(i64, String)>,
+    pub(crate) budget_warned: bool,
+    /// A metrics client was left in the backlog at the client cap: accept
+    /// again when one finishes.
+    pub(crate) accept_pending: bool,
+    /// An accept failed for lack of fds; the `Accept` timer retries.
+    pub(crate) accept_backoff: bool,
+    pub(crate) fd_warned_at: Option<Instant>,
 }
 
 /// Wall-clock now in nanoseconds since the epoch: Docker's timestamps are
@@ -183,7 +203,7 @@ pub(crate) fn wall_ns() -> i64 {
 impl Agent {
     /// Set everything up: state directory, output, metrics listener,
     /// signals. Reaching Docker is checked by the caller before this.
-    pub fn new(args: &AgentArgs, endpoint: Endpoint, api: Api) -> anyhow::Result<Self> {
+    pub fn new(args: &AgentArgs, endpoint: Endpoint, api: Api, nofile: NofileLimit) -> anyhow::Result<Self> {
         let poll = Poll::new().context("cannot create the poll instance")?;
         let store = CheckpointStore::open(&args.state_dir)?;
         let now_ns = wall_ns();
@@ -205,6 +225,19 @@ impl Agent {
         let signals = Signals::new().context("cannot set up signal handling")?;
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let metrics = Metrics::new();
+        // Everything the agent keeps open for its whole life is open now.
+        let in_use = budget::open_fds().context("cannot count open files in /proc/self/fd")?;
+        let max_streams = args.max_streams.map(|m| m as usize);
+        let Some(stream_budget) = budget::stream_budget(nofile.soft, in_use, max_streams) else {
+            anyhow::bail!(
+                "the open-files limit of {} ({} in use, {} reserved) leaves no room for log streams; \
+                 raise it (ulimit -n, LimitNOFILE=)",
+                nofile.soft,
+                in_use,
+                budget::RESERVE
+            );
+        };
+        metrics.stream_budget.set(stream_budget.streams as i64);
         let seed = now_ns as u64 ^ u64::from(std::process::id()).rotate_left(32);
         Ok(Self {
             cfg: Settings {
@@ -222,6 +255,7 @@ impl Agent {
                     exclude_labels: args.exclude_label.clone(),
                     include_names: args.include_name.clone(),
                 },
+                stream_rcvbuf: args.stream_rcvbuf,
             },
             poll,
             conns: Slab::new(),
@@ -237,6 +271,7 @@ impl Agent {
                 pinging: false,
                 last_contact: Instant::now(),
                 ping_timer: None,
+                rediscover: false,
             },
             output,
             store,
@@ -256,6 +291,14 @@ impl Agent {
             paused: Vec::new(),
             clients: 0,
             loaded,
+            nofile,
+            budget: stream_budget,
+            slots_used: 0,
+            waiting: BTreeSet::new(),
+            budget_warned: false,
+            accept_pending: false,
+            accept_backoff: false,
+            fd_warned_at: None,
         })
     }
 
@@ -268,6 +311,16 @@ impl Agent {
             self.listener.local_addr()?,
             self.store.dir().display(),
             if self.first_run { " (first run)" } else { "" },
+        );
+        let n = self.nofile;
+        let raised =
+            if n.soft_before < n.soft { format!(", raised from {}", n.soft_before) } else { String::new() };
+        eprintln!(
+            "log-capturer: open-files limit {} (hard {}{raised}): following at most {} containers at once{}",
+            n.soft,
+            n.hard,
+            self.budget.streams,
+            if self.budget.by_flag { " (--max-streams)" } else { "" },
         );
         self.docker_connected();
         let mut events = Events::with_capacity(1024);
@@ -316,6 +369,12 @@ impl Agent {
         if !self.paused.is_empty() && self.output.has_room() {
             self.resume_paused_reads();
         }
+        if self.accept_pending
+            && !self.accept_backoff
+            && self.clients < crate::agent::metrics_http::MAX_CLIENTS
+        {
+            self.accept_clients();
+        }
     }
 
     fn on_timer(&mut self, id: TimerId, t: Timer) {
@@ -340,6 +399,10 @@ impl Agent {
                 self.checkpoint_armed = false;
                 self.write_checkpoint();
             }
+            Timer::Accept => {
+                self.accept_backoff = false;
+                self.accept_clients();
+            }
         }
     }
 
@@ -356,7 +419,11 @@ impl Agent {
 
     /// Open a connection to Docker and queue `request` on it.
     pub(crate) fn open_conn(&mut self, request: Vec<u8>, role: Role) -> io::Result<usize> {
-        let mut sock = Sock::connect(&self.cfg.endpoint)?;
+        let mut sock = Sock::connect(&self.cfg.endpoint).inspect_err(|e| self.note_fd_exhaustion(e))?;
+        if let (Role::Logs(_), Some(bytes)) = (&role, self.cfg.stream_rcvbuf) {
+            // A tuning knob: failing to apply it must not fail the stream.
+            let _ = sock.set_recv_buffer(bytes);
+        }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)?;
@@ -375,6 +442,30 @@ impl Agent {
         let deadline = Instant::now() + self.cfg.connect_timeout;
         self.add_timer(key, deadline, ConnTimer::Connect);
         Ok(key)
+    }
+
+    /// Count a failed connect: as fd exhaustion (not Docker's fault) or as a
+    /// Docker connect error.
+    pub(crate) fn connect_error(&mut self, e: &io::Error) {
+        if !budget::is_fd_exhaustion(e) {
+            self.metrics.docker_error("connect");
+        }
+    }
+
+    /// Count an fd exhaustion, and say once per second at most what to do.
+    pub(crate) fn note_fd_exhaustion(&mut self, e: &io::Error) {
+        if !budget::is_fd_exhaustion(e) {
+            return;
+        }
+        self.metrics.fd_exhaustion.inc();
+        let now = Instant::now();
+        if !self.fd_warned_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            self.fd_warned_at = Some(now);
+            eprintln!(
+                "log-capturer: out of file descriptors ({e}); retrying with backoff. Raise the open-files \
+                 limit (ulimit -n, LimitNOFILE=) or lower --max-streams"
+            );
+        }
     }
 
     /// (Re)arm the one ping timer.

@@ -131,8 +131,12 @@ impl Agent {
                 }
             }
             Err(e) => {
-                self.metrics.docker_error("connect");
-                self.stream_trouble(id, &format!("cannot connect to Docker: {e}"));
+                // Nothing is lost while it waits: the next stream resumes
+                // where this one would have.
+                self.connect_error(&e);
+                if !crate::agent::budget::is_fd_exhaustion(&e) {
+                    self.stream_trouble(id, &format!("cannot connect to Docker: {e}"));
+                }
                 self.schedule_retry(id);
             }
         }
@@ -390,6 +394,7 @@ impl Agent {
             }
             c.follow = Follow::Failed;
         }
+        self.release_slot(id);
     }
 
     pub(crate) fn logs_failed(&mut self, key: usize, why: ConnFailure) {
@@ -452,6 +457,11 @@ impl Agent {
         }
         self.loaded.remove(id);
         self.checkpoint_dirty = true;
+        self.waiting.remove(&(c.created_ns, c.id));
+        if c.slot {
+            self.slots_used -= 1;
+            self.admit_waiting();
+        }
     }
 }
 

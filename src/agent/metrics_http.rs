@@ -5,7 +5,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::agent::container::Follow;
-use crate::agent::event_loop::{Agent, Conn, ConnTimer, Role, HEALTH_PING_EVERY};
+use crate::agent::event_loop::{Agent, Conn, ConnTimer, Role, Timer, HEALTH_PING_EVERY};
 use crate::agent::sock::Sock;
 use crate::metrics::Format;
 
@@ -13,9 +13,11 @@ use crate::metrics::Format;
 const MAX_REQUEST: usize = 8 * 1024;
 /// A scraper must send its request and take the response within this.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
-/// More concurrent metrics clients than this are turned away: scrapers are
-/// few, and each costs an fd.
-const MAX_CLIENTS: usize = 64;
+/// More concurrent metrics clients than this wait in the listen backlog:
+/// scrapers are few, and each costs an fd (counted in `budget::RESERVE`).
+pub(crate) const MAX_CLIENTS: usize = 16;
+/// After an accept failed for lack of fds, try again this much later.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 pub(crate) struct ClientConn {
@@ -23,24 +25,38 @@ pub(crate) struct ClientConn {
 }
 
 impl Agent {
-    /// Accept every waiting scraper connection.
+    /// Accept waiting scraper connections, up to [`MAX_CLIENTS`] at once.
+    ///
+    /// The listener is edge-triggered: a client left in the backlog brings
+    /// no new event, so whoever leaves one there makes sure this runs again
+    /// (a client closing, see `after_turn`, or the [`ACCEPT_BACKOFF`] timer).
     pub(crate) fn accept_clients(&mut self) {
+        self.accept_pending = false;
         loop {
+            if self.clients >= MAX_CLIENTS {
+                self.accept_pending = true;
+                return;
+            }
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // EMFILE and friends: leave the client in the backlog;
-                    // the next readable event retries.
-                    eprintln!("log-capturer: cannot accept a metrics client: {e}");
+                    // Out of fds (or stranger): the client waits in the
+                    // backlog; nothing else is affected.
+                    if crate::agent::budget::is_fd_exhaustion(&e) {
+                        self.note_fd_exhaustion(&e);
+                    } else {
+                        eprintln!("log-capturer: cannot accept a metrics client: {e}");
+                    }
+                    if !self.accept_backoff {
+                        self.accept_backoff = true;
+                        self.timers.insert(Instant::now() + ACCEPT_BACKOFF, Timer::Accept);
+                    }
                     return;
                 }
             };
-            if self.clients >= MAX_CLIENTS {
-                drop(stream);
-                continue;
-            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if self

@@ -3,11 +3,13 @@
 //! - [`event_loop`]: the loop, connections, deadlines, output flushing
 //! - [`discovery`]: ping, events, list, inspect
 //! - [`follow`]: one container's log stream, rotation, recovery
+//! - [`budget`]: the open-files limit and the stream budget
 //! - [`resume`]: where a stream resumes and how replays are dropped
 //! - [`persist`]: checkpoints from the loop
 //! - [`metrics_http`]: `/metrics` and `/healthz`
 //! - [`startup`]: the checks before the loop starts (reach Docker, clear errors)
 
+pub mod budget;
 pub mod container;
 pub mod discovery;
 pub mod event_loop;

@@ -53,6 +53,16 @@ impl Sock {
         }
     }
 
+    /// SO_RCVBUF, for the `--stream-rcvbuf` tuning knob.
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt::RcvBuf};
+        match self {
+            Sock::Unix(s) => setsockopt(s, RcvBuf, &bytes),
+            Sock::Tcp(s) => setsockopt(s, RcvBuf, &bytes),
+        }
+        .map_err(io::Error::from)
+    }
+
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Sock::Unix(s) => s.take_error(),

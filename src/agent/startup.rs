@@ -6,7 +6,7 @@ use std::net::ToSocketAddrs;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 
 use crate::agent::event_loop::Agent;
 use crate::agent::exchange::{Exchange, Response};
@@ -16,9 +16,11 @@ use crate::docker::request::{self, negotiate, Api};
 
 /// Check Docker, set up, and run until SIGTERM/SIGINT.
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    // First, before anything holds an fd: the budget is derived from it.
+    let nofile = crate::agent::budget::raise_nofile_limit().context("cannot read the open-files limit")?;
     let endpoint = resolve(&args.docker_host)?;
     let api = check_docker(&args.docker_host, &endpoint, args.connect_timeout.max(args.api_timeout))?;
-    let mut agent = Agent::new(args, endpoint, api)?;
+    let mut agent = Agent::new(args, endpoint, api, nofile)?;
     agent.run()
 }
 

@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use docker_double::{Config, ContainerSpec, Double, Fault, Match, SinceMode, Stream, Writer};
+#[allow(unused_imports)]
+pub use docker_double::{Config, ContainerSpec, Double, Fault, Match, SinceMode, Stats, Stream, Writer};
 
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -45,18 +46,34 @@ impl Agent {
     /// Start the agent on `socket`, writing to `dir/out.jsonl`, state in
     /// `dir/state`, with `extra` flags. Waits until it serves metrics.
     pub fn start(socket: &Path, dir: &Path, extra: &[&str]) -> Agent {
-        Self::spawn(socket, dir, extra, false)
+        Self::spawn(socket, dir, extra, false, None)
+    }
+
+    /// Like [`Agent::start`], under an open-files limit of `nofile` (soft
+    /// and hard), as `ulimit -n` would set it.
+    pub fn start_with_nofile(socket: &Path, dir: &Path, extra: &[&str], nofile: u64) -> Agent {
+        Self::spawn(socket, dir, extra, false, Some(nofile))
     }
 
     /// Like [`Agent::start`], with `--output -` and stdout a pipe the test
     /// reads (or does not) through `child.stdout`.
     pub fn start_piped(socket: &Path, dir: &Path, extra: &[&str]) -> Agent {
-        Self::spawn(socket, dir, extra, true)
+        Self::spawn(socket, dir, extra, true, None)
     }
 
-    fn spawn(socket: &Path, dir: &Path, extra: &[&str], piped: bool) -> Agent {
+    fn spawn(socket: &Path, dir: &Path, extra: &[&str], piped: bool, nofile: Option<u64>) -> Agent {
         let output = dir.join("out.jsonl");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+        let bin = env!("CARGO_BIN_EXE_log-capturer");
+        // prlimit sets the limit and execs the agent: same pid.
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("--docker-host")
             .arg(format!("unix://{}", socket.display()))
             .arg("--output")
@@ -131,6 +148,16 @@ impl Agent {
 
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics().get(name).copied().unwrap_or(f64::NAN)
+    }
+
+    /// Change the running agent's soft open-files limit (as root or its
+    /// owner can), leaving the hard limit alone.
+    pub fn set_soft_nofile(&self, n: u64) {
+        let st = Command::new("prlimit")
+            .args(["--pid", &self.pid().to_string(), &format!("--nofile={n}:")])
+            .status()
+            .expect("run prlimit");
+        assert!(st.success(), "prlimit --pid failed");
     }
 
     /// Send a signal and wait for the exit status.

@@ -1,0 +1,203 @@
+//! File descriptors: the open-files limit, the stream budget derived from
+//! it, and recognising fd exhaustion.
+//!
+//! Every followed container costs at most one fd at any moment (its inspect
+//! call or its log stream, never both), so the number of followed
+//! containers, not the number of connections, is what the budget caps. The
+//! rest of the agent's fds are few and bounded; they are the reserve.
+
+use std::io;
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+use crate::agent::container::Follow;
+use crate::agent::event_loop::Agent;
+use crate::agent::follow::short;
+
+/// Fds the loop may need beyond what is open at start and beyond one per
+/// followed container: the events stream, a ping, a list (3); metrics
+/// clients (`metrics_http::MAX_CLIENTS`, 16) plus one accepted and turned
+/// away; a checkpoint write (temp file, directory: 2); reopening the
+/// output on SIGHUP (1); reading `/proc/self` for the process metrics (2);
+/// and slack for a library or the kernel surprising us (8).
+pub const RESERVE: u64 = 3 + 16 + 1 + 2 + 1 + 2 + 8;
+
+/// The open-files limit before and after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    pub soft_before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit: an agent following
+/// hundreds of containers needs more than the usual 1024, and the hard
+/// limit is what the operator allowed. Failing to raise it is not fatal;
+/// the budget is then derived from the soft limit.
+pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => return Ok(NofileLimit { soft_before: soft, soft: hard, hard }),
+            Err(e) => eprintln!("log-capturer: cannot raise the open-files limit from {soft} to {hard}: {e}"),
+        }
+    }
+    Ok(NofileLimit { soft_before: soft, soft, hard })
+}
+
+/// How many containers the agent may follow at once, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBudget {
+    pub streams: usize,
+    /// `--max-streams` set it (lower than the fds allow).
+    pub by_flag: bool,
+    /// What the fds alone would allow.
+    pub fd_room: u64,
+}
+
+/// The budget for `limit` open files with `in_use` open now, capped by
+/// `max_streams`. `None` when the limit leaves no room for a single stream.
+pub fn stream_budget(limit: u64, in_use: u64, max_streams: Option<usize>) -> Option<StreamBudget> {
+    let fd_room = limit.saturating_sub(in_use).saturating_sub(RESERVE);
+    if fd_room == 0 {
+        return None;
+    }
+    let room = usize::try_from(fd_room).unwrap_or(usize::MAX);
+    Some(match max_streams {
+        Some(m) if m < room => StreamBudget { streams: m, by_flag: true, fd_room },
+        _ => StreamBudget { streams: room, by_flag: false, fd_room },
+    })
+}
+
+/// Fds open in this process now (`/proc/self/fd`, not counting the one
+/// used to read it).
+pub fn open_fds() -> io::Result<u64> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1) as u64)
+}
+
+/// EMFILE (this process) or ENFILE (the whole system): out of fds. Such a
+/// failure says nothing about Docker; it is retried with backoff.
+pub fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == nix::libc::EMFILE || c == nix::libc::ENFILE)
+}
+
+/// Which containers get the budget's slots: the oldest-created first (ties
+/// by id), so the choice does not depend on the order events arrive in. A
+/// followed container keeps its slot until it is drained, fails for good
+/// or is removed; none is dropped to make room for another.
+impl Agent {
+    /// Take a slot for `id`, or queue it; true if it has one.
+    pub(crate) fn take_slot(&mut self, id: &str) -> bool {
+        let Some(c) = self.containers.get_mut(id) else {
+            return false;
+        };
+        if c.slot {
+            return true;
+        }
+        let key = (c.created_ns, c.id.clone());
+        if self.slots_used < self.budget.streams {
+            c.slot = true;
+            self.slots_used += 1;
+            self.waiting.remove(&key);
+        } else {
+            c.follow = Follow::Waiting;
+            self.waiting.insert(key);
+            if !self.budget_warned {
+                self.budget_warned = true;
+                let cap = if self.budget.by_flag {
+                    "raise --max-streams".to_owned()
+                } else {
+                    format!(
+                        "the open-files limit allows no more; raise it (ulimit -n, LimitNOFILE=) or \
+                         lower what else runs, {} fds are held in reserve",
+                        RESERVE
+                    )
+                };
+                let who = if c.name.is_empty() { short(&c.id).to_owned() } else { c.name.clone() };
+                eprintln!(
+                    "log-capturer: more containers than the stream budget of {}: not following {who} \
+                     and any others beyond it until a slot frees, oldest first \
+                     (log_capturer_containers_unfollowed counts them); {cap}",
+                    self.budget.streams,
+                );
+            }
+        }
+        self.metrics.containers_unfollowed.set(self.waiting.len() as i64);
+        c.slot
+    }
+
+    /// `id` no longer needs its slot (drained, failed for good); the oldest
+    /// waiting container gets it.
+    pub(crate) fn release_slot(&mut self, id: &str) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if std::mem::take(&mut c.slot) {
+            self.slots_used -= 1;
+            self.admit_waiting();
+        }
+    }
+
+    /// Give free slots to waiting containers, oldest first.
+    pub(crate) fn admit_waiting(&mut self) {
+        while self.slots_used < self.budget.streams {
+            let Some((_, id)) = self.waiting.pop_first() else {
+                break;
+            };
+            let start = match self.containers.get_mut(&id) {
+                Some(c) if c.follow == Follow::Waiting => {
+                    c.follow = Follow::Idle;
+                    c.start
+                }
+                _ => continue,
+            };
+            self.follow_container(&id, start, false, 0);
+        }
+        self.metrics.containers_unfollowed.set(self.waiting.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_leaves_the_reserve() {
+        let b = stream_budget(1024, 10, None).unwrap();
+        assert_eq!(b.streams as u64, 1024 - 10 - RESERVE);
+        assert!(!b.by_flag);
+        assert_eq!(b.fd_room, b.streams as u64);
+    }
+
+    #[test]
+    fn max_streams_caps_only_downwards() {
+        let b = stream_budget(1024, 10, Some(100)).unwrap();
+        assert_eq!((b.streams, b.by_flag), (100, true));
+        let b = stream_budget(1024, 10, Some(100_000)).unwrap();
+        assert_eq!(b.streams as u64, 1024 - 10 - RESERVE);
+        assert!(!b.by_flag);
+    }
+
+    #[test]
+    fn no_room_is_none() {
+        assert_eq!(stream_budget(RESERVE + 10, 10, None), None);
+        assert_eq!(stream_budget(5, 10, None), None);
+        assert_eq!(stream_budget(RESERVE + 11, 10, None).map(|b| b.streams), Some(1));
+    }
+
+    #[test]
+    fn exhaustion_is_emfile_or_enfile_only() {
+        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(nix::libc::EMFILE)));
+        assert!(is_fd_exhaustion(&io::Error::from_raw_os_error(nix::libc::ENFILE)));
+        assert!(!is_fd_exhaustion(&io::Error::from_raw_os_error(nix::libc::ECONNREFUSED)));
+        assert!(!is_fd_exhaustion(&io::Error::other("x")));
+    }
+
+    #[test]
+    fn raising_keeps_soft_at_most_hard() {
+        let l = raise_nofile_limit().unwrap();
+        assert!(l.soft <= l.hard);
+        assert!(l.soft >= l.soft_before);
+        assert!(open_fds().unwrap() >= 3);
+    }
+}
