@@ -37,8 +37,8 @@ struct Knobs {
     lines_null: u64,
     lines_file: u64,
     lines_rcvbuf: u64,
-    /// Rotation runs: (containers, --rotate-after in ms).
-    rotation: Vec<(usize, u64)>,
+    /// Rotation runs: (containers, --rotate-after in ms, state on tmpfs).
+    rotation: Vec<(usize, u64, bool)>,
     rotation_window: Duration,
     only: Option<Vec<String>>,
     out: PathBuf,
@@ -58,11 +58,14 @@ fn knobs() -> Knobs {
         .map(|s| s.trim().parse().expect("CEILING_NS: comma-separated numbers"))
         .collect();
     let rotation = std::env::var("CEILING_ROTATION")
-        .unwrap_or_else(|_| "1000:10000,1000:2000,1000:1000,1000:500,10000:5000".to_owned())
+        .unwrap_or_else(|_| "1000:10000,1000:2000,1000:1000,1000:500,10000:5000,10000:5000:tmpfs".to_owned())
         .split(',')
         .map(|s| {
-            let (n, ms) = s.split_once(':').expect("CEILING_ROTATION: N:MS,...");
-            (n.trim().parse().expect("N"), ms.trim().parse().expect("MS"))
+            let mut f = s.split(':');
+            let n = f.next().and_then(|v| v.trim().parse().ok()).expect("CEILING_ROTATION: N:MS[:tmpfs],...");
+            let ms =
+                f.next().and_then(|v| v.trim().parse().ok()).expect("CEILING_ROTATION: N:MS[:tmpfs],...");
+            (n, ms, f.next() == Some("tmpfs"))
         })
         .collect();
     Knobs {
@@ -86,8 +89,12 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+
+    fn new_in(base: &Path, tag: &str) -> TempDir {
         let tag: String = tag.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        let p = std::env::temp_dir().join(format!("lc-ceiling-{}-{tag}", std::process::id()));
+        let p = base.join(format!("lc-ceiling-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create a temp dir");
         TempDir(p)
@@ -163,6 +170,29 @@ fn settle_fds(pid: u32) {
     }
 }
 
+/// What the kernel holds for the agent's unread stream data (see
+/// `proc::SockMem`): the truesize charged to the double's sockets (this
+/// process) and the payload bytes in the agent's receive queues.
+struct Queued {
+    truesize: u64,
+    recv_q: u64,
+    agent_rcvbuf: u64,
+}
+
+impl Queued {
+    fn record(&self, row: &mut Row) {
+        row.set("kernel_queued_kib", self.truesize as f64 / 1024.0);
+        row.set("recv_q_kib", self.recv_q as f64 / 1024.0);
+        row.set("agent_rcvbuf_kib", self.agent_rcvbuf as f64 / 1024.0);
+    }
+}
+
+fn queued(agent: u32) -> Option<Queued> {
+    let a = proc::sock_mem(agent)?;
+    let d = proc::sock_mem(std::process::id())?;
+    Some(Queued { truesize: d.wmem + a.rmem, recv_q: a.recv_q, agent_rcvbuf: a.rcvbuf })
+}
+
 fn pct(cpu: Duration, wall: Duration) -> f64 {
     100.0 * cpu.as_secs_f64() / wall.as_secs_f64()
 }
@@ -200,8 +230,8 @@ fn scale(n: usize, idle: Duration) -> Row {
     row.set("fds_minus_n", fds as f64 - n as f64);
     row.set("agent_threads", fresh.threads as f64);
     row.set("kernel_slab_delta_kib", slab1 as f64 - slab0 as f64);
-    if let Some(s) = proc::sock_mem(a.pid) {
-        row.set("kernel_queued_kib", s.queued_bytes as f64 / 1024.0);
+    if let Some(q) = queued(a.pid) {
+        q.record(&mut row);
     }
     if let Some(size) = proc::slab_object_size("sock_inode_cache") {
         row.note(format!("kernel: {size} B sock_inode_cache object per socket, both ends"));
@@ -219,7 +249,10 @@ fn scale(n: usize, idle: Duration) -> Row {
     row.set("agent_rss_after_lines_kib", proc::mem(a.pid).rss_kib as f64);
 
     // Quiet: every container silent, nothing scraped during the window.
-    std::thread::sleep(Duration::from_millis(500));
+    // The checkpoint covering those lines is written within about a second
+    // (at most once a second, after the output is flushed): let it happen
+    // before the window, it is part of delivering them, not of idling.
+    std::thread::sleep(Duration::from_secs(3));
     let (c0, dc0, w0) = (proc::cpu(a.pid), d.server_cpu_time(), Instant::now());
     std::thread::sleep(idle);
     let (c1, dc1, wall) = (proc::cpu(a.pid), d.server_cpu_time(), w0.elapsed());
@@ -267,6 +300,9 @@ fn scale(n: usize, idle: Duration) -> Row {
 enum Sink {
     DevNull,
     File,
+    /// `/dev/null`, and the state directory (checkpoints) on tmpfs, where
+    /// fsync costs nothing: what the checkpoint's disk writes cost.
+    DevNullStateOnTmpfs,
 }
 
 struct Sample {
@@ -280,13 +316,17 @@ struct Sample {
 
 fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, param: &str) -> Row {
     let mut row = Row::new(scenario, n, param);
-    let dir = TempDir::new(&format!("tput-{n}-{param}"));
+    let tag = format!("tput-{n}-{param}");
+    let dir = match sink {
+        Sink::DevNullStateOnTmpfs => TempDir::new_in(Path::new("/dev/shm"), &tag),
+        _ => TempDir::new(&tag),
+    };
     let d = start_double();
     let per = (total / n as u64).max(1);
     let total = per * n as u64;
     let ids = containers(&d, n, &quiet_writer());
     let out = match sink {
-        Sink::DevNull => PathBuf::from("/dev/null"),
+        Sink::DevNull | Sink::DevNullStateOnTmpfs => PathBuf::from("/dev/null"),
         Sink::File => dir.0.join("out.jsonl"),
     };
     let a = Agent::start(&launch(&d, &dir, &out, extra));
@@ -295,11 +335,9 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
     if !wait_streams(&a, &d, n, Duration::from_secs(180)) {
         row.note("streams did not all open in 180 s");
     }
-    // The backlog, container after container: the double starts sending
-    // the first ones while the last are being written.
-    for id in &ids {
-        d.prefill(id, per);
-    }
+    // Every backlog stored before the double sends any of it: the clock
+    // starts with all N streams about to carry data.
+    d.prefill_each(&ids, per);
     let sample = |a: &Agent| {
         let m = a.metrics();
         Sample {
@@ -314,8 +352,9 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
     let mut first: Option<Sample> = None;
     let mut last = sample(&a);
     let mut progress = Instant::now();
-    let mut sock: Option<proc::SockMem> = None;
+    let mut sock: Option<Queued> = None;
     let mut peak_rss = 0;
+    let mut ck_max = 0u64;
     // Sample the queued socket memory once, mid-run, at the largest N
     // only: `ss` over 20 000 sockets takes a good part of a core.
     let sample_sock = scenario == "rcvbuf" || n >= 10_000;
@@ -330,11 +369,13 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
         if s.lines > last.lines {
             progress = Instant::now();
         }
+        let ck = std::fs::metadata(dir.0.join("state/checkpoints.json")).map_or(0, |m| m.len());
+        ck_max = ck_max.max(ck);
         if first.is_none() && s.lines > 0 {
             first = Some(sample(&a));
         }
         if sample_sock && sock.is_none() && s.lines > total / 3 {
-            sock = proc::sock_mem(a.pid);
+            sock = queued(a.pid);
         }
         last = s;
     }
@@ -355,22 +396,25 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
     row.set("agent_cpu_pct", 100.0 * cpu / dt);
     row.set("double_cpu_pct", 100.0 * (last.double_cpu - f.double_cpu).as_secs_f64() / dt);
     row.set("agent_peak_rss_kib", peak_rss as f64);
-    if let Some(s) = sock {
-        row.set("kernel_queued_kib", s.queued_bytes as f64 / 1024.0);
+    if let Some(q) = sock {
+        q.record(&mut row);
     }
     if last.lines < total {
         row.note(format!("stalled at {} of {total} lines", last.lines));
     }
     // Nothing more may arrive: more than `total` would be duplicates.
     std::thread::sleep(Duration::from_millis(500));
-    let delivered = lines(&a.metrics());
+    let m = a.metrics();
+    let delivered = lines(&m);
+    row.set("checkpoint_writes", sum(&m, "log_capturer_checkpoint_writes_total"));
+    row.set("checkpoint_max_mb", ck_max as f64 / 1e6);
     let sent = d.stats().messages_sent;
     let status = a.stop();
     if !status.contains("exit status: 0") {
         row.note(format!("agent exit: {status}"));
     }
     match sink {
-        Sink::DevNull => {
+        Sink::DevNull | Sink::DevNullStateOnTmpfs => {
             row.set("lost", total.saturating_sub(delivered) as f64);
             row.set("duplicated", delivered.saturating_sub(total) as f64);
         }
@@ -392,12 +436,13 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
     log(format!(
         "{scenario} N={n} {param}: {} lines in {dt:.2} s = {:.0} lines/s wall, {:.0} lines per agent CPU s, \
          agent {:.0} % CPU, double {:.0} % CPU, peak RSS {peak_rss} KiB, double sent {sent} messages, \
-         lost {} dup {}",
+         checkpoints up to {:.1} MB, lost {} dup {}",
         last.lines,
         dl / dt,
         dl / cpu.max(1e-9),
         row.get("agent_cpu_pct").unwrap_or(0.0),
         row.get("double_cpu_pct").unwrap_or(0.0),
+        ck_max as f64 / 1e6,
         row.get("lost").unwrap_or(-1.0),
         row.get("duplicated").unwrap_or(-1.0),
     ));
@@ -406,12 +451,14 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
 
 // ---- rotation capacity ---------------------------------------------------
 
-fn rotation(n: usize, rotate_ms: u64, window: Duration) -> Row {
+fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
     let rotate = Duration::from_millis(rotate_ms);
     let nominal = n as f64 / rotate.as_secs_f64();
-    let mut row = Row::new("rotation", n, format!("{nominal:.0}/s"));
+    let suffix = if tmpfs { " state-on-tmpfs" } else { "" };
+    let mut row = Row::new("rotation", n, format!("{nominal:.0}/s{suffix}"));
     row.set("rotate_after_ms", rotate_ms as f64);
-    let dir = TempDir::new(&format!("rot-{n}-{rotate_ms}"));
+    let tag = format!("rot-{n}-{rotate_ms}");
+    let dir = if tmpfs { TempDir::new_in(Path::new("/dev/shm"), &tag) } else { TempDir::new(&tag) };
     let d = start_double();
     // The first reopens come `rotate` (±10 %) after the streams open; the
     // window starts after them.
@@ -429,10 +476,11 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration) -> Row {
     std::thread::sleep(warmup);
     let _ = d.take_reopen_gaps();
     let rot0 = sum(&a.metrics(), "log_capturer_stream_rotations_total");
-    let (c0, t0) = (proc::cpu(a.pid), Instant::now());
+    let (c0, dc0, t0) = (proc::cpu(a.pid), d.server_cpu_time().unwrap_or_default(), Instant::now());
     std::thread::sleep(window);
     let mut gaps: Vec<f64> = d.take_reopen_gaps().iter().map(|g| g.as_secs_f64() * 1e3).collect();
-    let (c1, dt) = (proc::cpu(a.pid), t0.elapsed());
+    let (c1, dc1, dt) = (proc::cpu(a.pid), d.server_cpu_time().unwrap_or_default(), t0.elapsed());
+    row.set("double_cpu_pct", pct(dc1.saturating_sub(dc0), dt));
     let rot1 = sum(&a.metrics(), "log_capturer_stream_rotations_total");
     gaps.sort_by(f64::total_cmp);
     row.set("reopens", gaps.len() as f64);
@@ -460,8 +508,8 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration) -> Row {
     row.set("lost", t.lost as f64);
     row.set("duplicated", t.duplicated as f64);
     log(format!(
-        "rotation N={n} --rotate-after {ra}: {} reopens in {:.1} s = {:.0}/s (nominal {nominal:.0}/s), \
-         gap p50 {:.2} ms p99 {:.2} ms max {:.2} ms, agent {:.0} % CPU, lost {} dup {}",
+        "rotation N={n} --rotate-after {ra}{suffix}: {} reopens in {:.1} s = {:.0}/s (nominal {nominal:.0}/s), \
+         gap p50 {:.2} ms p99 {:.2} ms max {:.2} ms, agent {:.0} % CPU, double {:.0} % CPU, lost {} dup {}",
         gaps.len(),
         dt.as_secs_f64(),
         gaps.len() as f64 / dt.as_secs_f64(),
@@ -469,6 +517,7 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration) -> Row {
         report::percentile(&gaps, 99.0),
         gaps.last().copied().unwrap_or(f64::NAN),
         pct(c1 - c0, dt),
+        pct(dc1.saturating_sub(dc0), dt),
         t.lost,
         t.duplicated
     ));
@@ -618,11 +667,13 @@ fn main() {
         for &n in &k.ns {
             rows.push(throughput(n, k.lines_null, Sink::DevNull, &[], "throughput", "/dev/null"));
             rows.push(throughput(n, k.lines_file, Sink::File, &[], "throughput", "file"));
+            let tmpfs = Sink::DevNullStateOnTmpfs;
+            rows.push(throughput(n, k.lines_null, tmpfs, &[], "throughput", "/dev/null state-on-tmpfs"));
         }
     }
     if want(&k, "rotation") {
-        for &(n, ms) in &k.rotation {
-            rows.push(rotation(n, ms, k.rotation_window));
+        for &(n, ms, tmpfs) in &k.rotation {
+            rows.push(rotation(n, ms, k.rotation_window, tmpfs));
         }
     }
     if want(&k, "ulimit") {
@@ -793,15 +844,21 @@ fn checks(rows: &[Row], base: &Row) -> Vec<Check> {
         let per_cpu = r.get("lines_per_agent_cpu_s").unwrap_or(0.0);
         c.push(Check {
             what: format!("throughput into {}, N={}", r.param, r.n),
-            target: if r.param == "/dev/null" { ">= 1 000 000 lines/s on one core".into() } else { "-".into() },
+            target: if r.param.starts_with("/dev/null") {
+                ">= 1 000 000 lines/s on one core".into()
+            } else {
+                "-".into()
+            },
             measured: format!(
-                "{per_cpu:.0} lines per agent CPU s; wall {:.0} lines/s, {:.0} MB/s messages{}; {:.2} agent CPU s per M lines",
+                "{per_cpu:.0} lines per agent CPU s; wall {:.0} lines/s, {:.0} MB/s messages{}; {:.2} agent CPU s per M lines; \
+                 checkpoint file up to {:.0} MB",
                 r.get("lines_per_s").unwrap_or(0.0),
                 r.get("msg_mb_per_s").unwrap_or(0.0),
                 r.get("output_mb_per_s").map_or(String::new(), |v| format!(", {v:.0} MB/s JSON written")),
                 r.get("agent_cpu_s_per_mlines").unwrap_or(0.0),
+                r.get("checkpoint_max_mb").unwrap_or(0.0),
             ),
-            pass: (r.param == "/dev/null").then_some(per_cpu >= 1e6),
+            pass: (r.param.starts_with("/dev/null")).then_some(per_cpu >= 1e6),
         });
     }
     c.push(Check {

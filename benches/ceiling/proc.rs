@@ -48,15 +48,24 @@ pub fn cpu(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// Socket memory of one process's unix sockets, from `ss -x -m -p`:
-/// `rmem_alloc` (skb truesize queued in receive buffers, what the kernel
-/// holds for data the process has not read yet) summed, and the receive
-/// buffer limits summed.
+/// Unix socket memory of one process, from `ss -x -m -p`.
+///
+/// For AF_UNIX stream sockets the kernel charges a queued skb to the
+/// *sender's* socket (`skmem` `t`, wmem_alloc) while it waits in the
+/// receiver's queue; the receiver's `r` (rmem_alloc) stays 0. So the
+/// memory held for data the agent has not read yet is the `t` of the
+/// double's sockets, and the bytes of it are the agent sockets' Recv-Q.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SockMem {
     pub sockets: u64,
-    pub queued_bytes: u64,
-    pub rcvbuf_bytes: u64,
+    /// Sum of Recv-Q: payload bytes waiting to be read.
+    pub recv_q: u64,
+    /// Sum of skmem `r`: skb truesize charged as receive memory.
+    pub rmem: u64,
+    /// Sum of skmem `t`: skb truesize charged to these sockets as senders.
+    pub wmem: u64,
+    /// Sum of skmem `rb`: receive buffer limits.
+    pub rcvbuf: u64,
 }
 
 pub fn sock_mem(pid: u32) -> Option<SockMem> {
@@ -72,11 +81,17 @@ pub fn sock_mem(pid: u32) -> Option<SockMem> {
             continue;
         };
         m.sockets += 1;
+        // Netid State Recv-Q Send-Q ...
+        m.recv_q += line.split_whitespace().nth(2).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         for f in sk.split(',') {
-            if let Some(v) = f.strip_prefix("rb") {
-                m.rcvbuf_bytes += v.parse::<u64>().unwrap_or(0);
-            } else if let Some(v) = f.strip_prefix('r') {
-                m.queued_bytes += v.parse::<u64>().unwrap_or(0);
+            let num = |p: &str| f.strip_prefix(p).and_then(|v| v.parse::<u64>().ok());
+            // "tb…" and "rb…" do not parse after "t" / "r": no confusion.
+            if let Some(v) = num("rb") {
+                m.rcvbuf += v;
+            } else if let Some(v) = num("r") {
+                m.rmem += v;
+            } else if let Some(v) = num("t") {
+                m.wmem += v;
             }
         }
     }

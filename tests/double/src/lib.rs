@@ -467,6 +467,18 @@ impl Double {
         })
     }
 
+    /// [`Double::prefill`] for several containers in one step: the server
+    /// sends none of these lines before all are stored, so every stream
+    /// starts with its backlog at the same moment.
+    pub fn prefill_each(&self, ids: &[String], lines: u64) {
+        self.with(|st| {
+            for id in ids {
+                let k = st.key(id);
+                assert!(st.prefill(k, lines), "docker-double: prefill: container {id} has no writer");
+            }
+        })
+    }
+
     /// Stream downtimes seen since the last call. One entry per logs
     /// request on a container that had a logs response before: the time
     /// from the end of the previous response (the server saw the client
