@@ -310,6 +310,7 @@ struct Sample {
     lines: u64,
     msg_bytes: f64,
     agent_cpu: Duration,
+    agent_wait: Duration,
     double_cpu: Duration,
     wire: u64,
 }
@@ -344,7 +345,8 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
             t: Instant::now(),
             lines: lines(&m),
             msg_bytes: sum(&m, "log_capturer_bytes_total"),
-            agent_cpu: proc::cpu(a.pid),
+            agent_cpu: proc::sched(a.pid).0,
+            agent_wait: proc::sched(a.pid).1,
             double_cpu: d.server_cpu_time().unwrap_or_default(),
             wire: d.stats().bytes_sent,
         }
@@ -394,13 +396,18 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
     row.set("wire_mb_per_s", (last.wire - f.wire) as f64 / dt / 1e6);
     row.set("agent_cpu_s_per_mlines", cpu / (dl / 1e6));
     row.set("agent_cpu_pct", 100.0 * cpu / dt);
+    row.set("agent_runq_wait_pct", 100.0 * (last.agent_wait - f.agent_wait).as_secs_f64() / dt);
     row.set("double_cpu_pct", 100.0 * (last.double_cpu - f.double_cpu).as_secs_f64() / dt);
     row.set("agent_peak_rss_kib", peak_rss as f64);
     if let Some(q) = sock {
         q.record(&mut row);
     }
-    if last.lines < total {
-        row.note(format!("stalled at {} of {total} lines", last.lines));
+    let complete = last.lines >= total;
+    if !complete {
+        row.note(format!(
+            "run cut at {} of {total} lines (no progress for 30 s, or 120 s in all): lost/duplicated not judged",
+            last.lines
+        ));
     }
     // Nothing more may arrive: more than `total` would be duplicates.
     std::thread::sleep(Duration::from_millis(500));
@@ -414,6 +421,7 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
         row.note(format!("agent exit: {status}"));
     }
     match sink {
+        _ if !complete => {}
         Sink::DevNull | Sink::DevNullStateOnTmpfs => {
             row.set("lost", total.saturating_sub(delivered) as f64);
             row.set("duplicated", delivered.saturating_sub(total) as f64);
@@ -435,12 +443,14 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
     }
     log(format!(
         "{scenario} N={n} {param}: {} lines in {dt:.2} s = {:.0} lines/s wall, {:.0} lines per agent CPU s, \
-         agent {:.0} % CPU, double {:.0} % CPU, peak RSS {peak_rss} KiB, double sent {sent} messages, \
+         agent {:.0} % CPU ({:.0} % waiting for a CPU), double {:.0} % CPU, peak RSS {peak_rss} KiB, \
+         double sent {sent} messages, \
          checkpoints up to {:.1} MB, lost {} dup {}",
         last.lines,
         dl / dt,
         dl / cpu.max(1e-9),
         row.get("agent_cpu_pct").unwrap_or(0.0),
+        row.get("agent_runq_wait_pct").unwrap_or(0.0),
         row.get("double_cpu_pct").unwrap_or(0.0),
         ck_max as f64 / 1e6,
         row.get("lost").unwrap_or(-1.0),
@@ -476,10 +486,11 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
     std::thread::sleep(warmup);
     let _ = d.take_reopen_gaps();
     let rot0 = sum(&a.metrics(), "log_capturer_stream_rotations_total");
-    let (c0, dc0, t0) = (proc::cpu(a.pid), d.server_cpu_time().unwrap_or_default(), Instant::now());
+    let ((c0, w0), dc0, t0) = (proc::sched(a.pid), d.server_cpu_time().unwrap_or_default(), Instant::now());
     std::thread::sleep(window);
     let mut gaps: Vec<f64> = d.take_reopen_gaps().iter().map(|g| g.as_secs_f64() * 1e3).collect();
-    let (c1, dc1, dt) = (proc::cpu(a.pid), d.server_cpu_time().unwrap_or_default(), t0.elapsed());
+    let ((c1, w1), dc1, dt) = (proc::sched(a.pid), d.server_cpu_time().unwrap_or_default(), t0.elapsed());
+    row.set("agent_runq_wait_pct", pct(w1 - w0, dt));
     row.set("double_cpu_pct", pct(dc1.saturating_sub(dc0), dt));
     let rot1 = sum(&a.metrics(), "log_capturer_stream_rotations_total");
     gaps.sort_by(f64::total_cmp);
@@ -509,7 +520,8 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
     row.set("duplicated", t.duplicated as f64);
     log(format!(
         "rotation N={n} --rotate-after {ra}{suffix}: {} reopens in {:.1} s = {:.0}/s (nominal {nominal:.0}/s), \
-         gap p50 {:.2} ms p99 {:.2} ms max {:.2} ms, agent {:.0} % CPU, double {:.0} % CPU, lost {} dup {}",
+         gap p50 {:.2} ms p99 {:.2} ms max {:.2} ms, agent {:.0} % CPU ({:.0} % waiting for a CPU), \
+         double {:.0} % CPU, lost {} dup {}",
         gaps.len(),
         dt.as_secs_f64(),
         gaps.len() as f64 / dt.as_secs_f64(),
@@ -517,6 +529,7 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
         report::percentile(&gaps, 99.0),
         gaps.last().copied().unwrap_or(f64::NAN),
         pct(c1 - c0, dt),
+        pct(w1 - w0, dt),
         pct(dc1.saturating_sub(dc0), dt),
         t.lost,
         t.duplicated
@@ -851,12 +864,13 @@ fn checks(rows: &[Row], base: &Row) -> Vec<Check> {
             },
             measured: format!(
                 "{per_cpu:.0} lines per agent CPU s; wall {:.0} lines/s, {:.0} MB/s messages{}; {:.2} agent CPU s per M lines; \
-                 checkpoint file up to {:.0} MB",
+                 checkpoint file up to {:.0} MB; agent waited for a CPU {:.0} % of the time",
                 r.get("lines_per_s").unwrap_or(0.0),
                 r.get("msg_mb_per_s").unwrap_or(0.0),
                 r.get("output_mb_per_s").map_or(String::new(), |v| format!(", {v:.0} MB/s JSON written")),
                 r.get("agent_cpu_s_per_mlines").unwrap_or(0.0),
                 r.get("checkpoint_max_mb").unwrap_or(0.0),
+                r.get("agent_runq_wait_pct").unwrap_or(0.0),
             ),
             pass: (r.param.starts_with("/dev/null")).then_some(per_cpu >= 1e6),
         });
@@ -874,10 +888,12 @@ fn checks(rows: &[Row], base: &Row) -> Vec<Check> {
             what: format!("reopen downtime p99, N={} at {}", r.n, r.param),
             target: "< 50 ms".into(),
             measured: format!(
-                "{p99:.2} ms (p50 {:.2}, max {:.2}; measured {:.0} reopens/s)",
+                "{p99:.2} ms (p50 {:.2}, max {:.2}; measured {:.0} reopens/s; agent {:.0} % CPU, waited for a CPU {:.0} %)",
                 r.get("gap_p50_ms").unwrap_or(f64::NAN),
                 r.get("gap_max_ms").unwrap_or(f64::NAN),
-                r.get("reopen_rate").unwrap_or(0.0)
+                r.get("reopen_rate").unwrap_or(0.0),
+                r.get("agent_cpu_pct").unwrap_or(0.0),
+                r.get("agent_runq_wait_pct").unwrap_or(0.0)
             ),
             pass: Some(p99 < 50.0),
         });

@@ -38,14 +38,23 @@ pub fn fds(pid: u32) -> usize {
 /// CPU time of every thread of `pid`, from `schedstat` (nanoseconds: the
 /// idle figure needs better than the 10 ms of clock ticks).
 pub fn cpu(pid: u32) -> Duration {
-    let mut ns = 0u64;
+    sched(pid).0
+}
+
+/// (CPU time, time spent runnable but waiting for a CPU) of every thread
+/// of `pid`: the second tells a slow agent from a machine too busy to run
+/// it (other people's builds share these two cores).
+pub fn sched(pid: u32) -> (Duration, Duration) {
+    let (mut run, mut wait) = (0u64, 0u64);
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in dir.flatten() {
             let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            ns += s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+            run += f.next().unwrap_or(0);
+            wait += f.next().unwrap_or(0);
         }
     }
-    Duration::from_nanos(ns)
+    (Duration::from_nanos(run), Duration::from_nanos(wait))
 }
 
 /// Unix socket memory of one process, from `ss -x -m -p`.

@@ -35,6 +35,7 @@ pub const COLUMNS: &[&str] = &[
     "output_mb_per_s",
     "agent_cpu_s_per_mlines",
     "agent_cpu_pct",
+    "agent_runq_wait_pct",
     "double_cpu_pct",
     "checkpoint_writes",
     "checkpoint_max_mb",
