@@ -500,6 +500,7 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
     row.set("gap_p99_ms", report::percentile(&gaps, 99.0));
     row.set("gap_max_ms", gaps.last().copied().unwrap_or(f64::NAN));
     row.set("agent_cpu_pct", pct(c1 - c0, dt));
+    row.set("connect_eagain", a.stderr.lock().unwrap().eagain as f64);
     row.note(format!("agent rotations in window: {:.0}", rot1 - rot0));
 
     let want = n as u64 * lines_each;
@@ -521,7 +522,7 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
     log(format!(
         "rotation N={n} --rotate-after {ra}{suffix}: {} reopens in {:.1} s = {:.0}/s (nominal {nominal:.0}/s), \
          gap p50 {:.2} ms p99 {:.2} ms max {:.2} ms, agent {:.0} % CPU ({:.0} % waiting for a CPU), \
-         double {:.0} % CPU, lost {} dup {}",
+         double {:.0} % CPU, connect EAGAIN {}, lost {} dup {}",
         gaps.len(),
         dt.as_secs_f64(),
         gaps.len() as f64 / dt.as_secs_f64(),
@@ -531,6 +532,7 @@ fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
         pct(c1 - c0, dt),
         pct(w1 - w0, dt),
         pct(dc1.saturating_sub(dc0), dt),
+        row.get("connect_eagain").unwrap_or(0.0),
         t.lost,
         t.duplicated
     ));
