@@ -5,7 +5,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build release test lint fmt fuzz-smoke bench ci docker-up docker-down clean
+.PHONY: help build release test lint fmt fuzz-smoke bench ceiling ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ fuzz-smoke: ## every fuzz target for FUZZ_SECONDS (default 60) each
 
 bench: ## criterion benchmarks of the decode pipeline
 	$(CARGO) bench --locked --bench decode
+
+ceiling: ## the agent at 100 to 10 000 streams against the API double (benches/ceiling/README.md)
+	$(CARGO) build --locked --release --bin log-capturer
+	$(CARGO) bench --locked --bench ceiling
 
 ci: test lint fuzz-smoke ## what .ci/run runs
 

@@ -274,7 +274,21 @@ pub fn go_error(out: &mut Vec<u8>, public: &str) {
 
 /// The size line of a chunk of `len` bytes (lower-case hex, like Go).
 pub fn chunk_head(out: &mut Vec<u8>, len: usize) {
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    // Lower-case hex without leading zeros, as Go writes it; no allocation,
+    // it runs once per log message.
+    let mut buf = [0u8; 2 * std::mem::size_of::<usize>()];
+    let mut i = buf.len();
+    let mut v = len;
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[v & 15];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 pub fn chunk(out: &mut Vec<u8>, data: &[u8]) {

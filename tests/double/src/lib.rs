@@ -454,6 +454,42 @@ impl Double {
         self.shared.wake(&mut st);
     }
 
+    /// Write `lines` generated lines (the container's [`Writer`] format,
+    /// continuing its numbering) at once, timestamped now: a backlog that a
+    /// `--from-beginning` reader drains as fast as it can, so a throughput
+    /// benchmark measures the reader rather than the writer's pacing. A
+    /// writer with `lines_per_sec: 0.0` gives the format and writes nothing
+    /// else. Panics if the container has no writer.
+    pub fn prefill(&self, id: &str, lines: u64) {
+        self.with(|st| {
+            let k = st.key(id);
+            assert!(st.prefill(k, lines), "docker-double: prefill: container {id} has no writer");
+        })
+    }
+
+    /// [`Double::prefill`] for several containers in one step: the server
+    /// sends none of these lines before all are stored, so every stream
+    /// starts with its backlog at the same moment.
+    pub fn prefill_each(&self, ids: &[String], lines: u64) {
+        self.with(|st| {
+            for id in ids {
+                let k = st.key(id);
+                assert!(st.prefill(k, lines), "docker-double: prefill: container {id} has no writer");
+            }
+        })
+    }
+
+    /// Stream downtimes seen since the last call. One entry per logs
+    /// request on a container that had a logs response before: the time
+    /// from the end of the previous response (the server saw the client
+    /// close it, or sent its end) to this request, or zero if the previous
+    /// one was still open (the client overlapped them). The head of the new
+    /// response is written in the same loop iteration. A container's first
+    /// request adds nothing. At most 2^20 entries are kept between calls.
+    pub fn take_reopen_gaps(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.shared.lock().reopen_gaps)
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
     }

@@ -30,6 +30,8 @@ pub const OUT_BATCH: usize = 8 * 1024;
 const SCAN_BUDGET: usize = 4096;
 /// Lines one writer may produce in one tick when the loop fell behind.
 const MAX_BURST: u64 = 1000;
+/// Reopen downtimes kept until the test takes them.
+const MAX_GAPS: usize = 1 << 20;
 
 pub(crate) struct Shared {
     pub state: Mutex<State>,
@@ -90,6 +92,10 @@ pub(crate) struct Container {
     runs_ended: Vec<u64>,
     writer: Option<AutoWriter>,
     dirty: bool,
+    /// Logs responses in progress on this container, and when the last one
+    /// ended: what a reopen's downtime is measured from.
+    streams_open: u32,
+    last_close: Option<Instant>,
 }
 
 impl Container {
@@ -252,6 +258,11 @@ pub(crate) struct State {
     id_state: u64,
     /// Reused to render generated lines.
     scratch: Vec<u8>,
+    /// Reopen downtimes not yet taken by the test (bounded).
+    pub reopen_gaps: Vec<Duration>,
+    /// The timestamp prefix of the last second rendered: consecutive
+    /// messages mostly share their date and time of day.
+    prefix_cache: (i64, [u8; time::PREFIX_LEN]),
 }
 
 impl State {
@@ -281,6 +292,8 @@ impl State {
             server_gone: false,
             id_state: seed,
             scratch: Vec::new(),
+            reopen_gaps: Vec::new(),
+            prefix_cache: (i64::MIN, [0; time::PREFIX_LEN]),
         }
     }
 
@@ -361,6 +374,8 @@ impl State {
             runs_ended: Vec::new(),
             writer,
             dirty: false,
+            streams_open: 0,
+            last_close: None,
         });
         self.by_id.insert(id.clone(), key);
         self.by_name.insert(name, key);
@@ -593,7 +608,7 @@ impl State {
                 }
             }
             let body = body_bytes(c, &m.body, &mut scratch);
-            render_message(out, cur, m.ts, m.stream, body);
+            render_message(out, cur, m.ts, m.stream, body, &mut self.prefix_cache);
             sent += 1;
         }
         self.scratch = scratch;
@@ -677,6 +692,20 @@ impl State {
             let due = w.due();
             self.writers.push(Reverse((due, k)));
         }
+    }
+
+    /// `lines` generated lines in the container's writer format, written
+    /// now (a backlog). Returns false if the container has no writer.
+    pub fn prefill(&mut self, k: usize, lines: u64) -> bool {
+        if self.containers[k].writer.is_none() {
+            return false;
+        }
+        let c = &mut self.containers[k];
+        c.log.reserve(usize::try_from(lines).unwrap_or(0));
+        for _ in 0..lines {
+            self.write_auto(k);
+        }
+        true
     }
 
     fn write_auto(&mut self, k: usize) {
@@ -809,12 +838,28 @@ impl State {
     // ---- stats ------------------------------------------------------
 
     pub fn log_stream_opened(&mut self, k: usize) {
+        let c = &mut self.containers[k];
+        let last_close = c.last_close.take();
+        // A response started while another on the same container is still
+        // open had no downtime (the client overlapped them).
+        let gap = if c.streams_open > 0 { Some(Duration::ZERO) } else { last_close.map(|t| t.elapsed()) };
+        c.streams_open += 1;
+        if let Some(g) = gap {
+            if self.reopen_gaps.len() < MAX_GAPS {
+                self.reopen_gaps.push(g);
+            }
+        }
         self.stats.log_streams_open += 1;
         let id = self.containers[k].id.clone();
         *self.stats.log_streams_open_by_container.entry(id).or_insert(0) += 1;
     }
 
     pub fn log_stream_closed(&mut self, k: usize) {
+        let c = &mut self.containers[k];
+        c.streams_open = c.streams_open.saturating_sub(1);
+        if c.streams_open == 0 {
+            c.last_close = Some(Instant::now());
+        }
         self.stats.log_streams_open = self.stats.log_streams_open.saturating_sub(1);
         let id = &self.containers[k].id;
         if let Some(n) = self.stats.log_streams_open_by_container.get_mut(id) {
@@ -851,8 +896,23 @@ fn decimal_len(mut v: u64) -> usize {
 
 /// `<name> <seq> <stream>`, padded with ` xxx…` to `line_len`, line end.
 fn auto_line(c: &Container, w: &Writer, seq: u64, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    let _ = write!(out, "{} {} {}", c.name, seq, auto_stream(w, seq).as_str());
+    // By hand rather than `write!`: a throughput benchmark renders millions.
+    out.extend_from_slice(c.name.as_bytes());
+    out.push(b' ');
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = seq;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.push(b' ');
+    out.extend_from_slice(auto_stream(w, seq).as_str().as_bytes());
     if out.len() < w.line_len {
         out.push(b' ');
         out.resize(w.line_len, b'x');
@@ -877,7 +937,14 @@ fn body_bytes<'a>(c: &'a Container, body: &'a Body, scratch: &'a mut Vec<u8>) ->
 
 /// One message in its own chunk: an 8-byte frame header unless TTY, the
 /// timestamp prefix if asked, the bytes.
-fn render_message(out: &mut Vec<u8>, cur: &LogCursor, ts: i64, stream: Stream, body: &[u8]) {
+fn render_message(
+    out: &mut Vec<u8>,
+    cur: &LogCursor,
+    ts: i64,
+    stream: Stream,
+    body: &[u8],
+    cache: &mut (i64, [u8; time::PREFIX_LEN]),
+) {
     let payload = body.len() + if cur.timestamps { time::PREFIX_LEN + 1 } else { 0 };
     if cur.tty {
         http::chunk_head(out, payload);
@@ -887,7 +954,14 @@ fn render_message(out: &mut Vec<u8>, cur: &LogCursor, ts: i64, stream: Stream, b
         out.extend_from_slice(&(payload as u32).to_be_bytes());
     }
     if cur.timestamps {
-        out.extend_from_slice(&time::log_prefix(ts));
+        let sec = ts.div_euclid(1_000_000_000);
+        if cache.0 != sec {
+            *cache = (sec, time::log_prefix(ts));
+        }
+        let nanos = ts.rem_euclid(1_000_000_000) as u32;
+        let mut prefix = cache.1;
+        time::put_nanos(&mut prefix, nanos);
+        out.extend_from_slice(&prefix);
         out.push(b' ');
     }
     out.extend_from_slice(body);

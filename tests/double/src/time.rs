@@ -28,6 +28,11 @@ pub fn log_prefix(ns: i64) -> [u8; PREFIX_LEN] {
     out
 }
 
+/// Overwrite the nine fractional digits of a [`log_prefix`].
+pub fn put_nanos(prefix: &mut [u8; PREFIX_LEN], nanos: u32) {
+    put(&mut prefix[20..29], nanos);
+}
+
 /// `ns` as Go's `time.Time` marshals to JSON (RFC3339Nano): the fraction
 /// loses its trailing zeros and disappears when zero.
 pub fn rfc3339_nano(ns: i64) -> String {
@@ -143,6 +148,9 @@ mod tests {
     fn formats() {
         assert_eq!(&log_prefix(1_795_808_902_687_468_145), b"2026-11-27T19:48:22.687468145Z");
         assert_eq!(&log_prefix(0), b"1970-01-01T00:00:00.000000000Z");
+        let mut p = log_prefix(1_795_808_902_000_000_000);
+        put_nanos(&mut p, 687_468_145);
+        assert_eq!(p, log_prefix(1_795_808_902_687_468_145));
         assert_eq!(rfc3339_nano(1_795_808_902_687_468_000), "2026-11-27T19:48:22.687468Z");
         assert_eq!(rfc3339_nano(1_795_808_902_000_000_000), "2026-11-27T19:48:22Z");
         // The capture's Date header: Fri, 27 Nov 2026 20:46:17 GMT.
