@@ -5,10 +5,13 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build release test lint fmt fuzz-smoke bench ci docker-up docker-down clean
+.PHONY: help demo build release test lint fmt fuzz-smoke bench ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+demo: ## 3 containers log, the agent follows them for 20 s, then its metrics (starts Docker if none)
+	tests/docker/demo.sh
 
 build: ## debug build
 	$(CARGO) build --locked
