@@ -5,7 +5,7 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help demo build release test lint fmt fuzz-smoke bench ci docker-up docker-down clean
+.PHONY: help demo build release test lint fmt fuzz-smoke bench peers ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ fuzz-smoke: ## every fuzz target for FUZZ_SECONDS (default 60) each
 
 bench: ## criterion benchmarks of the decode pipeline
 	$(CARGO) bench --locked --bench decode
+
+peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~15 min)
+	benches/peers/run.sh
 
 ci: test lint fuzz-smoke ## what .ci/run runs
 
