@@ -35,7 +35,7 @@ fuzz-smoke: ## every fuzz target for FUZZ_SECONDS (default 60) each
 bench: ## criterion benchmarks of the decode pipeline
 	$(CARGO) bench --locked --bench decode
 
-peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~15 min)
+peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~25 min)
 	benches/peers/run.sh
 
 ci: test lint fuzz-smoke ## what .ci/run runs

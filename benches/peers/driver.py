@@ -504,6 +504,7 @@ def main():
     ap.add_argument("--n", type=int, required=True, help="containers")
     ap.add_argument("--rate", type=int, default=100, help="lines/s per container")
     ap.add_argument("--warmup", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=1, help="measure every follower this many times, interleaved")
     ap.add_argument("--window", type=float, default=60)
     ap.add_argument("--stall", type=float, default=20, help="seconds to observe a stalled stream; 0 skips")
     ap.add_argument("--release", type=float, default=10, help="seconds to observe after the stall ends")
@@ -530,17 +531,34 @@ def main():
         log(f"starting {a.n} containers at {a.rate} lines/s each")
         names = start_containers(a)
         time.sleep(3)
-        rows = [measure(k, a, names, a.dockerd_pid, root) for k in kinds]
+        # Rounds interleave the followers, so a burst of other load on the machine
+        # falls on all of them rather than on one.
+        rows = []
+        for r in range(1, a.rounds + 1):
+            for k in kinds:
+                row = measure(k, a, names, a.dockerd_pid, os.path.join(root, f"round{r}"))
+                rows.append({"round": r, **row})
+        for r in rows:
+            r.update({"n": a.n, "rate_per_container": a.rate})
+        write_csv(os.path.join(a.results, f"n{a.n}.csv"), rows)
         stalls = []
         if a.stall > 0:
             here = os.path.dirname(os.path.abspath(__file__))
+            for p in (a.proxy_sock, a.proxy_ctl):  # an earlier run's socket files
+                if os.path.exists(p):
+                    os.unlink(p)
             proxy = subprocess.Popen([sys.executable, os.path.join(here, "stall_proxy.py"), "--listen",
                                       a.proxy_sock, "--upstream", a.sock, "--control", a.proxy_ctl])
-            deadline = time.monotonic() + 10
-            while not (os.path.exists(a.proxy_sock) and os.path.exists(a.proxy_ctl)):
-                if time.monotonic() > deadline or proxy.poll() is not None:
-                    raise RuntimeError("stall_proxy.py did not start")
-                time.sleep(0.1)
+            # The control socket is bound after the proxy listens: once it answers, both do.
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    proxy_command(a.proxy_ctl, "status")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proxy.poll() is not None:
+                        raise RuntimeError("stall_proxy.py did not start")
+                    time.sleep(0.1)
             stalls = [stall(k, a, names, root) for k in kinds if k != "none"]
     finally:
         for f in RUNNING:
@@ -550,9 +568,6 @@ def main():
             proxy.wait(10)
         remove_containers(a)
 
-    for r in rows:
-        r.update({"n": a.n, "rate_per_container": a.rate})
-    write_csv(os.path.join(a.results, f"n{a.n}.csv"), rows)
     for r in stalls:
         r.update({"n": a.n, "rate_per_container": a.rate, "idle_timeout": a.idle_timeout})
     if stalls:

@@ -7,8 +7,9 @@
 #
 # Settings (environment): PEERS_N (space-separated container counts, default
 # "10 55"), PEERS_RATE (lines/s per container, 100), PEERS_WINDOW (measured
-# seconds per follower, 60), PEERS_WARMUP (10), PEERS_STALL (seconds a stream
-# is stalled, 20; 0 skips), PEERS_RESULTS (default benches/peers/results).
+# seconds per follower and round, 45), PEERS_WARMUP (10), PEERS_ROUNDS (times
+# each follower is measured, interleaved, 2), PEERS_STALL (seconds a stream is
+# stalled, 20; 0 skips), PEERS_RESULTS (default benches/peers/results).
 #
 # Needs its own dockerd (its CPU is measured from its pid): the private one of
 # tests/docker/up.sh under $LC_DOCKER_DIR (default /tmp/lc-peers-docker),
@@ -23,8 +24,9 @@ export LC_DOCKER_DIR="${LC_DOCKER_DIR:-/tmp/lc-peers-docker}"
 source "$root/tests/docker/env.sh"
 N_LIST="${PEERS_N:-10 55}"
 RATE="${PEERS_RATE:-100}"
-WINDOW="${PEERS_WINDOW:-60}"
+WINDOW="${PEERS_WINDOW:-45}"
 WARMUP="${PEERS_WARMUP:-10}"
+ROUNDS="${PEERS_ROUNDS:-2}"
 STALL="${PEERS_STALL:-20}"
 RESULTS="${PEERS_RESULTS:-$here/results}"
 VENV="$root/target/peers-venv"
@@ -78,7 +80,7 @@ dockerd_pid="$(cat "$LC_DOCKER_PIDFILE")"
 mkdir -p "$RESULTS"
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "command: PEERS_N=\"$N_LIST\" PEERS_RATE=$RATE PEERS_WINDOW=$WINDOW PEERS_WARMUP=$WARMUP PEERS_STALL=$STALL benches/peers/run.sh"
+    echo "command: PEERS_N=\"$N_LIST\" PEERS_RATE=$RATE PEERS_WINDOW=$WINDOW PEERS_WARMUP=$WARMUP PEERS_ROUNDS=$ROUNDS PEERS_STALL=$STALL benches/peers/run.sh"
     echo "dockerd: $(docker version -f '{{.Server.Version}}' 2>/dev/null), storage vfs, json-file logs"
     echo "docker CLI: $(docker version -f '{{.Client.Version}}' 2>/dev/null)"
     echo "python docker SDK: $("$VENV/bin/python" -c 'import docker; print(docker.__version__)') on $("$VENV/bin/python" --version)"
@@ -89,7 +91,7 @@ cat "$RESULTS/env.txt" >&2
 
 # --- run ---------------------------------------------------------------------------
 for n in $N_LIST; do
-    python3 "$here/driver.py" --n "$n" --rate "$RATE" --window "$WINDOW" --warmup "$WARMUP" \
+    python3 "$here/driver.py" --n "$n" --rate "$RATE" --window "$WINDOW" --warmup "$WARMUP" --rounds "$ROUNDS" \
         --stall "$STALL" --sock "$LC_DOCKER_SOCK" --dockerd-pid "$dockerd_pid" \
         --agent "$root/target/release/log-capturer" --sdk-python "$VENV/bin/python" \
         --work "$work" --results "$RESULTS" &

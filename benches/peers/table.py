@@ -4,7 +4,10 @@
     table.py RESULTS_DIR > RESULTS_DIR/peers.md
 
 Reads n<N>.csv (the measurement windows) and n<N>-stall.csv (the stall
-experiment) for every N found, in increasing N.
+experiment) for every N found, in increasing N. With several rounds, each
+follower's figures are over all its windows: CPU and lines are summed before
+dividing, RSS/PSS are the mean of the windows' means, fds and threads the
+maximum, missing and repeated lines the sum.
 """
 import csv
 import glob
@@ -26,6 +29,24 @@ def read(path):
         return list(csv.DictReader(f))
 
 
+def combine(rows):
+    """One follower's windows (one per round) as one set of figures."""
+    total = lambda k: sum(float(r[k]) for r in rows)  # noqa: E731
+    out = {"windows": len(rows), "produced": int(total("lines_produced"))}
+    lines = total("lines_received") if rows[0]["follower"] != "none" else total("lines_produced")
+    out["received"] = int(total("lines_received"))
+    out["dockerd"] = total("dockerd_cpu_s") / lines * 1e6 if lines else float("nan")
+    if rows[0]["follower"] != "none":
+        out["cpu"] = total("follower_cpu_s") / lines * 1e6 if lines else float("nan")
+        out["rss"] = total("rss_mib") / len(rows)
+        out["pss"] = total("pss_mib") / len(rows)
+        out["fds"] = max(int(r["fds"]) for r in rows)
+        out["threads"] = max(int(r["threads"]) for r in rows)
+        out["missing"] = int(total("missing"))
+        out["repeated"] = int(total("duplicates"))
+    return out
+
+
 def stall_text(s):
     if not s:
         return "not measured"
@@ -44,25 +65,26 @@ def main():
     ns = sorted(int(m.group(1)) for p in glob.glob(os.path.join(d, "n*.csv"))
                 if (m := re.fullmatch(r"n(\d+)\.csv", os.path.basename(p))))
     print("| N | follower | RSS (MiB, sum) | PSS (MiB, sum) | CPU s / M lines | dockerd CPU s / M lines "
-          "(over nobody following) | fds | threads | lines in window (missing, repeated over the run) "
+          "(over nobody following) | fds | threads | lines received (missing, repeated) "
           "| a stream stalls |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for n in ns:
         rows = read(os.path.join(d, f"n{n}.csv"))
         stalls = {r["follower"]: r for r in read(os.path.join(d, f"n{n}-stall.csv"))}
-        base = next((float(r["dockerd_cpu_s_per_M_lines"]) for r in rows if r["follower"] == "none"), None)
-        for r in rows:
-            k = r["follower"]
-            dockerd = r["dockerd_cpu_s_per_M_lines"]
-            if base is not None and k != "none":
-                dockerd = f"{dockerd} (+{float(dockerd) - base:.1f})"
+        kinds = list(dict.fromkeys(r["follower"] for r in rows))
+        figs = {k: combine([r for r in rows if r["follower"] == k]) for k in kinds}
+        base = figs["none"]["dockerd"] if "none" in figs else None
+        rate = rows[0]["rate_per_container"]
+        for k in kinds:
+            f = figs[k]
             if k == "none":
-                print(f"| {n} | nobody following ({r['rate_per_container']} lines/s per container) | | | "
-                      f"| {r['dockerd_cpu_s_per_M_lines']} | | | {r['lines_produced']} produced | |")
+                print(f"| {n} | nobody following ({rate} lines/s per container) | | | | {f['dockerd']:.1f} | | "
+                      f"| {f['produced']} produced | |")
                 continue
-            print(f"| {n} | {NAMES.get(k, k)} | {r['rss_mib']} | {r['pss_mib']} | {r['cpu_s_per_M_lines']} "
-                  f"| {dockerd} | {r['fds']} | {r['threads']} "
-                  f"| {r['lines_received']} ({r['missing']}, {r['duplicates']}) | {stall_text(stalls.get(k))} |")
+            dockerd = f"{f['dockerd']:.1f}" + (f" (+{f['dockerd'] - base:.1f})" if base is not None else "")
+            print(f"| {n} | {NAMES.get(k, k)} | {f['rss']:.1f} | {f['pss']:.1f} | {f['cpu']:.1f} | {dockerd} "
+                  f"| {f['fds']} | {f['threads']} | {f['received']} ({f['missing']}, {f['repeated']}) "
+                  f"| {stall_text(stalls.get(k))} |")
 
 
 if __name__ == "__main__":
