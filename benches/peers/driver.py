@@ -75,6 +75,18 @@ def last_seq(sock, name):
     return int(m[-1][1]) if m else 0
 
 
+def log_files_mib(sock, names):
+    """Total size of the containers' json-file logs now."""
+    total = 0
+    for n in names:
+        _, body = api_get(sock, f"/containers/{n}/json")
+        try:
+            total += os.path.getsize(json.loads(body)["LogPath"])
+        except (OSError, KeyError):
+            pass
+    return total / 1048576
+
+
 def produced(sock, names):
     return {n: last_seq(sock, n) for n in names}
 
@@ -329,10 +341,18 @@ def measure(kind, a, names, dockerd_pid, root):
     row = {"follower": kind}
     f = None
     if kind != "none":
+        # Start-up is timed too: how long until every container has delivered a
+        # line, and what dockerd spent meanwhile (a follower that opens its
+        # streams with `since` alone makes dockerd read each log file whole).
+        s0 = time.monotonic()
+        sd0 = proc_cpu_s(dockerd_pid)
         f = Follower(kind, a, os.path.join(root, kind, "measure"), a.sock, names)
         f.start()
         seqs = Seqs(f.outputs)
-        wait_all_delivered(f, seqs, names, 60)
+        wait_all_delivered(f, seqs, names, a.ready_timeout)
+        row["startup_s"] = round(time.monotonic() - s0, 1)
+        row["startup_dockerd_cpu_s"] = round(proc_cpu_s(dockerd_pid) - sd0, 2)
+        row["log_file_mib"] = round(log_files_mib(a.sock, names), 1)
         time.sleep(a.warmup)
         counter = Lines(f.outputs)
         counter.update()
@@ -402,7 +422,7 @@ def stall(kind, a, names, root):
     f.start()
     seqs = Seqs(f.outputs)
     seqs.watch = {target}
-    wait_all_delivered(f, seqs, names, 60)
+    wait_all_delivered(f, seqs, names, a.ready_timeout)
     time.sleep(2)
     m0 = f.metrics()
     reply = proxy_command(a.proxy_ctl, f"stall {target_id} {target}")
@@ -504,6 +524,8 @@ def main():
     ap.add_argument("--n", type=int, required=True, help="containers")
     ap.add_argument("--rate", type=int, default=100, help="lines/s per container")
     ap.add_argument("--warmup", type=float, default=10)
+    ap.add_argument("--ready-timeout", type=float, default=300,
+                    help="seconds a follower may take until every container has delivered a line")
     ap.add_argument("--rounds", type=int, default=1, help="measure every follower this many times, interleaved")
     ap.add_argument("--window", type=float, default=60)
     ap.add_argument("--stall", type=float, default=20, help="seconds to observe a stalled stream; 0 skips")

@@ -7,7 +7,7 @@ Reads n<N>.csv (the measurement windows) and n<N>-stall.csv (the stall
 experiment) for every N found, in increasing N. With several rounds, each
 follower's figures are over all its windows: CPU and lines are summed before
 dividing, RSS/PSS are the mean of the windows' means, fds and threads the
-maximum, missing and repeated lines the sum.
+maximum, missing and repeated lines the sum; start-up is listed per round.
 """
 import csv
 import glob
@@ -44,6 +44,8 @@ def combine(rows):
         out["threads"] = max(int(r["threads"]) for r in rows)
         out["missing"] = int(total("missing"))
         out["repeated"] = int(total("duplicates"))
+        out["startup"] = " / ".join(f"{r['startup_s']} s ({r['startup_dockerd_cpu_s']})" for r in rows
+                                    if r.get("startup_s"))
     return out
 
 
@@ -66,8 +68,8 @@ def main():
                 if (m := re.fullmatch(r"n(\d+)\.csv", os.path.basename(p))))
     print("| N | follower | RSS (MiB, sum) | PSS (MiB, sum) | CPU s / M lines | dockerd CPU s / M lines "
           "(over nobody following) | fds | threads | lines received (missing, repeated) "
-          "| a stream stalls |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+          "| start-up: every container delivered after (dockerd CPU s), per round | a stream stalls |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
     for n in ns:
         rows = read(os.path.join(d, f"n{n}.csv"))
         stalls = {r["follower"]: r for r in read(os.path.join(d, f"n{n}-stall.csv"))}
@@ -79,12 +81,12 @@ def main():
             f = figs[k]
             if k == "none":
                 print(f"| {n} | nobody following ({rate} lines/s per container) | | | | {f['dockerd']:.1f} | | "
-                      f"| {f['produced']} produced | |")
+                      f"| {f['produced']} produced | | |")
                 continue
             dockerd = f"{f['dockerd']:.1f}" + (f" (+{f['dockerd'] - base:.1f})" if base is not None else "")
             print(f"| {n} | {NAMES.get(k, k)} | {f['rss']:.1f} | {f['pss']:.1f} | {f['cpu']:.1f} | {dockerd} "
                   f"| {f['fds']} | {f['threads']} | {f['received']} ({f['missing']}, {f['repeated']}) "
-                  f"| {stall_text(stalls.get(k))} |")
+                  f"| {f['startup'] or 'not measured'} | {stall_text(stalls.get(k))} |")
 
 
 if __name__ == "__main__":
