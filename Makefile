@@ -5,10 +5,13 @@
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build release test lint fmt fuzz-smoke bench ceiling ci docker-up docker-down clean
+.PHONY: help demo build release test lint fmt fuzz-smoke bench ceiling peers soak ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+demo: ## 3 containers log, the agent follows them for 20 s, then its metrics (starts Docker if none)
+	tests/docker/demo.sh
 
 build: ## debug build
 	$(CARGO) build --locked
@@ -40,6 +43,9 @@ bench: ## criterion benchmarks of the decode pipeline
 ceiling: ## the agent at 100 to 10 000 streams against the API double (benches/ceiling/README.md)
 	$(CARGO) build --locked --release --bin log-capturer
 	$(CARGO) bench --locked --bench ceiling
+
+peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~25 min)
+	benches/peers/run.sh
 
 ci: test lint fuzz-smoke ## what .ci/run runs
 
