@@ -466,3 +466,37 @@ fn speaks_the_daemons_version_when_old_ones_are_refused() {
     d.write(&id, Stream::Stdout, b"new 1 stdout");
     assert!(wait_for(T, || read_output(&agent.output).len() == 1), "{}", agent.stderr());
 }
+
+#[test]
+fn first_opens_use_tail_and_a_short_window_is_read_again_whole() {
+    let dir = TempDir::new("firsttail");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let agent = Agent::start(d.socket(), &dir.0, &["--head-timeout", "1s"]);
+    // "few": its first stream opens with tail and nothing to check.
+    let few = d.create_and_start(ContainerSpec::new("few").writer(writer(200.0, 400)));
+    // "many": its first request never answers; by the retry 5 000 lines
+    // are stored, more than the first open's tail window of 2 000.
+    let many = d.create(ContainerSpec::new("many"));
+    d.inject(Match::LogsOf(many.clone()), Fault::NeverAnswer, 1);
+    d.start_again(&many);
+    for i in 1..=5000 {
+        d.write(&many, Stream::Stdout, format!("many {i} stdout").as_bytes());
+    }
+    assert!(wait_for(T, || all_delivered(&agent, &[("few", 400), ("many", 5000)])), "{}", agent.stderr());
+    assert_exactly_once(&agent, &[("few", 400)]);
+    // Nothing of "many" is lost; lines of the short window may come twice.
+    let recs = read_output(&agent.output);
+    let mut seen: Vec<u64> = recs
+        .iter()
+        .filter(|r| r.container == "many")
+        .map(|r| r.message.split(' ').nth(1).unwrap().parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (1..=5000).collect::<Vec<u64>>());
+    let s = d.stats();
+    assert_eq!(s.logs_requests_by_container[&few], 1, "one stream for a container that needed one");
+    assert!(s.logs_requests_with_tail >= 2, "first opens use tail: {s:?}");
+    assert_eq!(s.logs_requests_since_only, 1, "exactly one since-only read, for \"many\": {s:?}");
+    assert!(agent.metric("log_capturer_stream_reconnects_total{reason=\"catchup\"}") >= 1.0);
+}

@@ -417,11 +417,12 @@ impl Agent {
             Err(e) => {
                 self.connect_error(&e);
                 if let Some(c) = self.containers.get(id) {
-                    if c.backoff.failures() == 0 && !is_fd_exhaustion(&e) {
+                    let quiet = is_fd_exhaustion(&e) || e.kind() == std::io::ErrorKind::WouldBlock;
+                    if c.backoff.failures() == 0 && !quiet {
                         eprintln!("log-capturer: cannot inspect {}: {e}; retrying", short(id));
                     }
                 }
-                self.schedule_retry(id);
+                self.retry_connect(id, &e);
             }
         }
     }

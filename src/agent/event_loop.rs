@@ -541,10 +541,17 @@ impl Agent {
             self.timers.cancel(t);
             conn.timers.remove(0);
         }
-        let (kind, after) = match conn.role {
+        let (kind, after) = match &conn.role {
             Role::Api { .. } => (ConnTimer::Api, self.cfg.api_timeout),
             Role::Client(_) => (ConnTimer::Client, Duration::from_secs(10)),
-            Role::Logs(_) | Role::Events(_) => (ConnTimer::Head, self.cfg.head_timeout),
+            Role::Events(_) => (ConnTimer::Head, self.cfg.head_timeout),
+            // A daemon too busy to answer within the head deadline would
+            // start the same work over on every retry and never converge:
+            // each consecutive failure of the stream doubles it (up to 8x).
+            Role::Logs(l) => {
+                let failures = self.containers.get(&l.id).map_or(0, |c| c.backoff.failures());
+                (ConnTimer::Head, self.cfg.head_timeout * (1 << failures.min(3)))
+            }
         };
         if let Role::Logs(l) = &mut conn.role {
             l.requested_at_ns = wall_ns();

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::agent::container::{Container, Ending, Follow};
 use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Timer};
-use crate::agent::resume::{tail_for, Occurrences, Resume, TailCheck};
+use crate::agent::resume::{tail_for, Occurrences, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
 use crate::docker::request::{self, LogsQuery};
 use crate::metrics::{LogStream, Metrics, ReconnectReason, RotationReason};
@@ -34,13 +34,32 @@ pub(crate) struct LogConn {
     /// Opened with `follow=1` on a running container (not a drain of a
     /// stopped one, nor the final read).
     pub live: bool,
+    /// The `since` it was opened with.
+    pub since: i64,
+    /// A first open with `tail`: history lines it may still see before its
+    /// window could have been too short (see [`FIRST_TAIL`]).
+    pub history_left: Option<u64>,
 }
+
+/// `tail` of a stream opened before any line was delivered, when its
+/// `since` is recent. With no delivered line to check the window against,
+/// the check is a count: if this many history lines arrive, lines before
+/// the window may be missing, and the stream is read again from `since`
+/// without `tail` (lines delivered twice, never lost). A full `since`-only
+/// read makes dockerd decode the whole log file (1.2 s of its CPU for a
+/// 48 MiB log, measured), on every first open and every reopen of a quiet
+/// container.
+pub(crate) const FIRST_TAIL: u64 = 2_000;
+/// How recent `since` must be for a first open to use [`FIRST_TAIL`]
+/// (older: a backlog the operator asked for, read whole).
+const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 
 /// Delivers decoded events of one stream: drops replays, writes the rest.
 struct Sink<'a> {
     occ: &'a mut Occurrences,
     verify: &'a mut bool,
     catchup: &'a mut bool,
+    history_left: &'a mut Option<u64>,
     requested_at_ns: i64,
     messages: &'a mut u64,
     daemon_error: &'a mut Option<String>,
@@ -63,6 +82,17 @@ impl Sink<'_> {
         *self.messages += 1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
         if *self.catchup {
             return;
+        }
+        // Lines stamped up to a second after the request count as history:
+        // dockerd may read the file a little after we asked.
+        if let Some(left) = self.history_left.as_mut() {
+            if rec.timestamp.is_some_and(|ts| ts < self.requested_at_ns + 1_000_000_000) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    *self.catchup = true;
+                    return;
+                }
+            }
         }
         let fp = self.occ.fingerprint(&rec);
         if std::mem::take(self.verify)
@@ -99,11 +129,23 @@ impl Agent {
         let Some(resume) = c.resume.as_ref() else {
             return;
         };
-        let since = resume.since();
-        // `tail` makes the reopen cheap for dockerd; only once something was
-        // delivered is there a resume point the first line can be checked
-        // against, and after a short tail window one since-only catch-up.
-        let tail = (resume.last_ts.is_some() && !c.catchup_next).then(|| tail_for(c.rate, since, now_ns));
+        let since = c.rewind_to.map_or(resume.since(), |r| r.min(resume.since()));
+        // `tail` makes the reopen cheap for dockerd. Once something was
+        // delivered, the first line is checked against the resume point;
+        // before, a recent `since` is checked by counting (`FIRST_TAIL`).
+        // After a short tail window: one since-only catch-up.
+        let first = resume.last_ts.is_none();
+        let tail = if c.catchup_next {
+            None
+        } else if !first {
+            Some(tail_for(c.rate, since, now_ns))
+        } else if now_ns - since <= FIRST_TAIL_RECENT_NS {
+            Some(FIRST_TAIL)
+        } else {
+            None
+        };
+        let history_left = (first && tail.is_some()).then_some(FIRST_TAIL);
+        let verify = !first && tail.is_some();
         c.catchup_next = false;
         let follow = c.ending != Ending::FinalRead;
         let live = follow && c.running;
@@ -121,7 +163,7 @@ impl Agent {
             dec,
             occ: Occurrences::default(),
             requested_at_ns: now_ns,
-            verify: tail.is_some(),
+            verify,
             catchup: false,
             head_seen: false,
             opened: Instant::now(),
@@ -129,6 +171,8 @@ impl Agent {
             messages: 0,
             daemon_error: None,
             live,
+            since,
+            history_left,
         };
         match self.open_conn(request::get(&path), Role::Logs(Box::new(lc))) {
             Ok(key) => {
@@ -140,10 +184,10 @@ impl Agent {
                 // Nothing is lost while it waits: the next stream resumes
                 // where this one would have.
                 self.connect_error(&e);
-                if !crate::agent::budget::is_fd_exhaustion(&e) {
+                if !crate::agent::budget::is_fd_exhaustion(&e) && !is_backlog_full(&e) {
                     self.stream_trouble(id, &format!("cannot connect to Docker: {e}"));
                 }
-                self.schedule_retry(id);
+                self.retry_connect(id, &e);
             }
         }
     }
@@ -159,11 +203,14 @@ impl Agent {
         let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
         let c = containers.get_mut(&lc.id)?;
         let resume = c.resume.as_mut()?;
-        let LogConn { dec, occ, verify, catchup, requested_at_ns, messages, daemon_error, .. } = &mut **lc;
+        let LogConn {
+            dec, occ, verify, catchup, history_left, requested_at_ns, messages, daemon_error, ..
+        } = &mut **lc;
         let mut sink = Sink {
             occ,
             verify,
             catchup,
+            history_left,
             requested_at_ns: *requested_at_ns,
             messages,
             daemon_error,
@@ -188,6 +235,7 @@ impl Agent {
         lc.last_data = Instant::now();
         let head_now = !lc.head_seen && lc.dec.head().is_some();
         let catchup = lc.catchup;
+        let rewind = (lc.history_left == Some(0)).then_some(lc.since);
         // dockerd keeps the connection open after the terminating chunk:
         // the response's end, not EOF, is the stream's end.
         let ended = lc.dec.is_done();
@@ -206,6 +254,7 @@ impl Agent {
             let id = self.abandon_conn(key);
             if let Some(c) = id.as_deref().and_then(|id| self.containers.get_mut(id)) {
                 c.catchup_next = true;
+                c.rewind_to = rewind;
             }
             if let Some(id) = id {
                 self.open_logs(&id);
@@ -244,6 +293,8 @@ impl Agent {
         self.add_timer(key, now + self.cfg.idle_timeout, ConnTimer::Idle);
         if let Some(c) = self.containers.get_mut(&id) {
             c.backoff.reset();
+            // The catch-up from the first stream's `since` is under way.
+            c.rewind_to = None;
         }
     }
 
@@ -289,6 +340,17 @@ impl Agent {
                 if let (Some(resume), Some(logs)) = (c.resume.as_mut(), lc.dec.logs()) {
                     resume.cut(logs.open_lines());
                 }
+                // A stream that was live for a while and sent nothing proves
+                // the log had no line from `since` until shortly before it
+                // was opened: the next one need not ask for that span again
+                // (and its `since` stays recent, so it can use `tail`).
+                if let Some(resume) = c.resume.as_mut() {
+                    let live_for = lc.opened.elapsed().as_nanos() as i64;
+                    let ok = lc.dec.head().is_some_and(|h| h.is_success());
+                    if resume.last_ts.is_none() && ok && lc.messages == 0 && live_for >= 2 * MARGIN {
+                        resume.start_since = resume.start_since.max(lc.requested_at_ns - MARGIN);
+                    }
+                }
                 update_rate(c, &lc);
                 c.follow = Follow::Idle;
                 Some(lc.id)
@@ -326,6 +388,10 @@ impl Agent {
             _ => None,
         };
         let catchup = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
+        let rewind = match self.conns.get(key).map(|c| &c.role) {
+            Some(Role::Logs(lc)) if lc.history_left == Some(0) => Some(lc.since),
+            _ => None,
+        };
         let live = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.live);
         let Some(id) = self.abandon_conn(key) else {
             return;
@@ -333,6 +399,7 @@ impl Agent {
         if catchup {
             if let Some(c) = self.containers.get_mut(&id) {
                 c.catchup_next = true;
+                c.rewind_to = rewind;
             }
         }
         if let Some(msg) = daemon_error {
@@ -438,6 +505,22 @@ impl Agent {
         self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
     }
 
+    /// A connect failed. dockerd's listen backlog full (EAGAIN on a unix
+    /// socket, as in a burst of thousands of reopens) clears within
+    /// milliseconds: retry soon, without growing the backoff. Anything else
+    /// backs off.
+    pub(crate) fn retry_connect(&mut self, id: &str, e: &std::io::Error) {
+        if !is_backlog_full(e) {
+            return self.schedule_retry(id);
+        }
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        c.follow = Follow::Backoff;
+        let wait = BACKLOG_RETRY.mul_f64(1.0 + self.rng.unit());
+        self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
+    }
+
     pub(crate) fn retry_container(&mut self, id: &str) {
         let Some(c) = self.containers.get(id) else {
             return;
@@ -477,6 +560,14 @@ fn update_rate(c: &mut Container, lc: &LogConn) {
     let secs = lc.opened.elapsed().as_secs_f64().max(0.001);
     let rate = lc.messages as f64 / secs;
     c.rate = if c.rate == 0.0 { rate } else { 0.5 * c.rate + 0.5 * rate };
+}
+
+/// First wait before connecting again to a daemon whose backlog was full
+/// (up to twice this, jittered).
+const BACKLOG_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn is_backlog_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
 }
 
 /// The 12-character id Docker shows.
