@@ -4,8 +4,12 @@
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
+# The soak (benches/soak/README.md): CI runs SOAK_MINUTES=3 SOAK_ROTATE=2s.
+SOAK_MINUTES ?= 30
+SOAK_ROTATE ?= 30s
+SOAK_CONTAINERS ?= 55
 
-.PHONY: help build release test lint fmt fuzz-smoke bench ci docker-up docker-down clean
+.PHONY: help build release test lint fmt fuzz-smoke bench soak ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,6 +35,10 @@ fuzz-smoke: ## every fuzz target for FUZZ_SECONDS (default 60) each
 
 bench: ## criterion benchmarks of the decode pipeline
 	$(CARGO) bench --locked --bench decode
+
+soak: ## soak on a real dockerd: SOAK_MINUTES (30), SOAK_ROTATE (30s), SOAK_CONTAINERS (55)
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_ROTATE=$(SOAK_ROTATE) SOAK_CONTAINERS=$(SOAK_CONTAINERS) \
+		benches/soak/soak.py
 
 ci: test lint fuzz-smoke ## what .ci/run runs
 
