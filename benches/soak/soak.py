@@ -569,7 +569,8 @@ class Soak:
         self.start_containers()
         # Baseline: dockerd's CPU for writing the logs, without the agent.
         log(f"baseline: {st.baseline_s:g} s of dockerd CPU without the agent")
-        time.sleep(2)
+        # Let the containers' start (and the last 2 % of a prefill burst) settle first.
+        time.sleep(5 if st.prefill_mb > 0 else 2)
         b0, bt0 = cpu_s(self.dockerd), time.monotonic()
         time.sleep(st.baseline_s)
         b1, bt1 = cpu_s(self.dockerd), time.monotonic()
