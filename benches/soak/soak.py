@@ -157,6 +157,22 @@ def settled_fd_count(pid, reads=10, gap=0.05):
     return (min(counts) if counts else None), raw
 
 
+def log_file_fds(pid):
+    """(all fds, fds open on a json-file log): dockerd holds one log fd per log reader."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None, None
+    logs = 0
+    for n in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{n}").endswith("-json.log"):
+                logs += 1
+        except OSError:
+            pass
+    return len(names), logs
+
+
 def find_pid(comm, needle):
     """A live process named `comm` whose command line mentions `needle`."""
     for d in os.listdir("/proc"):
@@ -506,6 +522,7 @@ class Soak:
         s = status_fields(a)
         elapsed = round(time.monotonic() - t0, 3)
         fds, fds_raw = settled_fd_count(a)
+        dfds, dlogs = log_file_fds(self.dockerd)
         return {
             "elapsed_s": elapsed,
             "phase": self.phase,
@@ -515,6 +532,8 @@ class Soak:
             "agent_threads": s.get("Threads"),
             "agent_cpu_s": cpu_s(a),
             "dockerd_cpu_s": cpu_s(self.dockerd),
+            "dockerd_fds": dfds,
+            "dockerd_log_fds": dlogs,
             "containerd_cpu_s": cpu_s(self.containerd) if self.containerd else None,
         }
 
@@ -744,15 +763,18 @@ class Soak:
             t = hi
         return out
 
-    def write(self, ok):
-        st = self.st
-        cols = list(self.rows[0].keys())
-        csv_path = os.path.join(st.out, "soak.csv")
+    def write_csv(self):
+        csv_path = os.path.join(self.st.out, "soak.csv")
         with open(csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
+            w = csv.DictWriter(f, fieldnames=list(self.rows[0].keys()))
             w.writeheader()
             for r in self.rows:
                 w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        return csv_path
+
+    def write(self, ok):
+        st = self.st
+        csv_path = self.write_csv()
         png = os.path.join(st.out, "soak.png")
         title = (f"soak: {st.containers} containers, rotate {st.rotate_text}, {st.minutes:g} min"
                  + (f", {st.prefill_mb:g} MB prefilled" if st.prefill_mb > 0 else ""))
@@ -819,6 +841,9 @@ class Soak:
             + (f", containerd {(a1['containerd_cpu_s'] - a0['containerd_cpu_s']) / dt * 100:.1f} %"
                if a0["containerd_cpu_s"] is not None else "")
             + f" of one core; agent total {agent_cpu:.1f} s",
+            f"- dockerd fds: {a0['dockerd_fds']} -> {a1['dockerd_fds']}, of which open on json-file logs "
+            f"{a0['dockerd_log_fds']} -> {a1['dockerd_log_fds']} (one per log reader; {st.containers} "
+            "streams are open at any time)",
             f"- dockerd baseline (containers writing, no agent, {st.baseline_s:g} s): "
             f"{self.baseline_rate * 1000:.1f} ms CPU per s",
             f"- plot: {plot_note}",
@@ -887,6 +912,8 @@ def main():
         return 0 if ok else 1
     except SoakError as e:
         log(f"FAILED to run: {e}")
+        if soak.rows:
+            log(f"the samples so far are in {soak.write_csv()}")
         return 2
     except KeyboardInterrupt as e:
         log(f"interrupted ({e}); cleaning up")
