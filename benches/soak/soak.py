@@ -842,7 +842,7 @@ class Soak:
                if a0["containerd_cpu_s"] is not None else "")
             + f" of one core; agent total {agent_cpu:.1f} s",
             f"- dockerd fds: {a0['dockerd_fds']} -> {a1['dockerd_fds']}, of which open on json-file logs "
-            f"{a0['dockerd_log_fds']} -> {a1['dockerd_log_fds']} (one per log reader; {st.containers} "
+            f"{a0['dockerd_log_fds']} -> {a1['dockerd_log_fds']} (one per container held by its log writer, one per open log reader; {st.containers} "
             "streams are open at any time)",
             f"- dockerd baseline (containers writing, no agent, {st.baseline_s:g} s): "
             f"{self.baseline_rate * 1000:.1f} ms CPU per s",
