@@ -4,8 +4,12 @@
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
+# The soak (benches/soak/README.md): CI runs SOAK_MINUTES=3 SOAK_ROTATE=2s.
+SOAK_MINUTES ?= 30
+SOAK_ROTATE ?= 30s
+SOAK_CONTAINERS ?= 55
 
-.PHONY: help demo build release test lint fmt fuzz-smoke bench ceiling peers soak ci docker-up docker-down clean
+.PHONY: help demo build release test lint fmt fuzz-smoke bench ceiling peers soak soak-ci ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,7 +51,14 @@ ceiling: ## the agent at 100 to 10 000 streams against the API double (benches/c
 peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~25 min)
 	benches/peers/run.sh
 
-ci: test lint fuzz-smoke ## what .ci/run runs
+soak: ## soak on a real dockerd: SOAK_MINUTES (30), SOAK_ROTATE (30s), SOAK_CONTAINERS (55)
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_ROTATE=$(SOAK_ROTATE) SOAK_CONTAINERS=$(SOAK_CONTAINERS) \
+		benches/soak/soak.py
+
+soak-ci: ## the soak compressed as CI runs it: 3 minutes, streams reopened every 2 s
+	$(MAKE) soak SOAK_MINUTES=3 SOAK_ROTATE=2s
+
+ci: test lint fuzz-smoke soak-ci ## what .ci/run runs
 
 docker-up: ## start a private dockerd for tests (prints DOCKER_HOST)
 	tests/docker/up.sh
