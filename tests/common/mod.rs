@@ -255,7 +255,12 @@ pub fn read_output(path: &Path) -> Vec<Rec> {
 }
 
 /// Poll `cond` every 20 ms until it holds or `timeout` passes.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_for(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_until(timeout, Duration::from_millis(20), cond)
+}
+
+/// Poll `cond` every `every` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -264,7 +269,7 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 

@@ -255,19 +255,7 @@ pub fn settled_fds(agent: &Agent) -> usize {
     last
 }
 
-/// Polls `cond` every `every` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(every);
-    }
-}
+pub use crate::common::wait_until;
 
 /// A shell script writing `<name> <i>` for i in 1..=total, every fifth
 /// line to stderr, at about `rate` lines/s (0: as fast as it can). Lines
