@@ -917,6 +917,8 @@ def main():
         return 2
     except KeyboardInterrupt as e:
         log(f"interrupted ({e}); cleaning up")
+        if soak.rows:
+            log(f"the samples so far are in {soak.write_csv()}")
         return 2
     finally:
         # A second signal during cleanup must not leave containers behind.
