@@ -100,11 +100,11 @@ fi
 # --- containers ------------------------------------------------------------
 if ((!daemon_only)) && [[ -S "$SOCK" ]] &&
     [[ "$(curl -s --max-time 5 --unix-socket "$SOCK" http://x/_ping 2>/dev/null || true)" == OK ]]; then
-    ids="$(docker ps -aq 2>/dev/null || true)"
+    ids="$(timeout 30 docker ps -aq 2>/dev/null || true)"
     if [[ -n "$ids" ]]; then
         log "removing $(wc -l <<<"$ids") container(s)"
         # shellcheck disable=SC2086
-        docker rm -f $ids >/dev/null 2>&1 || log "warning: docker rm -f failed"
+        timeout 120 docker rm -f $ids >/dev/null 2>&1 || log "warning: docker rm -f failed or timed out"
     fi
 fi
 
