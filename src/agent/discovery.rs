@@ -16,7 +16,7 @@ use crate::agent::budget::is_fd_exhaustion;
 use crate::agent::container::{Container, Ending, Follow, StartPoint};
 use crate::agent::event_loop::{Agent, ConnFailure, Role, Timer, HEALTH_PING_EVERY};
 use crate::agent::exchange::{Exchange, ExchangeError, Response};
-use crate::agent::follow::short;
+use crate::agent::follow::{is_transient_connect_error, short};
 use crate::agent::resume::{Resume, DEFAULT_MARGIN_NS, DEFAULT_MAX_WINDOW};
 use crate::docker::api::{ContainerInspect, ContainerSummary, Event};
 use crate::docker::request::{self, negotiate, Api};
@@ -417,8 +417,7 @@ impl Agent {
             Err(e) => {
                 self.connect_error(&e);
                 if let Some(c) = self.containers.get(id) {
-                    let quiet = is_fd_exhaustion(&e) || e.kind() == std::io::ErrorKind::WouldBlock;
-                    if c.backoff.failures() == 0 && !quiet {
+                    if c.backoff.failures() == 0 && !is_transient_connect_error(&e) {
                         eprintln!("log-capturer: cannot inspect {}: {e}; retrying", short(id));
                     }
                 }
@@ -485,12 +484,10 @@ impl Agent {
         } else if ended.is_some() && std::mem::take(&mut c.ended_live) {
             // Stopped while followed: its last line may not be in the
             // stream (see `Ending`); read once more after the `die` event.
+            c.ending = Ending::AwaitingDie;
             if c.died {
-                c.ending = Ending::FinalRead;
-                self.metrics.final_reads.inc();
-                self.open_logs(id);
+                self.final_read(id);
             } else {
-                c.ending = Ending::AwaitingDie;
                 c.follow = Follow::Backoff;
                 self.timers.insert(Instant::now() + DIE_WAIT, Timer::FinalRead { id: id.to_owned() });
             }

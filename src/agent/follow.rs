@@ -184,7 +184,7 @@ impl Agent {
                 // Nothing is lost while it waits: the next stream resumes
                 // where this one would have.
                 self.connect_error(&e);
-                if !crate::agent::budget::is_fd_exhaustion(&e) && !is_backlog_full(&e) {
+                if !is_transient_connect_error(&e) {
                     self.stream_trouble(id, &format!("cannot connect to Docker: {e}"));
                 }
                 self.retry_connect(id, &e);
@@ -568,6 +568,13 @@ const BACKLOG_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn is_backlog_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::WouldBlock
+}
+
+/// A connect failure that is retried without saying anything: out of fds
+/// (counted and reported on its own) or dockerd's backlog full (clears in
+/// milliseconds).
+pub(crate) fn is_transient_connect_error(e: &std::io::Error) -> bool {
+    crate::agent::budget::is_fd_exhaustion(e) || is_backlog_full(e)
 }
 
 /// The 12-character id Docker shows.
