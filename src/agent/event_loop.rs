@@ -45,6 +45,11 @@ pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
 /// Bytes read from a socket at once, into the loop's one shared buffer.
 pub(crate) const READ_BUF: usize = 64 << 10;
+/// Reads of one connection per turn of the loop (1 MiB): a stream that
+/// always has more cannot starve the others, timers or scrapes. It goes to
+/// the back of the queue and is read again after the next (non-blocking)
+/// poll.
+pub(crate) const READS_PER_TURN: usize = 16;
 
 /// What a timer on the wheel is for.
 #[derive(Debug, Clone)]
@@ -114,7 +119,8 @@ pub(crate) struct Conn {
     pub out: Vec<u8>,
     pub out_pos: usize,
     pub timers: Vec<TimerId>,
-    /// Readable, but left unread while the output is full.
+    /// Readable, but left unread (output full, or its reads for this turn
+    /// used up): queued in `Agent::paused`.
     pub paused: bool,
     pub role: Role,
 }
@@ -178,8 +184,11 @@ pub struct Agent {
     pub(crate) checkpoint_every: Duration,
     pub(crate) output_blocked_since: Option<Instant>,
     pub(crate) shutdown: bool,
-    /// Connections left unread while the output was full, (key, gen): read
-    /// again when it drains, without scanning every connection each turn.
+    /// Connections left readable, (key, gen): while the output was full
+    /// (read again when it drains), or after their reads for one turn (read
+    /// again next turn). Edge-triggered polling will not report them again,
+    /// so this queue is the only thing that brings them back; no scan of
+    /// every connection.
     pub(crate) paused: Vec<(usize, u64)>,
     /// Metrics clients connected now.
     pub(crate) clients: usize,
@@ -334,7 +343,13 @@ impl Agent {
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         while !self.shutdown {
-            let timeout = self.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            // Connections still readable are served after a look at what
+            // else is ready, not after a sleep.
+            let timeout = if !self.paused.is_empty() && self.output.has_room() {
+                Some(Duration::ZERO)
+            } else {
+                self.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()))
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -585,18 +600,24 @@ impl Agent {
     /// Read a connection until it would block (or the output is full),
     /// feeding each read to its role.
     fn read_conn(&mut self, key: usize) {
-        loop {
+        for reads in 0.. {
+            if let Some(Role::Logs(_)) = self.conns.get(key).map(|c| &c.role) {
+                // A file or /dev/null takes the buffer at once; only a
+                // blocked pipe leaves it full.
+                if self.output.is_full() {
+                    self.flush_output();
+                }
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if let Role::Logs(_) = conn.role {
-                if self.output.is_full() {
-                    if !conn.paused {
-                        conn.paused = true;
-                        self.paused.push((key, conn.gen));
-                    }
-                    return;
+            let out_full = matches!(conn.role, Role::Logs(_)) && self.output.is_full();
+            if out_full || reads == READS_PER_TURN {
+                if !conn.paused {
+                    conn.paused = true;
+                    self.paused.push((key, conn.gen));
                 }
+                return;
             }
             let n = match conn.sock.read(&mut self.read_buf) {
                 Ok(n) => n,
@@ -667,11 +688,15 @@ impl Agent {
                 self.read_conn(key);
             }
             if !self.output.has_room() {
-                break;
+                self.flush_output();
+                if !self.output.has_room() {
+                    break;
+                }
             }
         }
-        // Those not reached wait for the next drain, behind any paused anew.
-        self.paused.extend(rest);
+        // Those not reached go first next time, then any queued anew.
+        let anew = std::mem::replace(&mut self.paused, rest.collect());
+        self.paused.extend(anew);
     }
 
     pub(crate) fn flush_output(&mut self) {
