@@ -90,9 +90,6 @@ pub struct Container {
     pub ending: Ending,
     /// The stream that just ended was following a running container.
     pub ended_live: bool,
-    /// A first stream's `tail` window may have been short: read again from
-    /// this `since`, without `tail`.
-    pub rewind_to: Option<i64>,
 }
 
 impl Container {
@@ -118,7 +115,6 @@ impl Container {
             died: false,
             ending: Ending::None,
             ended_live: false,
-            rewind_to: None,
         };
         c.set_identity("", "");
         c

@@ -17,7 +17,7 @@ use crate::agent::container::{Container, Ending, Follow, StartPoint};
 use crate::agent::event_loop::{Agent, ConnFailure, Role, Timer, HEALTH_PING_EVERY};
 use crate::agent::exchange::{Exchange, ExchangeError, Response};
 use crate::agent::follow::{is_transient_connect_error, short};
-use crate::agent::resume::{Resume, DEFAULT_MARGIN_NS, DEFAULT_MAX_WINDOW};
+use crate::agent::resume::Resume;
 use crate::docker::api::{ContainerInspect, ContainerSummary, Event};
 use crate::docker::request::{self, negotiate, Api};
 use crate::docker::timestamp;
@@ -394,7 +394,7 @@ impl Agent {
             let mut c = Container::new(id, start);
             c.created_ns = created_ns;
             if let Some(ck) = self.loaded.remove(id) {
-                c.resume = Some(ck.resume.restore(DEFAULT_MARGIN_NS, DEFAULT_MAX_WINDOW));
+                c.resume = Some(ck.resume);
                 c.drained = ck.drained && !started;
                 c.set_identity(&ck.name, "");
             }

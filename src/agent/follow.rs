@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::agent::container::{Container, Ending, Follow};
 use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Timer};
-use crate::agent::resume::{tail_for, Occurrences, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
+use crate::agent::resume::{tail_for, Replay, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
 use crate::docker::request::{self, LogsQuery};
 use crate::metrics::{LogStream, Metrics, ReconnectReason, RotationReason};
@@ -16,7 +16,7 @@ use crate::response::{ResponseConfig, ResponseDecoder, ResponseError, ResponseEr
 pub(crate) struct LogConn {
     pub id: String,
     pub dec: ResponseDecoder,
-    pub occ: Occurrences,
+    pub replay: Replay,
     /// Wall clock when the request went out: lines stamped earlier are
     /// history, later ones are new.
     pub requested_at_ns: i64,
@@ -56,7 +56,7 @@ const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 
 /// Delivers decoded events of one stream: drops replays, writes the rest.
 struct Sink<'a> {
-    occ: &'a mut Occurrences,
+    replay: &'a mut Replay,
     verify: &'a mut bool,
     catchup: &'a mut bool,
     history_left: &'a mut Option<u64>,
@@ -94,19 +94,19 @@ impl Sink<'_> {
                 }
             }
         }
-        let fp = self.occ.fingerprint(&rec);
+        let fp = self.replay.fingerprint(&rec);
         if std::mem::take(self.verify)
             && self.resume.check_first_line(&fp, self.requested_at_ns) == TailCheck::CatchUp
         {
             *self.catchup = true;
             return;
         }
-        if self.resume.is_duplicate(&fp) {
+        if !self.resume.admit(&fp, self.replay) {
             self.metrics.duplicates_dropped.inc();
             return;
         }
         self.output.push(&rec, self.extra);
-        self.resume.delivered(fp);
+        self.resume.delivered(fp, self.replay);
         if let Some(s) = LogStream::from_stream_id(rec.stream) {
             self.metrics.line(s, rec.message.len());
         }
@@ -129,13 +129,13 @@ impl Agent {
         let Some(resume) = c.resume.as_ref() else {
             return;
         };
-        let since = c.rewind_to.map_or(resume.since(), |r| r.min(resume.since()));
+        let since = resume.since();
         // `tail` makes the reopen cheap for dockerd. Once something was
         // delivered, the first line is checked against the resume point;
         // before, a recent `since` is checked by counting (`FIRST_TAIL`).
-        // After a short tail window: one since-only catch-up.
+        // After a short tail window: since-only until caught up.
         let first = resume.last_ts.is_none();
-        let tail = if c.catchup_next {
+        let tail = if c.catchup_next || resume.gap.is_some() {
             None
         } else if !first {
             Some(tail_for(c.rate, since, now_ns))
@@ -161,7 +161,7 @@ impl Agent {
         let lc = LogConn {
             id: id.to_owned(),
             dec,
-            occ: Occurrences::default(),
+            replay: Replay::default(),
             requested_at_ns: now_ns,
             verify,
             catchup: false,
@@ -204,10 +204,18 @@ impl Agent {
         let c = containers.get_mut(&lc.id)?;
         let resume = c.resume.as_mut()?;
         let LogConn {
-            dec, occ, verify, catchup, history_left, requested_at_ns, messages, daemon_error, ..
+            dec,
+            replay,
+            verify,
+            catchup,
+            history_left,
+            requested_at_ns,
+            messages,
+            daemon_error,
+            ..
         } = &mut **lc;
         let mut sink = Sink {
-            occ,
+            replay,
             verify,
             catchup,
             history_left,
@@ -235,7 +243,6 @@ impl Agent {
         lc.last_data = Instant::now();
         let head_now = !lc.head_seen && lc.dec.head().is_some();
         let catchup = lc.catchup;
-        let rewind = (lc.history_left == Some(0)).then_some(lc.since);
         // dockerd keeps the connection open after the terminating chunk:
         // the response's end, not EOF, is the stream's end.
         let ended = lc.dec.is_done();
@@ -254,7 +261,6 @@ impl Agent {
             let id = self.abandon_conn(key);
             if let Some(c) = id.as_deref().and_then(|id| self.containers.get_mut(id)) {
                 c.catchup_next = true;
-                c.rewind_to = rewind;
             }
             if let Some(id) = id {
                 self.open_logs(&id);
@@ -293,8 +299,6 @@ impl Agent {
         self.add_timer(key, now + self.cfg.idle_timeout, ConnTimer::Idle);
         if let Some(c) = self.containers.get_mut(&id) {
             c.backoff.reset();
-            // The catch-up from the first stream's `since` is under way.
-            c.rewind_to = None;
         }
     }
 
@@ -339,6 +343,11 @@ impl Agent {
                 let c = self.containers.get_mut(&lc.id)?;
                 if let (Some(resume), Some(logs)) = (c.resume.as_mut(), lc.dec.logs()) {
                     resume.cut(logs.open_lines());
+                }
+                // A first stream's full tail window: what came before it is
+                // read again from its `since`.
+                if let (Some(resume), Some(0)) = (c.resume.as_mut(), lc.history_left) {
+                    resume.open_gap(lc.since, &lc.replay);
                 }
                 // A stream that was live for a while and sent nothing proves
                 // the log had no line from `since` until shortly before it
@@ -388,10 +397,6 @@ impl Agent {
             _ => None,
         };
         let catchup = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
-        let rewind = match self.conns.get(key).map(|c| &c.role) {
-            Some(Role::Logs(lc)) if lc.history_left == Some(0) => Some(lc.since),
-            _ => None,
-        };
         let live = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.live);
         let Some(id) = self.abandon_conn(key) else {
             return;
@@ -399,7 +404,6 @@ impl Agent {
         if catchup {
             if let Some(c) = self.containers.get_mut(&id) {
                 c.catchup_next = true;
-                c.rewind_to = rewind;
             }
         }
         if let Some(msg) = daemon_error {

@@ -12,17 +12,24 @@
 //!   timestamp, and a stream cut mid-line must send the whole line again.
 //!
 //! So a stream resumes at `since = last delivered timestamp - margin`
-//! (never after the start of a line still open when it was cut), and every
-//! delivered line's [`Fingerprint`] is kept for timestamps down to
-//! `since - margin`. A line that comes again has the same fingerprint and is
-//! dropped; a line with a timestamp older than what the window covers can
-//! only be new (an inversion larger than the margin), so it is delivered.
+//! (never after the start of a line still open when it was cut), and a
+//! resumed stream sends, per stream, the lines it delivered before in the
+//! same order, then new ones. Because timestamps never decrease within a
+//! stream, the newest delivered line of each stream (its [`Fingerprint`]:
+//! timestamp, index among equal timestamps, hash) is all it takes to tell
+//! a replay from a new line: at or before it is a replay. Three
+//! fingerprints per container, whatever its rate: memory and checkpoints
+//! stay the same size when a container floods.
+//!
+//! Once a connection has passed the newest delivered line of a stream,
+//! everything after it on that connection is new, even if the wall clock
+//! steps back ([`Replay`]).
 //!
 //! With `tail=K` (cheap for dockerd, see [`tail_for`]) the first complete
 //! line of the response proves whether the tail window reached back far
-//! enough: see [`Resume::check_first_line`].
-
-use std::collections::{HashSet, VecDeque};
+//! enough: see [`Resume::check_first_line`]. A first stream has nothing to
+//! check against; if its window was full, lines before it may be missing,
+//! and a [`Gap`] makes the next stream read them from the original `since`.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,12 +40,6 @@ use crate::record::Record;
 /// second leaves a wide safety margin and costs only re-reading (and
 /// dropping) one second of lines per reopen.
 pub const DEFAULT_MARGIN_NS: i64 = 1_000_000_000;
-
-/// Most fingerprints kept per container. At 20 000 lines/s sustained this
-/// still covers the two margins; past it the window's floor rises (and the
-/// resume point with it), trading a theoretical inversion loss for bounded
-/// memory (24 bytes per entry plus the set's overhead).
-pub const DEFAULT_MAX_WINDOW: usize = 40_000;
 
 /// Identifies a delivered line: its timestamp, stream, its index among the
 /// lines of that stream with the same timestamp (dockerd's clock can repeat),
@@ -54,9 +55,19 @@ pub struct Fingerprint {
     pub hash: u64,
 }
 
-/// A fingerprint in a checkpoint: `[ts, stream, occ, hash]` (what is
-/// written: a busy container keeps thousands, so the short form counts), or
-/// the object form the first checkpoints used.
+impl Fingerprint {
+    /// Its place in its stream's order.
+    fn pos(&self) -> (i64, u32) {
+        (self.ts, self.occ)
+    }
+
+    fn slot(&self) -> usize {
+        usize::from(self.stream).min(2)
+    }
+}
+
+/// A fingerprint in a checkpoint: `[ts, stream, occ, hash]`, or the object
+/// form the first checkpoints used.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum FingerprintRepr {
@@ -99,15 +110,19 @@ pub fn message_hash(msg: &[u8], truncated: bool) -> u64 {
     h
 }
 
-/// Counts the occurrence index of each line among the lines of its stream
-/// with the same timestamp. One per connection: a resumed stream starts at
-/// or before the first line of any timestamp it replays, so indices match.
+/// What one connection knows about its own lines: the occurrence index of
+/// each line among the lines of its stream with the same timestamp (a
+/// resumed stream starts at or before the first line of any timestamp it
+/// replays, so indices match), per stream whether it has passed the
+/// replayed part, and the first line it delivered.
 #[derive(Debug, Default, Clone)]
-pub struct Occurrences {
+pub struct Replay {
     last: [(i64, u32); 3],
+    past: [bool; 3],
+    first: [Option<i64>; 3],
 }
 
-impl Occurrences {
+impl Replay {
     pub fn fingerprint(&mut self, rec: &Record<'_>) -> Fingerprint {
         let ts = rec.timestamp.unwrap_or(i64::MIN);
         let slot = &mut self.last[(rec.stream as usize).min(2)];
@@ -127,69 +142,82 @@ pub enum TailCheck {
     CatchUp,
 }
 
-/// The persistent resume state of one container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Lines a first stream may have missed: it was opened with `tail` and
+/// nothing to check the window against, and the window was full. Per
+/// stream, lines stamped before the first one that stream delivered may be
+/// missing; the next streams start at `from` (the first stream's `since`)
+/// until each stream has reached that line again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub from: i64,
+    /// Per stream: the first delivered timestamp; None once read up to it
+    /// (or if the stream delivered nothing, so it has nothing to protect).
+    pub until: [Option<i64>; 3],
+    /// Per stream: the newest line delivered from inside the gap.
+    pub done: [Option<Fingerprint>; 3],
+}
+
+/// The persistent resume state of one container: a few fixed-size fields.
+#[derive(Debug, Clone, Serialize)]
 pub struct Resume {
     /// Where the very first stream started (container start, agent start,
     /// or 0 for the whole backlog): no stream asks for earlier lines.
     pub start_since: i64,
     /// Newest timestamp of any delivered line.
     pub last_ts: Option<i64>,
-    /// Every delivered line with a timestamp >= `floor` is in `window`
-    /// (`i64::MIN` until the window first forgets a line).
-    pub floor: i64,
     /// Per stream (stdin, stdout, stderr): the timestamp of a line a cut
     /// stream had begun and not finished. The next stream must start at or
     /// before it so that the line comes again whole; cleared once a line of
     /// that stream at or after it is delivered.
-    #[serde(default)]
     pub open_lines: [Option<i64>; 3],
-    /// Fingerprints of delivered lines, in delivery order.
-    window: VecDeque<Fingerprint>,
-    #[serde(skip)]
-    set: HashSet<Fingerprint>,
-    #[serde(skip, default = "default_margin")]
-    margin: i64,
-    #[serde(skip, default = "default_max_window")]
-    max_window: usize,
+    /// Per stream: the line delivered last, outside any [`Gap`].
+    pub newest: [Option<Fingerprint>; 3],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
 }
 
-fn default_margin() -> i64 {
-    DEFAULT_MARGIN_NS
+/// A checkpoint's resume state, also in the first format (every recent
+/// line's fingerprint in `window`: the newest of each stream is kept).
+#[derive(Deserialize)]
+struct ResumeRepr {
+    start_since: i64,
+    last_ts: Option<i64>,
+    #[serde(default)]
+    open_lines: [Option<i64>; 3],
+    #[serde(default)]
+    newest: Option<[Option<Fingerprint>; 3]>,
+    #[serde(default)]
+    window: Vec<Fingerprint>,
+    #[serde(default)]
+    gap: Option<Gap>,
 }
 
-fn default_max_window() -> usize {
-    DEFAULT_MAX_WINDOW
+impl<'de> Deserialize<'de> for Resume {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = ResumeRepr::deserialize(d)?;
+        let newest = r.newest.unwrap_or_else(|| {
+            let mut newest = [None; 3];
+            for fp in r.window {
+                let slot: &mut Option<Fingerprint> = &mut newest[fp.slot()];
+                if !slot.is_some_and(|n| fp.pos() < n.pos()) {
+                    *slot = Some(fp);
+                }
+            }
+            newest
+        });
+        Ok(Resume {
+            start_since: r.start_since,
+            last_ts: r.last_ts,
+            open_lines: r.open_lines,
+            newest,
+            gap: r.gap,
+        })
+    }
 }
 
 impl Resume {
     pub fn new(start_since: i64) -> Self {
-        Self {
-            start_since,
-            last_ts: None,
-            floor: i64::MIN,
-            open_lines: [None; 3],
-            window: VecDeque::new(),
-            set: HashSet::new(),
-            margin: DEFAULT_MARGIN_NS,
-            max_window: DEFAULT_MAX_WINDOW,
-        }
-    }
-
-    pub fn with_limits(mut self, margin_ns: i64, max_window: usize) -> Self {
-        self.margin = margin_ns.max(0);
-        self.max_window = max_window.max(1);
-        self
-    }
-
-    /// Rebuild the lookup set after loading from a checkpoint.
-    pub fn restore(mut self, margin_ns: i64, max_window: usize) -> Self {
-        self.set = self.window.iter().copied().collect();
-        self.with_limits(margin_ns, max_window)
-    }
-
-    pub fn window_len(&self) -> usize {
-        self.window.len()
+        Self { start_since, last_ts: None, open_lines: [None; 3], newest: [None; 3], gap: None }
     }
 
     /// A stream was cut; `open`: per stream, the timestamp of a line it had
@@ -210,79 +238,95 @@ impl Resume {
 
     /// The `since` for the next stream, in nanoseconds.
     pub fn since(&self) -> i64 {
-        let open_line_ts = self.open_line_ts();
         let since = match self.last_ts {
             None => self.start_since,
-            Some(last) => {
-                let wanted = self.start_since.max(last.saturating_sub(self.margin));
-                // If the window's floor rose (the cap), replays below
-                // floor + margin could not be recognised: resume later, but
-                // never after the last delivered line (duplicates rather
-                // than loss).
-                wanted.max(self.floor.saturating_add(self.margin).min(last))
-            }
+            Some(last) => self.start_since.max(last.saturating_sub(DEFAULT_MARGIN_NS)),
         };
-        open_line_ts.map_or(since, |open| since.min(open))
+        let since = self.open_line_ts().map_or(since, |open| since.min(open));
+        self.gap.as_ref().map_or(since, |g| since.min(g.from))
     }
 
-    /// True if the line was delivered before (a replay after a reopen).
-    pub fn is_duplicate(&self, fp: &Fingerprint) -> bool {
-        // Newer than anything delivered, or older than the window covers:
-        // new either way.
-        match self.last_ts {
-            Some(last) if fp.ts <= last && fp.ts >= self.floor => self.set.contains(fp),
-            _ => false,
+    /// Lines before the first stream's window may be missing: read again
+    /// from `from`. `replay`: the first stream's.
+    pub fn open_gap(&mut self, from: i64, replay: &Replay) {
+        if replay.first.iter().any(Option::is_some) {
+            self.gap = Some(Gap { from, until: replay.first, done: [None; 3] });
         }
     }
 
-    /// Record a delivered line.
-    pub fn delivered(&mut self, fp: Fingerprint) {
-        let last = self.last_ts.map_or(fp.ts, |l| l.max(fp.ts));
-        self.last_ts = Some(last);
-        if self.set.insert(fp) {
-            self.window.push_back(fp);
+    /// Whether a line seen on the connection `replay` is new (deliver it)
+    /// rather than one delivered before.
+    pub fn admit(&mut self, fp: &Fingerprint, replay: &mut Replay) -> bool {
+        let s = fp.slot();
+        if let Some(g) = self.gap.as_mut() {
+            if let Some(until) = g.until[s] {
+                if fp.ts < until {
+                    // Inside the gap: new unless a stream since the gap
+                    // opened delivered it already.
+                    return !g.done[s].is_some_and(|d| fp.pos() <= d.pos());
+                }
+                // This stream has reached its first delivered line again.
+                g.until[s] = None;
+                g.done[s] = None;
+                if g.until.iter().all(Option::is_none) {
+                    self.gap = None;
+                }
+            }
         }
+        if replay.past[s] {
+            return true;
+        }
+        let new = match self.newest[s] {
+            None => true,
+            Some(n) if fp.pos() == n.pos() => {
+                // The newest delivered line itself: what follows is new. A
+                // different hash means the indices do not match; deliver
+                // (a duplicate at worst).
+                replay.past[s] = true;
+                return fp.hash != n.hash;
+            }
+            Some(n) => fp.pos() > n.pos(),
+        };
+        replay.past[s] |= new;
+        new
+    }
+
+    /// Record a delivered line (one [`Resume::admit`] let through).
+    pub fn delivered(&mut self, fp: Fingerprint, replay: &mut Replay) {
+        let s = fp.slot();
+        replay.first[s].get_or_insert(fp.ts);
+        let in_gap = self.gap.as_ref().is_some_and(|g| g.until[s].is_some_and(|u| fp.ts < u));
+        if in_gap {
+            if let Some(g) = self.gap.as_mut() {
+                g.done[s] = Some(fp);
+            }
+        } else {
+            self.newest[s] = Some(fp);
+        }
+        self.last_ts = Some(self.last_ts.map_or(fp.ts, |l| l.max(fp.ts)));
         // Timestamps never decrease within a stream: a line of this stream
         // at or after the open one means the open line was delivered.
-        let slot = &mut self.open_lines[usize::from(fp.stream).min(2)];
+        let slot = &mut self.open_lines[s];
         if slot.is_some_and(|open| fp.ts >= open) {
             *slot = None;
         }
-        // The window keeps fingerprints back to an open line so that its
-        // resend, and the lines replayed with it, are recognised.
-        let mut keep_from = last.saturating_sub(2 * self.margin);
-        if let Some(open) = self.open_line_ts() {
-            keep_from = keep_from.min(open.saturating_sub(self.margin));
-        }
-        self.evict(keep_from);
-    }
-
-    fn evict(&mut self, keep_from: i64) {
-        while let Some(front) = self.window.front().copied() {
-            let over_cap = self.window.len() > self.max_window;
-            if front.ts >= keep_from && !over_cap {
-                break;
-            }
-            self.window.pop_front();
-            self.set.remove(&front);
-            if over_cap {
-                // Lines at this timestamp may no longer all be known.
-                self.floor = self.floor.max(front.ts.saturating_add(1));
-            }
-        }
-        self.floor = self.floor.max(keep_from);
     }
 
     /// Decide on the first complete line of a `tail=K&since=…` response,
     /// before delivering it. `requested_at`: the agent's clock when the
     /// request was sent (lines older than that are history).
     ///
-    /// If the tail window reached back to the last delivered line, the first
-    /// line it returns (the first at or after `since`) was delivered before
-    /// and is in the window. A history line we never saw means the window
-    /// started later, and lines between may be missing.
+    /// If the tail window reached back to what was delivered, the first line
+    /// it returns (the first at or after `since`) is at or before the newest
+    /// delivered line of its stream. A history line after it means the
+    /// window started later, and lines between may be missing. A line with
+    /// the newest one's timestamp proves it only if it is that very line
+    /// (the window may have begun among lines of equal timestamps, where
+    /// indices do not line up).
     pub fn check_first_line(&self, fp: &Fingerprint, requested_at: i64) -> TailCheck {
-        if self.last_ts.is_none() || fp.ts >= requested_at || self.is_duplicate(fp) {
+        let reaches_back = self.newest[fp.slot()]
+            .is_some_and(|n| fp.ts < n.ts || (fp.pos() == n.pos() && fp.hash == n.hash));
+        if self.last_ts.is_none() || fp.ts >= requested_at || reaches_back {
             TailCheck::Complete
         } else {
             TailCheck::CatchUp
@@ -311,20 +355,24 @@ mod tests {
         Record { timestamp: Some(ts), stream, message: msg, truncated: false, partial: false }
     }
 
+    fn fp(ts: i64, stream: u8, occ: u32, hash: u64) -> Fingerprint {
+        Fingerprint { ts, stream, occ, hash }
+    }
+
     #[test]
     fn occurrence_index_counts_repeats_per_stream() {
-        let mut occ = Occurrences::default();
-        let a = occ.fingerprint(&rec(5, StreamId::Stdout, b"x"));
-        let b = occ.fingerprint(&rec(5, StreamId::Stderr, b"x"));
-        let c = occ.fingerprint(&rec(5, StreamId::Stdout, b"x"));
-        let d = occ.fingerprint(&rec(6, StreamId::Stdout, b"x"));
+        let mut r = Replay::default();
+        let a = r.fingerprint(&rec(5, StreamId::Stdout, b"x"));
+        let b = r.fingerprint(&rec(5, StreamId::Stderr, b"x"));
+        let c = r.fingerprint(&rec(5, StreamId::Stdout, b"x"));
+        let d = r.fingerprint(&rec(6, StreamId::Stdout, b"x"));
         assert_eq!((a.occ, b.occ, c.occ, d.occ), (0, 0, 1, 0));
         assert_ne!(a, c);
     }
 
     #[test]
     fn fingerprints_are_written_short_and_read_in_both_forms() {
-        let fp = Fingerprint { ts: 5, stream: 2, occ: 1, hash: u64::MAX };
+        let fp = fp(5, 2, 1, u64::MAX);
         let json = serde_json::to_string(&fp).unwrap();
         assert_eq!(json, "[5,2,1,18446744073709551615]");
         assert_eq!(serde_json::from_str::<Fingerprint>(&json).unwrap(), fp);
@@ -342,46 +390,51 @@ mod tests {
         assert_ne!(message_hash(b"", false), message_hash(b"\0", false));
     }
 
-    /// Simulate a log file (in file order) and a stream cut after `cut`
-    /// lines, then a resumed stream; return what is delivered in total.
-    fn deliver_with_cut(file: &[(i64, StreamId, &str)], cut: usize, since_filter_all: bool) -> Vec<String> {
-        let mut resume = Resume::new(0);
+    type Line<'a> = (i64, StreamId, &'a str);
+
+    /// One connection reading `lines` (in file order): what it delivers.
+    fn read(resume: &mut Resume, lines: &[Line<'_>]) -> (Vec<String>, Replay) {
+        let mut replay = Replay::default();
         let mut out = Vec::new();
-        let mut occ = Occurrences::default();
-        for &(ts, s, m) in &file[..cut] {
-            let fp = occ.fingerprint(&rec(ts, s, m.as_bytes()));
-            assert!(!resume.is_duplicate(&fp));
-            resume.delivered(fp);
-            out.push(m.to_string());
-        }
-        let since = resume.since();
-        // dockerd's answer to `since`: 20.10 filters every line; 24.0+
-        // stops filtering at the first match.
-        let mut replay: Vec<_> = Vec::new();
-        let mut matched = false;
-        for &(ts, s, m) in file {
-            if ts >= since || (matched && !since_filter_all) {
-                matched = true;
-                replay.push((ts, s, m));
-            }
-        }
-        let mut occ = Occurrences::default();
-        for (ts, s, m) in replay {
-            let fp = occ.fingerprint(&rec(ts, s, m.as_bytes()));
-            if !resume.is_duplicate(&fp) {
-                resume.delivered(fp);
+        for &(ts, s, m) in lines {
+            let fp = replay.fingerprint(&rec(ts, s, m.as_bytes()));
+            if resume.admit(&fp, &mut replay) {
+                resume.delivered(fp, &mut replay);
                 out.push(m.to_string());
             }
         }
+        (out, replay)
+    }
+
+    /// dockerd's answer to `since`: 20.10 filters every line; 24.0+ stops
+    /// filtering at the first match.
+    fn answer<'a>(file: &[Line<'a>], since: i64, filter_all: bool) -> Vec<Line<'a>> {
+        let mut matched = false;
+        file.iter()
+            .filter(|l| {
+                matched |= l.0 >= since;
+                l.0 >= since || (matched && !filter_all)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// A stream cut after `cut` lines, then a resumed stream: every line
+    /// delivered, in total.
+    fn deliver_with_cut(file: &[Line<'_>], cut: usize, filter_all: bool) -> Vec<String> {
+        let mut resume = Resume::new(0);
+        let (mut out, _) = read(&mut resume, &file[..cut]);
+        let since = resume.since();
+        let again = answer(file, since, filter_all);
+        out.extend(read(&mut resume, &again).0);
         out
     }
 
-    #[test]
-    fn every_cut_point_delivers_each_line_once_both_since_modes() {
-        // stdout and stderr interleaved with small inversions, repeated
-        // timestamps and identical messages.
+    /// stdout and stderr interleaved with small inversions, repeated
+    /// timestamps and identical messages.
+    fn sample_file() -> Vec<Line<'static>> {
         use StreamId::{Stderr as E, Stdout as O};
-        let file = [
+        vec![
             (10 * S, O, "o1"),
             (10 * S + 5, E, "e1"),
             (10 * S + 3, O, "o2"), // inverted across streams
@@ -392,7 +445,12 @@ mod tests {
             (12 * S - 200, E, "e4"), // inverted by 200 ns
             (15 * S, O, "o4"),
             (15 * S, O, "o5"),
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_cut_point_delivers_each_line_once_both_since_modes() {
+        let file = sample_file();
         let want: Vec<String> = file.iter().map(|l| l.2.to_string()).collect();
         for filter_all in [true, false] {
             for cut in 0..=file.len() {
@@ -407,63 +465,121 @@ mod tests {
 
     #[test]
     fn resume_point_is_a_margin_before_the_last_line_and_before_an_open_line() {
-        let mut r = Resume::new(0);
-        assert_eq!(r.since(), 0);
-        r.delivered(Fingerprint { ts: 100 * S, stream: 1, occ: 0, hash: 1 });
-        assert_eq!(r.since(), 99 * S);
+        let r = &mut Replay::default();
+        let mut res = Resume::new(0);
+        assert_eq!(res.since(), 0);
+        res.delivered(fp(100 * S, 1, 0, 1), r);
+        assert_eq!(res.since(), 99 * S);
         // A 16 KiB partial line begun at 99.5 s and cut: the margin covers it.
-        r.cut([None, Some(99 * S + S / 2), None]);
-        assert_eq!(r.since(), 99 * S);
+        res.cut([None, Some(99 * S + S / 2), None]);
+        assert_eq!(res.since(), 99 * S);
         // One begun at 50 s on stderr: resume at its start, and keep doing so
         // across further cuts until a stderr line at or after it arrives.
-        r.cut([None, None, Some(50 * S)]);
-        assert_eq!(r.since(), 50 * S);
-        r.cut([None; 3]);
-        assert_eq!(r.since(), 50 * S);
-        r.delivered(Fingerprint { ts: 101 * S, stream: 1, occ: 0, hash: 2 });
-        assert_eq!(r.since(), 50 * S, "a stdout line does not finish a stderr line");
-        r.delivered(Fingerprint { ts: 50 * S, stream: 2, occ: 0, hash: 3 });
-        assert_eq!(r.since(), 100 * S);
+        res.cut([None, None, Some(50 * S)]);
+        assert_eq!(res.since(), 50 * S);
+        res.cut([None; 3]);
+        assert_eq!(res.since(), 50 * S);
+        res.delivered(fp(101 * S, 1, 0, 2), r);
+        assert_eq!(res.since(), 50 * S, "a stdout line does not finish a stderr line");
+        res.delivered(fp(50 * S, 2, 0, 3), r);
+        assert_eq!(res.since(), 100 * S);
         // Never before the first stream's start.
-        let mut r = Resume::new(100 * S);
-        r.delivered(Fingerprint { ts: 100 * S + 1, stream: 1, occ: 0, hash: 1 });
-        assert_eq!(r.since(), 100 * S);
+        let mut res = Resume::new(100 * S);
+        res.delivered(fp(100 * S + 1, 1, 0, 1), r);
+        assert_eq!(res.since(), 100 * S);
     }
 
     #[test]
-    fn window_forgets_old_lines_and_stays_bounded() {
-        let mut r = Resume::new(0).with_limits(S, 1000);
-        for i in 0..10_000i64 {
-            r.delivered(Fingerprint { ts: i * S / 100, stream: 1, occ: 0, hash: i as u64 });
-        }
-        // 100 lines/s, two margins = 2 s kept: about 200 lines.
-        assert!((190..=210).contains(&r.window_len()), "{}", r.window_len());
-        assert_eq!(r.floor, 9_999 * S / 100 - 2 * S);
-        // A flood: the cap holds, the floor rises.
-        for i in 0..5_000i64 {
-            r.delivered(Fingerprint { ts: 100 * S, stream: 1, occ: i as u32, hash: 0 });
-        }
-        assert!(r.window_len() <= 1000);
-        assert!(r.floor > 100 * S);
-        // Not all lines at 100 s are known any more: resume at 100 s, which
-        // may repeat some of them but cannot lose any.
-        assert_eq!(r.since(), 100 * S);
+    fn a_flood_costs_no_state_and_its_replay_is_still_recognised() {
+        // 100 000 lines within one millisecond (the same timestamp repeats),
+        // then a reopen that replays all of them before two new ones.
+        let mut res = Resume::new(0);
+        let msgs: Vec<String> = (0..100_002).map(|i| format!("line {i}")).collect();
+        let file: Vec<Line<'_>> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (100 * S + i as i64 / 7, StreamId::Stdout, m.as_str()))
+            .collect();
+        let (out, _) = read(&mut res, &file[..100_000]);
+        assert_eq!(out.len(), 100_000);
+        let json = serde_json::to_string(&res).unwrap();
+        assert!(json.len() < 300, "a checkpoint stays small: {json}");
+        let again = answer(&file, res.since(), true);
+        let (out, _) = read(&mut res, &again);
+        assert_eq!(out, ["line 100000", "line 100001"]);
+    }
+
+    #[test]
+    fn a_live_stream_delivers_lines_after_the_clock_steps_back() {
+        use StreamId::Stdout as O;
+        let mut res = Resume::new(0);
+        let (out, _) =
+            read(&mut res, &[(100 * S, O, "a"), (101 * S, O, "b"), (99 * S, O, "c"), (99 * S, O, "d")]);
+        assert_eq!(out, ["a", "b", "c", "d"]);
     }
 
     #[test]
     fn tail_check() {
-        let mut r = Resume::new(0);
-        let old = Fingerprint { ts: 100 * S, stream: 1, occ: 0, hash: 7 };
+        let mut res = Resume::new(0);
+        let r = &mut Replay::default();
+        let old = fp(100 * S, 1, 0, 7);
         // Nothing delivered yet: nothing can be missing before the window.
-        assert_eq!(r.check_first_line(&old, 200 * S), TailCheck::Complete);
-        r.delivered(old);
-        // The first line is one we delivered: the window reaches back.
-        assert_eq!(r.check_first_line(&old, 200 * S), TailCheck::Complete);
+        assert_eq!(res.check_first_line(&old, 200 * S), TailCheck::Complete);
+        res.delivered(fp(90 * S, 1, 0, 6), r);
+        res.delivered(old, r);
+        // The first line is the newest we delivered, or older: the window
+        // reaches back.
+        assert_eq!(res.check_first_line(&old, 200 * S), TailCheck::Complete);
+        assert_eq!(res.check_first_line(&fp(90 * S, 1, 0, 6), 200 * S), TailCheck::Complete);
         // A history line we never saw: lines may be missing before it.
-        let unseen = Fingerprint { ts: 150 * S, stream: 1, occ: 0, hash: 8 };
-        assert_eq!(r.check_first_line(&unseen, 200 * S), TailCheck::CatchUp);
+        let unseen = fp(150 * S, 1, 0, 8);
+        assert_eq!(res.check_first_line(&unseen, 200 * S), TailCheck::CatchUp);
+        // Same timestamp as the newest, another line (a window begun among
+        // equal timestamps): not proof.
+        assert_eq!(res.check_first_line(&fp(100 * S, 1, 0, 9), 200 * S), TailCheck::CatchUp);
+        // Another stream with nothing delivered: not proof either.
+        assert_eq!(res.check_first_line(&fp(95 * S, 2, 0, 1), 200 * S), TailCheck::CatchUp);
         // A line written after the request: the history part was empty.
-        assert_eq!(r.check_first_line(&unseen, 120 * S), TailCheck::Complete);
+        assert_eq!(res.check_first_line(&unseen, 120 * S), TailCheck::Complete);
+    }
+
+    #[test]
+    fn a_full_first_window_is_filled_from_its_since_exactly_once() {
+        use StreamId::{Stderr as E, Stdout as O};
+        let msgs: Vec<String> = (0..40).map(|i| format!("l{i}")).collect();
+        let file: Vec<Line<'_>> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (10 * S + (i as i64 / 2) * 1000, if i % 3 == 0 { E } else { O }, m.as_str()))
+            .collect();
+        let want: Vec<String> = msgs.clone();
+        for filter_all in [true, false] {
+            // A first stream with `tail` got the last 15 lines; its window
+            // was full, so it gives up and opens a gap from its since.
+            for delivered in 0..15 {
+                let mut res = Resume::new(10 * S);
+                let (mut out, replay) = read(&mut res, &file[25..25 + delivered]);
+                res.open_gap(10 * S, &replay);
+                // The catch-up stream may itself be cut, and resumed.
+                for cut in [7, 26, 33, 40] {
+                    let mut res = res.clone();
+                    let mut out = out.clone();
+                    let first = answer(&file, res.since(), filter_all);
+                    let cut = cut.min(first.len());
+                    out.extend(read(&mut res, &first[..cut]).0);
+                    let rest = answer(&file, res.since(), filter_all);
+                    out.extend(read(&mut res, &rest).0);
+                    let mut got = out.clone();
+                    got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+                    assert_eq!(
+                        got, want,
+                        "window delivered {delivered}, catch-up cut at {cut}, filter_all {filter_all}"
+                    );
+                    assert!(res.gap.is_none(), "caught up: the gap is closed");
+                }
+                out.clear();
+            }
+        }
     }
 
     #[test]
@@ -475,14 +591,27 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trip() {
-        let mut r = Resume::new(5 * S);
-        let fp = Fingerprint { ts: 100 * S, stream: 2, occ: 1, hash: 9 };
-        r.delivered(fp);
-        r.cut([None, Some(90 * S), None]);
-        let json = serde_json::to_string(&r).unwrap();
-        let back = serde_json::from_str::<Resume>(&json).unwrap().restore(DEFAULT_MARGIN_NS, 10);
-        assert!(back.is_duplicate(&fp));
+        let mut res = Resume::new(5 * S);
+        let last = fp(100 * S, 2, 1, 9);
+        res.delivered(last, &mut Replay::default());
+        res.cut([None, Some(90 * S), None]);
+        let json = serde_json::to_string(&res).unwrap();
+        let mut back = serde_json::from_str::<Resume>(&json).unwrap();
+        assert!(!back.admit(&last, &mut Replay::default()));
         assert_eq!(back.since(), 90 * S);
-        assert_eq!(back.since(), r.since());
+        assert_eq!(back.since(), res.since());
+    }
+
+    #[test]
+    fn checkpoints_of_the_first_format_are_read() {
+        // Every recent line's fingerprint in `window`, delivery order.
+        let json = r#"{"start_since":5,"last_ts":300,"floor":-9223372036854775808,
+            "open_lines":[null,null,null],
+            "window":[[100,1,0,1],[300,1,0,2],[200,2,0,3],[200,2,1,4]]}"#;
+        let mut res: Resume = serde_json::from_str(json).unwrap();
+        assert_eq!(res.newest, [None, Some(fp(300, 1, 0, 2)), Some(fp(200, 2, 1, 4))]);
+        let r = &mut Replay::default();
+        assert!(!res.admit(&fp(200, 2, 1, 4), r));
+        assert!(res.admit(&fp(201, 2, 0, 5), r));
     }
 }
