@@ -87,7 +87,10 @@ impl Sink<'_> {
         // dockerd may read the file a little after we asked.
         if let Some(left) = self.history_left.as_mut() {
             if rec.timestamp.is_some_and(|ts| ts < self.requested_at_ns + 1_000_000_000) {
-                *left = left.saturating_sub(1);
+                // `tail` counts stored entries: each 16 KiB piece of a long
+                // line is one (over-counting is safe: an early catch-up).
+                let entries = 1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
+                *left = left.saturating_sub(entries);
                 if *left == 0 {
                     *self.catchup = true;
                     return;

@@ -259,6 +259,16 @@ impl Resume {
     pub fn admit(&mut self, fp: &Fingerprint, replay: &mut Replay) -> bool {
         let s = fp.slot();
         if let Some(g) = self.gap.as_mut() {
+            // A line stamped a margin after every stream's first delivered
+            // line sits after all of the gap in the file (inversions are
+            // smaller): the gap was read, even if a stream's first line has
+            // since left the log, or that stream wrote nothing more.
+            let end = g.until.iter().flatten().max().copied().unwrap_or(i64::MIN);
+            if fp.ts > end.saturating_add(DEFAULT_MARGIN_NS) {
+                self.gap = None;
+            }
+        }
+        if let Some(g) = self.gap.as_mut() {
             if let Some(until) = g.until[s] {
                 if fp.ts < until {
                     // Inside the gap: new unless a stream since the gap
@@ -580,6 +590,25 @@ mod tests {
                 out.clear();
             }
         }
+    }
+
+    #[test]
+    fn a_gap_closes_once_lines_stamped_well_after_it_arrive() {
+        let r = &mut Replay::default();
+        let mut res = Resume::new(0);
+        res.delivered(fp(100 * S, 2, 0, 1), r);
+        res.open_gap(50 * S, r);
+        assert_eq!(res.since(), 50 * S);
+        // A stdout line inside the gap (stdout had no first line: new).
+        assert!(res.admit(&fp(60 * S, 1, 0, 2), &mut Replay::default()));
+        assert!(res.gap.is_some(), "stderr has not come back to its first line");
+        // stderr's first delivered line is gone from the log, and stderr
+        // writes nothing more; a stdout line well after ends the gap.
+        let r = &mut Replay::default();
+        assert!(res.admit(&fp(101 * S + 1, 1, 0, 3), r));
+        assert!(res.gap.is_none());
+        res.delivered(fp(101 * S + 1, 1, 0, 3), r);
+        assert_eq!(res.since(), 100 * S + 1);
     }
 
     #[test]
