@@ -72,8 +72,8 @@ fn knobs() -> Knobs {
         ns,
         idle_big: Duration::from_secs(env_or("CEILING_IDLE_SECS", 60)),
         idle_small: Duration::from_secs(env_or("CEILING_IDLE_SMALL_SECS", 10)),
-        lines_null: env_or("CEILING_LINES", 1_000_000),
-        lines_file: env_or("CEILING_FILE_LINES", 500_000),
+        lines_null: env_or("CEILING_LINES", 3_000_000),
+        lines_file: env_or("CEILING_FILE_LINES", 1_000_000),
         lines_rcvbuf: env_or("CEILING_RCVBUF_LINES", 1_000_000),
         rotation,
         rotation_window: Duration::from_secs(env_or("CEILING_ROTATION_SECS", 10)),
@@ -153,6 +153,13 @@ fn wait_streams(a: &Agent, d: &Double, n: usize, timeout: Duration) -> bool {
             && m.get("log_capturer_containers_followed") == Some(&(n as f64))
             && d.stats().log_streams_open == n
     })
+}
+
+/// Write back what earlier scenarios left dirty (a file run leaves up to a
+/// GB): each scenario starts with the same disk, and the agent's fsyncs and
+/// output writes are not throttled behind another scenario's writeback.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
 }
 
 /// Wait until the agent's descriptor count has not moved for a second.
@@ -316,6 +323,7 @@ struct Sample {
 }
 
 fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, param: &str) -> Row {
+    settle_disk();
     let mut row = Row::new(scenario, n, param);
     let tag = format!("tput-{n}-{param}");
     let dir = match sink {
@@ -465,6 +473,7 @@ fn throughput(n: usize, total: u64, sink: Sink, extra: &[&str], scenario: &str, 
 // ---- rotation capacity ---------------------------------------------------
 
 fn rotation(n: usize, rotate_ms: u64, window: Duration, tmpfs: bool) -> Row {
+    settle_disk();
     let rotate = Duration::from_millis(rotate_ms);
     let nominal = n as f64 / rotate.as_secs_f64();
     let suffix = if tmpfs { " state-on-tmpfs" } else { "" };
