@@ -22,6 +22,9 @@ pub(crate) struct LogConn {
     pub requested_at_ns: i64,
     /// A `tail` response whose first line must prove it reaches back.
     pub verify: bool,
+    /// Opened with `tail` after lines were delivered: each stream's first
+    /// line is checked too ([`Resume::check_stream_start`]).
+    pub tail: bool,
     /// The tail window fell short: deliver nothing more, reopen since-only.
     pub catchup: bool,
     pub head_seen: bool,
@@ -58,6 +61,7 @@ const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 struct Sink<'a> {
     replay: &'a mut Replay,
     verify: &'a mut bool,
+    tail: bool,
     catchup: &'a mut bool,
     history_left: &'a mut Option<u64>,
     requested_at_ns: i64,
@@ -98,9 +102,15 @@ impl Sink<'_> {
             }
         }
         let fp = self.replay.fingerprint(&rec);
-        if std::mem::take(self.verify)
-            && self.resume.check_first_line(&fp, self.requested_at_ns) == TailCheck::CatchUp
-        {
+        let opens = self.replay.opens_stream(&fp);
+        let check = if std::mem::take(self.verify) {
+            self.resume.check_first_line(&fp, self.requested_at_ns)
+        } else if self.tail && opens {
+            self.resume.check_stream_start(&fp)
+        } else {
+            TailCheck::Complete
+        };
+        if check == TailCheck::CatchUp {
             *self.catchup = true;
             return;
         }
@@ -167,6 +177,7 @@ impl Agent {
             replay: Replay::default(),
             requested_at_ns: now_ns,
             verify,
+            tail: verify,
             catchup: false,
             head_seen: false,
             opened: Instant::now(),
@@ -210,6 +221,7 @@ impl Agent {
             dec,
             replay,
             verify,
+            tail,
             catchup,
             history_left,
             requested_at_ns,
@@ -220,6 +232,7 @@ impl Agent {
         let mut sink = Sink {
             replay,
             verify,
+            tail: *tail,
             catchup,
             history_left,
             requested_at_ns: *requested_at_ns,

@@ -113,13 +113,16 @@ pub fn message_hash(msg: &[u8], truncated: bool) -> u64 {
 /// What one connection knows about its own lines: the occurrence index of
 /// each line among the lines of its stream with the same timestamp (a
 /// resumed stream starts at or before the first line of any timestamp it
-/// replays, so indices match), per stream whether it has passed the
-/// replayed part, and the first line it delivered.
+/// replays, so indices match; in a `tail` window the first timestamp of
+/// each stream may be cut, see [`Resume::check_stream_start`]), per stream
+/// whether a line was seen and whether it has passed the replayed part, and
+/// the first line it delivered.
 #[derive(Debug, Default, Clone)]
 pub struct Replay {
     last: [(i64, u32); 3],
+    seen: [bool; 3],
     past: [bool; 3],
-    first: [Option<i64>; 3],
+    first: [Option<Fingerprint>; 3],
 }
 
 impl Replay {
@@ -129,6 +132,11 @@ impl Replay {
         let occ = if slot.0 == ts { slot.1 + 1 } else { 0 };
         *slot = (ts, occ);
         Fingerprint { ts, stream: rec.stream as u8, occ, hash: message_hash(rec.message, rec.truncated) }
+    }
+
+    /// True for the first line of its stream on this connection.
+    pub fn opens_stream(&mut self, fp: &Fingerprint) -> bool {
+        !std::mem::replace(&mut self.seen[fp.slot()], true)
     }
 }
 
@@ -144,15 +152,15 @@ pub enum TailCheck {
 
 /// Lines a first stream may have missed: it was opened with `tail` and
 /// nothing to check the window against, and the window was full. Per
-/// stream, lines stamped before the first one that stream delivered may be
+/// stream, lines before the first one that stream delivered may be
 /// missing; the next streams start at `from` (the first stream's `since`)
 /// until each stream has reached that line again.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
     pub from: i64,
-    /// Per stream: the first delivered timestamp; None once read up to it
-    /// (or if the stream delivered nothing, so it has nothing to protect).
-    pub until: [Option<i64>; 3],
+    /// Per stream: the first delivered line; None once read up to it (or
+    /// if the stream delivered nothing, so it has nothing to protect).
+    pub until: [Option<Fingerprint>; 3],
     /// Per stream: the newest line delivered from inside the gap.
     pub done: [Option<Fingerprint>; 3],
 }
@@ -263,14 +271,18 @@ impl Resume {
             // line sits after all of the gap in the file (inversions are
             // smaller): the gap was read, even if a stream's first line has
             // since left the log, or that stream wrote nothing more.
-            let end = g.until.iter().flatten().max().copied().unwrap_or(i64::MIN);
+            let end = g.until.iter().flatten().map(|u| u.ts).max().unwrap_or(i64::MIN);
             if fp.ts > end.saturating_add(DEFAULT_MARGIN_NS) {
                 self.gap = None;
             }
         }
         if let Some(g) = self.gap.as_mut() {
             if let Some(until) = g.until[s] {
-                if fp.ts < until {
+                // Lines stamped like the first delivered one but not it
+                // came before it in the window's first group (whose indices
+                // the window could not know). Only identical text in the
+                // same nanosecond before it would be taken for it.
+                if fp.ts < until.ts || (fp.ts == until.ts && fp.hash != until.hash) {
                     // Inside the gap: new unless a stream since the gap
                     // opened delivered it already.
                     return !g.done[s].is_some_and(|d| fp.pos() <= d.pos());
@@ -304,8 +316,9 @@ impl Resume {
     /// Record a delivered line (one [`Resume::admit`] let through).
     pub fn delivered(&mut self, fp: Fingerprint, replay: &mut Replay) {
         let s = fp.slot();
-        replay.first[s].get_or_insert(fp.ts);
-        let in_gap = self.gap.as_ref().is_some_and(|g| g.until[s].is_some_and(|u| fp.ts < u));
+        replay.first[s].get_or_insert(fp);
+        // (`admit` closed this stream's gap at its first delivered line.)
+        let in_gap = self.gap.as_ref().is_some_and(|g| g.until[s].is_some_and(|u| fp.ts <= u.ts));
         if in_gap {
             if let Some(g) = self.gap.as_mut() {
                 g.done[s] = Some(fp);
@@ -340,6 +353,19 @@ impl Resume {
             TailCheck::Complete
         } else {
             TailCheck::CatchUp
+        }
+    }
+
+    /// Decide on the first line of each other stream in a `tail` response.
+    /// Its index among lines of equal timestamps counts from where the
+    /// window began; if that timestamp is the newest delivered one's, the
+    /// window may have cut the group, and the indices cannot be compared:
+    /// lines after the newest could be taken for replays. Unless it is that
+    /// very line, read again without `tail` (groups are whole then).
+    pub fn check_stream_start(&self, fp: &Fingerprint) -> TailCheck {
+        match self.newest[fp.slot()] {
+            Some(n) if fp.ts == n.ts && !(fp.pos() == n.pos() && fp.hash == n.hash) => TailCheck::CatchUp,
+            _ => TailCheck::Complete,
         }
     }
 }
@@ -609,6 +635,42 @@ mod tests {
         assert!(res.gap.is_none());
         res.delivered(fp(101 * S + 1, 1, 0, 3), r);
         assert_eq!(res.since(), 100 * S + 1);
+    }
+
+    #[test]
+    fn a_first_window_that_began_inside_a_group_of_equal_timestamps_is_filled_exactly_once() {
+        use StreamId::Stdout as O;
+        let file: Vec<Line<'_>> =
+            vec![(10 * S, O, "a"), (20 * S, O, "b0"), (20 * S, O, "b1"), (20 * S, O, "b2"), (30 * S, O, "c")];
+        let mut res = Resume::new(0);
+        // The window began at b1: it counts b1 as the first of its group.
+        let (mut out, replay) = read(&mut res, &file[2..]);
+        res.open_gap(0, &replay);
+        let again = answer(&file, res.since(), true);
+        out.extend(read(&mut res, &again).0);
+        assert_eq!(out, ["b1", "b2", "c", "a", "b0"]);
+        assert!(res.gap.is_none());
+    }
+
+    #[test]
+    fn a_tail_window_that_cuts_a_group_of_the_newest_timestamp_is_not_trusted() {
+        let r = &mut Replay::default();
+        let mut res = Resume::new(0);
+        res.delivered(fp(50 * S, 2, 0, 1), r);
+        res.delivered(fp(50 * S, 2, 1, 2), r);
+        // The window's first stderr line has the newest's timestamp and
+        // counts from 0: which of the group it is cannot be told.
+        assert_eq!(res.check_stream_start(&fp(50 * S, 2, 0, 2)), TailCheck::CatchUp);
+        assert_eq!(res.check_stream_start(&fp(50 * S, 2, 0, 1)), TailCheck::CatchUp);
+        // Older or newer timestamps compare by time alone.
+        assert_eq!(res.check_stream_start(&fp(49 * S, 2, 0, 9)), TailCheck::Complete);
+        assert_eq!(res.check_stream_start(&fp(51 * S, 2, 0, 9)), TailCheck::Complete);
+        // A stream with nothing delivered has nothing to compare.
+        assert_eq!(res.check_stream_start(&fp(50 * S, 1, 0, 9)), TailCheck::Complete);
+        // The newest line itself, with its own index: aligned.
+        let mut res = Resume::new(0);
+        res.delivered(fp(50 * S, 2, 0, 1), r);
+        assert_eq!(res.check_stream_start(&fp(50 * S, 2, 0, 1)), TailCheck::Complete);
     }
 
     #[test]
