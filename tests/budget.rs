@@ -88,7 +88,12 @@ fn over_budget_follows_the_oldest_and_hands_on_freed_slots() {
         agent.stderr()
     );
     for n in &order[..3] {
-        assert!(requested(&d, n), "{n} is among the oldest three and must be followed");
+        assert!(
+            requested(&d, n),
+            "{n} is among the oldest three and must be followed; order {order:?}, requests {:?}\n{}",
+            d.stats().logs_requests_by_container,
+            agent.stderr()
+        );
     }
     for n in &order[3..] {
         assert!(!requested(&d, n), "{n} must wait: the budget is 3");
