@@ -75,6 +75,8 @@ fn over_budget_follows_the_oldest_and_hands_on_freed_slots() {
     }
     let order = slot_order(d.socket());
     let agent = Agent::start(d.socket(), &dir.0, &["--max-streams", "3", "--from-beginning"]);
+    // The agent counts a stream from its connect; the double, once it has
+    // read the request: wait for both before asking the double who.
     assert!(
         wait_for(T, || {
             let m = agent.metrics();
@@ -82,6 +84,7 @@ fn over_budget_follows_the_oldest_and_hands_on_freed_slots() {
                 && m["log_capturer_containers_followed"] == 3.0
                 && m["log_capturer_containers_unfollowed"] == 2.0
                 && m["log_capturer_active_streams"] == 3.0
+                && d.stats().log_streams_open == 3
         }),
         "{:?}\n{}",
         agent.metrics(),
