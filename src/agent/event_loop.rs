@@ -597,8 +597,9 @@ impl Agent {
         Ok(())
     }
 
-    /// Read a connection until it would block (or the output is full),
-    /// feeding each read to its role.
+    /// Read a connection until it would block, feeding each read to its
+    /// role; queue it in `paused` if the output stays full or its reads for
+    /// this turn are used up.
     fn read_conn(&mut self, key: usize) {
         for reads in 0.. {
             if let Some(Role::Logs(_)) = self.conns.get(key).map(|c| &c.role) {

@@ -20,10 +20,10 @@ pub(crate) struct LogConn {
     /// Wall clock when the request went out: lines stamped earlier are
     /// history, later ones are new.
     pub requested_at_ns: i64,
-    /// A `tail` response whose first line must prove it reaches back.
-    pub verify: bool,
-    /// Opened with `tail` after lines were delivered: each stream's first
-    /// line is checked too ([`Resume::check_stream_start`]).
+    /// Opened with `tail` after lines were delivered: its first line must
+    /// prove the window reaches back ([`Resume::check_first_line`]), and
+    /// each stream's first line that it is aligned
+    /// ([`Resume::check_stream_start`]).
     pub tail: bool,
     /// The tail window fell short: deliver nothing more, reopen since-only.
     pub catchup: bool,
@@ -60,7 +60,6 @@ const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 /// Delivers decoded events of one stream: drops replays, writes the rest.
 struct Sink<'a> {
     replay: &'a mut Replay,
-    verify: &'a mut bool,
     tail: bool,
     catchup: &'a mut bool,
     history_left: &'a mut Option<u64>,
@@ -101,11 +100,14 @@ impl Sink<'_> {
                 }
             }
         }
+        let first_line = !self.replay.seen_any();
         let fp = self.replay.fingerprint(&rec);
         let opens = self.replay.opens_stream(&fp);
-        let check = if std::mem::take(self.verify) {
+        let check = if !self.tail {
+            TailCheck::Complete
+        } else if first_line {
             self.resume.check_first_line(&fp, self.requested_at_ns)
-        } else if self.tail && opens {
+        } else if opens {
             self.resume.check_stream_start(&fp)
         } else {
             TailCheck::Complete
@@ -158,7 +160,6 @@ impl Agent {
             None
         };
         let history_left = (first && tail.is_some()).then_some(FIRST_TAIL);
-        let verify = !first && tail.is_some();
         c.catchup_next = false;
         let follow = c.ending != Ending::FinalRead;
         let live = follow && c.running;
@@ -176,8 +177,7 @@ impl Agent {
             dec,
             replay: Replay::default(),
             requested_at_ns: now_ns,
-            verify,
-            tail: verify,
+            tail: !first && tail.is_some(),
             catchup: false,
             head_seen: false,
             opened: Instant::now(),
@@ -218,20 +218,10 @@ impl Agent {
         let c = containers.get_mut(&lc.id)?;
         let resume = c.resume.as_mut()?;
         let LogConn {
-            dec,
-            replay,
-            verify,
-            tail,
-            catchup,
-            history_left,
-            requested_at_ns,
-            messages,
-            daemon_error,
-            ..
+            dec, replay, tail, catchup, history_left, requested_at_ns, messages, daemon_error, ..
         } = &mut **lc;
         let mut sink = Sink {
             replay,
-            verify,
             tail: *tail,
             catchup,
             history_left,

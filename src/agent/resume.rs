@@ -134,6 +134,11 @@ impl Replay {
         Fingerprint { ts, stream: rec.stream as u8, occ, hash: message_hash(rec.message, rec.truncated) }
     }
 
+    /// Whether any line was fingerprinted on this connection yet.
+    pub fn seen_any(&self) -> bool {
+        self.seen.iter().any(|&s| s)
+    }
+
     /// True for the first line of its stream on this connection.
     pub fn opens_stream(&mut self, fp: &Fingerprint) -> bool {
         !std::mem::replace(&mut self.seen[fp.slot()], true)
