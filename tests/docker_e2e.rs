@@ -464,12 +464,7 @@ fn agent_stopped_with_sigterm_and_restarted_loses_and_repeats_nothing() {
 fn prometheus_scrapes_rotations_and_active_streams_that_match_reality() {
     let Some(d) = daemon("prometheus") else { return };
     if std::process::Command::new("prometheus").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("LC_REQUIRE_DOCKER").as_deref() != Ok("1"),
-            "prometheus is missing (apt-get install prometheus)"
-        );
-        say("SKIPPED: prometheus is not installed (apt-get install prometheus)");
-        return;
+        return tool_missing("prometheus_scrapes", "prometheus", "apt-get install prometheus");
     }
     let g = Group::new(&d, "prom");
     let dir = TempDir::new("e2e-prom");
@@ -534,8 +529,7 @@ fn prometheus_scrapes_rotations_and_active_streams_that_match_reality() {
     assert_eq!(status, 200);
     match promtool_check(&text) {
         Some(r) => r.unwrap_or_else(|e| panic!("promtool check metrics:\n{e}")),
-        None if std::env::var("LC_REQUIRE_DOCKER").as_deref() == Ok("1") => panic!("promtool is missing"),
-        None => say("SKIPPED: promtool check metrics (promtool missing)"),
+        None => tool_missing("promtool check metrics", "promtool", "apt-get install prometheus"),
     }
 }
 
@@ -543,12 +537,7 @@ fn prometheus_scrapes_rotations_and_active_streams_that_match_reality() {
 fn tcp_docker_host_through_socat() {
     let Some(d) = daemon("tcp_docker_host") else { return };
     let Some(proxy) = TcpProxy::start(&d.socket) else {
-        assert!(
-            std::env::var("LC_REQUIRE_DOCKER").as_deref() != Ok("1"),
-            "socat is missing (apt-get install socat)"
-        );
-        say("SKIPPED: socat is not installed (apt-get install socat)");
-        return;
+        return tool_missing("tcp_docker_host", "socat", "apt-get install socat");
     };
     let g = Group::new(&d, "tcp");
     let dir = TempDir::new("e2e-tcp");

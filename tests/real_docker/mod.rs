@@ -38,6 +38,15 @@ fn require_docker() -> bool {
     std::env::var("LC_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
 }
 
+/// A tool a test needs is not installed: skip (after one clear line on
+/// stderr), or fail under `LC_REQUIRE_DOCKER=1`, where CI installs it.
+pub fn tool_missing(test: &str, tool: &str, install: &str) {
+    if require_docker() {
+        panic!("LC_REQUIRE_DOCKER=1 but {tool} is missing ({install}) for {test}");
+    }
+    say(&format!("\nSKIPPED: {tool} is not installed ({install}) for {test}"));
+}
+
 /// The daemon to test against, found once per process: `DOCKER_HOST`
 /// (unix://) if it answers `/_ping`, else the default private socket.
 /// None (after one clear line on stderr) when neither answers, unless
