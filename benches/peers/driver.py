@@ -145,18 +145,24 @@ class Lines:
         self.count = 0
 
     def update(self):
-        for p in self.paths:
-            try:
-                with open(p, "rb") as f:
-                    f.seek(self.offsets[p])
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            # Count whole lines only; a partial last line is read again next time.
-            end = data.rfind(b"\n") + 1
-            self.count += data.count(b"\n", 0, end)
-            self.offsets[p] += end
+        for data in new_lines(self.paths, self.offsets):
+            self.count += data.count(b"\n")
         return self.count
+
+
+def new_lines(paths, offsets):
+    """Yield, per growing file, the whole lines written since the last call
+    (`offsets` is updated); a partial last line is read again next time."""
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                f.seek(offsets[p])
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        end = data.rfind(b"\n") + 1
+        offsets[p] += end
+        yield data[:end]
 
 
 class Seqs:
@@ -171,21 +177,13 @@ class Seqs:
 
     def update(self):
         now = time.monotonic()
-        for p in self.paths:
-            try:
-                with open(p, "rb") as f:
-                    f.seek(self.offsets[p])
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            end = data.rfind(b"\n") + 1
-            for name, seq in SEQ_RE.findall(data[:end]):
+        for data in new_lines(self.paths, self.offsets):
+            for name, seq in SEQ_RE.findall(data):
                 name = name.decode()
                 seq = int(seq)
                 self.seqs.setdefault(name, []).append(seq)
                 if name in self.watch:
                     self.first_seen.setdefault((name, seq), now)
-            self.offsets[p] += end
 
     def max_seq(self, name):
         s = self.seqs.get(name)
