@@ -4,6 +4,7 @@
 //! `curl --raw -i --unix-socket /var/run/docker.sock 'http://d/v1.41/containers/ID/logs?stdout=1&stderr=1&timestamps=1' > capture.http`
 //! and run `log-capturer decode capture.http`.
 
+use crate::message;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -84,7 +85,7 @@ fn decode(input: &mut dyn Read, out: &mut dyn Write, args: &DecodeArgs) -> anyho
             }
             LogEvent::DaemonError(msg) => {
                 daemon_errors += 1;
-                eprintln!("log-capturer: Docker reported in the stream: {}", String::from_utf8_lossy(msg));
+                message!("Docker reported in the stream: {}", String::from_utf8_lossy(msg));
             }
         }
     };
@@ -106,14 +107,11 @@ fn decode(input: &mut dyn Read, out: &mut dyn Write, args: &DecodeArgs) -> anyho
     }
     out.flush()?;
     if let Err(e) = result {
-        eprintln!("log-capturer: decode: {e}");
+        message!("decode: {e}");
         return Ok(ExitCode::from(1));
     }
     if dec.trailing_bytes() > 0 {
-        eprintln!(
-            "log-capturer: decode: ignored {} bytes after the end of the response",
-            dec.trailing_bytes()
-        );
+        message!("decode: ignored {} bytes after the end of the response", dec.trailing_bytes());
     }
     Ok(if daemon_errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod decode_cmd;
 pub mod docker;
 pub mod http;
+pub mod messages;
 pub mod metrics;
 pub mod output;
 pub mod record;

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("log-capturer: {e:#}");
+            log_capturer::message_blocking!("{e:#}");
             ExitCode::from(2)
         }
     }

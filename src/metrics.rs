@@ -271,6 +271,9 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     /// `log_capturer_final_reads_total`: non-follow reads after a container stopped.
     pub final_reads: Counter,
+    /// `log_capturer_stderr_dropped_total`: set from [`crate::messages::dropped`]
+    /// by [`Metrics::sync_stderr_dropped`].
+    pub stderr_dropped: Counter,
 
     rotation_by: Vec<Counter>,
     reconnect_by: Vec<Counter>,
@@ -437,6 +440,13 @@ impl Metrics {
              event arrived: dockerd can end a follow stream before it stores the last line",
             final_reads.clone(),
         );
+        let stderr_dropped = Counter::default();
+        r.register(
+            "log_capturer_stderr_dropped",
+            "Operator messages not written to stderr because it would have blocked (a stalled \
+             reader, or stderr sharing a full nonblocking pipe with stdout)",
+            stderr_dropped.clone(),
+        );
         r.register_collector(Box::new(ProcessCollector));
 
         for kind in DOCKER_ERROR_KINDS {
@@ -481,12 +491,19 @@ impl Metrics {
             checkpoint_errors,
             checkpoint_bytes,
             final_reads,
+            stderr_dropped,
             rotation_by,
             reconnect_by,
             lines_by,
             deadline_by,
             registry: r,
         }
+    }
+
+    /// Bring `log_capturer_stderr_dropped_total` up to the process-wide count.
+    pub fn sync_stderr_dropped(&self) {
+        let now = crate::messages::dropped();
+        self.stderr_dropped.inc_by(now.saturating_sub(self.stderr_dropped.get()));
     }
 
     /// A stream was rotated at `age`: counts it and observes its age.
@@ -754,6 +771,7 @@ mod tests {
         ("log_capturer_checkpoint_errors_total", "counter"),
         ("log_capturer_checkpoint_bytes", "gauge"),
         ("log_capturer_final_reads_total", "counter"),
+        ("log_capturer_stderr_dropped_total", "counter"),
         ("process_cpu_seconds_total", "counter"),
         ("process_open_fds", "gauge"),
         ("process_max_fds", "gauge"),

@@ -6,6 +6,7 @@
 //! containers, not the number of connections, is what the budget caps. The
 //! rest of the agent's fds are few and bounded; they are the reserve.
 
+use crate::message;
 use std::io;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -39,7 +40,7 @@ pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
     if soft < hard {
         match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
             Ok(()) => return Ok(NofileLimit { soft_before: soft, soft: hard, hard }),
-            Err(e) => eprintln!("log-capturer: cannot raise the open-files limit from {soft} to {hard}: {e}"),
+            Err(e) => message!("cannot raise the open-files limit from {soft} to {hard}: {e}"),
         }
     }
     Ok(NofileLimit { soft_before: soft, soft, hard })
@@ -114,8 +115,8 @@ impl Agent {
                     )
                 };
                 let who = if c.name.is_empty() { short(&c.id).to_owned() } else { c.name.clone() };
-                eprintln!(
-                    "log-capturer: more containers than the stream budget of {}: not following {who} \
+                message!(
+                    "more containers than the stream budget of {}: not following {who} \
                      and any others beyond it until a slot frees, oldest first \
                      (log_capturer_containers_unfollowed counts them); {cap}",
                     self.budget.streams,

@@ -7,6 +7,7 @@
 //! only once its head has arrived, so no container can start unseen between
 //! the two. On every reconnect, events replay from the newest one seen.
 
+use crate::message;
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -80,7 +81,7 @@ impl Agent {
                 self.docker.api = api;
                 if !self.docker.up || changed || self.docker.rediscover {
                     if self.docker.up {
-                        eprintln!("log-capturer: Docker now speaks API {}", api.version);
+                        message!("Docker now speaks API {}", api.version);
                     }
                     self.docker_connected();
                 } else {
@@ -95,7 +96,7 @@ impl Agent {
     /// stream that was waiting for it.
     pub(crate) fn docker_connected(&mut self) {
         if !self.docker.up {
-            eprintln!("log-capturer: Docker is up (API {})", self.docker.api.version);
+            message!("Docker is up (API {})", self.docker.api.version);
         }
         self.docker.up = true;
         self.docker.rediscover = false;
@@ -119,7 +120,7 @@ impl Agent {
     /// each resumes from its checkpoint.
     pub(crate) fn docker_down(&mut self, why: &str) {
         if self.docker.up {
-            eprintln!("log-capturer: Docker at {} is unreachable: {why}; retrying", self.cfg.host);
+            message!("Docker at {} is unreachable: {why}; retrying", self.cfg.host);
         }
         self.docker.up = false;
         self.metrics.set_docker_up(false);
@@ -228,7 +229,7 @@ impl Agent {
             self.docker.events = None;
         }
         if self.docker.up {
-            eprintln!("log-capturer: events stream: {why}; reconnecting");
+            message!("events stream: {why}; reconnecting");
         }
         self.docker.up = false;
         self.metrics.set_docker_up(false);
@@ -321,7 +322,7 @@ impl Agent {
             Ok(l) => l,
             Err(e) => {
                 self.metrics.docker_error("protocol");
-                eprintln!("log-capturer: cannot read the container list: {e}; retrying");
+                message!("cannot read the container list: {e}; retrying");
                 return self.docker_down("bad container list");
             }
         };
@@ -418,7 +419,7 @@ impl Agent {
                 self.connect_error(&e);
                 if let Some(c) = self.containers.get(id) {
                     if c.backoff.failures() == 0 && !is_transient_connect_error(&e) {
-                        eprintln!("log-capturer: cannot inspect {}: {e}; retrying", short(id));
+                        message!("cannot inspect {}: {e}; retrying", short(id));
                     }
                 }
                 self.retry_connect(id, &e);
@@ -434,7 +435,7 @@ impl Agent {
                 self.metrics.docker_error(e.metric_kind());
                 if let Some(c) = self.containers.get(id) {
                     if c.backoff.failures() == 0 {
-                        eprintln!("log-capturer: cannot inspect {}: {e}; retrying", short(id));
+                        message!("cannot inspect {}: {e}; retrying", short(id));
                     }
                 }
                 return self.schedule_retry(id);
@@ -444,7 +445,7 @@ impl Agent {
             Ok(i) => i,
             Err(e) => {
                 self.metrics.docker_error("protocol");
-                eprintln!("log-capturer: cannot read inspect of {}: {e}; retrying", short(id));
+                message!("cannot read inspect of {}: {e}; retrying", short(id));
                 return self.schedule_retry(id);
             }
         };

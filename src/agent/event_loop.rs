@@ -6,6 +6,7 @@
 //! the fd itself, so no read can be left parked in the kernel. With nothing
 //! to do, `poll` sleeps until the next deadline.
 
+use crate::message;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -321,8 +322,8 @@ impl Agent {
 
     /// Run until SIGTERM or SIGINT; then flush, checkpoint and return.
     pub fn run(&mut self) -> anyhow::Result<()> {
-        eprintln!(
-            "log-capturer: following containers of {} (API {}), metrics on http://{}/metrics, state in {}{}",
+        message!(
+            "following containers of {} (API {}), metrics on http://{}/metrics, state in {}{}",
             self.cfg.host,
             self.docker.api.version,
             self.listener.local_addr()?,
@@ -332,8 +333,8 @@ impl Agent {
         let n = self.nofile;
         let raised =
             if n.soft_before < n.soft { format!(", raised from {}", n.soft_before) } else { String::new() };
-        eprintln!(
-            "log-capturer: open-files limit {} (hard {}{raised}): following at most {} containers at once{}",
+        message!(
+            "open-files limit {} (hard {}{raised}): following at most {} containers at once{}",
             n.soft,
             n.hard,
             self.budget.streams,
@@ -485,8 +486,8 @@ impl Agent {
         let now = Instant::now();
         if !self.fd_warned_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
             self.fd_warned_at = Some(now);
-            eprintln!(
-                "log-capturer: out of file descriptors ({e}); retrying with backoff. Raise the open-files \
+            message!(
+                "out of file descriptors ({e}); retrying with backoff. Raise the open-files \
                  limit (ulimit -n, LimitNOFILE=) or lower --max-streams"
             );
         }
@@ -713,7 +714,7 @@ impl Agent {
             Err(e) => {
                 // Nothing sensible can go on without an output; stop
                 // cleanly so checkpoints cover only what was written.
-                eprintln!("log-capturer: cannot write output: {e}; stopping");
+                message!("cannot write output: {e}; stopping");
                 self.shutdown = true;
             }
         }
@@ -724,9 +725,9 @@ impl Agent {
         for sig in self.signals.read() {
             match sig {
                 nix::sys::signal::Signal::SIGHUP => match self.output.reopen() {
-                    Ok(true) => eprintln!("log-capturer: SIGHUP: output file reopened"),
+                    Ok(true) => message!("SIGHUP: output file reopened"),
                     Ok(false) => {}
-                    Err(e) => eprintln!("log-capturer: SIGHUP: {e:#}"),
+                    Err(e) => message!("SIGHUP: {e:#}"),
                 },
                 _ => self.shutdown = true,
             }
@@ -748,9 +749,9 @@ impl Agent {
                 self.write_checkpoint();
             }
             Ok(false) => {
-                eprintln!("log-capturer: output did not drain in time; last checkpoint kept")
+                message!("output did not drain in time; last checkpoint kept")
             }
-            Err(e) => eprintln!("log-capturer: cannot write output: {e}; last checkpoint kept"),
+            Err(e) => message!("cannot write output: {e}; last checkpoint kept"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Following one container's log: opening the stream, delivering its lines
 //! exactly once, rotating it, and recovering when it ends or fails.
 
+use crate::message;
 use std::time::Instant;
 
 use crate::agent::container::{Container, Ending, Follow};
@@ -475,7 +476,7 @@ impl Agent {
     pub(crate) fn permanent_failure(&mut self, id: &str, why: &str) {
         if let Some(c) = self.containers.get_mut(id) {
             if c.follow != Follow::Failed {
-                eprintln!("log-capturer: not following container {} ({}): {why}", c.name, short(id));
+                message!("not following container {} ({}): {why}", c.name, short(id));
             }
             c.follow = Follow::Failed;
         }
@@ -500,7 +501,7 @@ impl Agent {
     fn stream_trouble(&mut self, id: &str, what: &str) {
         if let Some(c) = self.containers.get(id) {
             if c.backoff.failures() == 0 {
-                eprintln!("log-capturer: stream of {} ({}): {what}; retrying", c.name, short(id));
+                message!("stream of {} ({}): {what}; retrying", c.name, short(id));
             }
         }
     }

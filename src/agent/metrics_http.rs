@@ -1,6 +1,7 @@
 //! `/metrics` and `/healthz`, served by the same loop: a metrics client is
 //! one more connection in the slab, with a deadline like every other.
 
+use crate::message;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,7 @@ impl Agent {
                     if crate::agent::budget::is_fd_exhaustion(&e) {
                         self.note_fd_exhaustion(&e);
                     } else {
-                        eprintln!("log-capturer: cannot accept a metrics client: {e}");
+                        message!("cannot accept a metrics client: {e}");
                     }
                     if !self.accept_backoff {
                         self.accept_backoff = true;
@@ -153,6 +154,7 @@ impl Agent {
             .count();
         self.metrics.containers_followed.set(followed as i64);
         self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
+        self.metrics.sync_stderr_dropped();
         let format = Format::from_accept(accept);
         let mut body = String::with_capacity(16 * 1024);
         if self.metrics.encode_as(format, &mut body).is_err() {

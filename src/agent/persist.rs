@@ -1,6 +1,7 @@
 //! Writing checkpoints from the loop: only for lines already written to
 //! the output, so a crash can repeat lines but never skip them.
 
+use crate::message;
 use std::time::{Duration, Instant};
 
 use crate::agent::event_loop::Agent;
@@ -49,7 +50,7 @@ impl Agent {
             }
             Err(e) => {
                 self.metrics.checkpoint_errors.inc();
-                eprintln!("log-capturer: {e:#}");
+                message!("{e:#}");
             }
         }
     }
