@@ -4,7 +4,6 @@
 //! `curl --raw -i --unix-socket /var/run/docker.sock 'http://d/v1.41/containers/ID/logs?stdout=1&stderr=1&timestamps=1' > capture.http`
 //! and run `log-capturer decode capture.http`.
 
-use crate::message;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -14,6 +13,7 @@ use anyhow::Context;
 
 use crate::docker::lines::DEFAULT_MAX_LINE;
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
+use crate::message;
 use crate::record::{self, Record};
 use crate::response::{ResponseConfig, ResponseDecoder};
 

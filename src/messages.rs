@@ -16,13 +16,20 @@
 //! [`message_blocking!`] waits up to a second, for the last words of a
 //! process that is exiting.
 //!
+//! When stderr is the very pipe or socket the records go to (`2>&1`), a
+//! message written while a record is half written would land inside it:
+//! the output tells [`output_mid_record`], and messages wait (up to
+//! [`MAX_HELD`], in order) until the record is whole.
+//!
 //! [`Limiter`] is the one rate limit for messages that can repeat: the
 //! first of a run is shown, the rest are counted and summarised with the
 //! next one shown.
 
+use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -32,7 +39,66 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 /// pipe are atomic.
 pub const MAX_LINE: usize = 4096;
 
+/// Messages kept while a record is half written to a shared stderr.
+pub const MAX_HELD: usize = 64;
+
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Stderr is the same pipe or socket as the output.
+static SHARED: AtomicBool = AtomicBool::new(false);
+/// The output has written part of a record (only tracked when `SHARED`).
+static MID_RECORD: AtomicBool = AtomicBool::new(false);
+/// Messages waiting for a record to be finished (the agent has one thread:
+/// this lock is never contended).
+static HELD: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// Whether `fd` (the output) is the same pipe or socket as stderr; from
+/// then on messages never cut into a record (see the module doc).
+pub fn share_with_output(fd: BorrowedFd<'_>) -> bool {
+    let same = match (nix::sys::stat::fstat(fd), nix::sys::stat::fstat(std::io::stderr().as_fd())) {
+        (Ok(a), Ok(b)) => {
+            let kind = nix::sys::stat::SFlag::from_bits_truncate(a.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+            let streamy = kind == nix::sys::stat::SFlag::S_IFIFO || kind == nix::sys::stat::SFlag::S_IFSOCK;
+            streamy && a.st_dev == b.st_dev && a.st_ino == b.st_ino
+        }
+        _ => false,
+    };
+    SHARED.store(same, Ordering::Relaxed);
+    same
+}
+
+/// The output is (or is no longer) in the middle of a record. When it is
+/// not, held messages are written.
+pub fn output_mid_record(mid: bool) {
+    if !SHARED.load(Ordering::Relaxed) {
+        return;
+    }
+    MID_RECORD.store(mid, Ordering::Relaxed);
+    if !mid {
+        release_held();
+    }
+}
+
+/// Write held messages in order while stderr takes them.
+fn release_held() -> bool {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let stderr = std::io::stderr();
+    while let Some(line) = held.front() {
+        if !write_fd(stderr.as_fd(), line.as_bytes(), Duration::ZERO) {
+            return false;
+        }
+        held.pop_front();
+    }
+    true
+}
+
+fn hold(line: String) {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.len() < MAX_HELD {
+        held.push_back(line);
+    } else {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Messages dropped because stderr would have blocked.
 pub fn dropped() -> u64 {
@@ -65,6 +131,14 @@ macro_rules! message_blocking {
 /// Returns whether it was written.
 pub fn write(args: fmt::Arguments<'_>, wait: Duration) -> bool {
     let line = format_line(args);
+    if SHARED.load(Ordering::Relaxed) {
+        // Never inside a record, and never ahead of older messages.
+        if MID_RECORD.load(Ordering::Relaxed) || (wait.is_zero() && !release_held()) {
+            hold(line);
+            return true;
+        }
+        release_held();
+    }
     let stderr = std::io::stderr();
     let ok = write_fd(stderr.as_fd(), line.as_bytes(), wait);
     if !ok {

@@ -271,6 +271,10 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     /// `log_capturer_final_reads_total`: non-follow reads after a container stopped.
     pub final_reads: Counter,
+    /// `log_capturer_output_no_space_total`: times the output's filesystem was found full.
+    pub output_no_space: Counter,
+    /// `log_capturer_output_reopened_total`: file outputs found deleted and created again.
+    pub output_reopened: Counter,
     /// `log_capturer_stderr_dropped_total`: set from [`crate::messages::dropped`]
     /// by [`Metrics::sync_stderr_dropped`].
     pub stderr_dropped: Counter,
@@ -440,6 +444,19 @@ impl Metrics {
              event arrived: dockerd can end a follow stream before it stores the last line",
             final_reads.clone(),
         );
+        let output_no_space = Counter::default();
+        r.register(
+            "log_capturer_output_no_space",
+            "Times the output's filesystem was found full (ENOSPC, EDQUOT): reading log streams \
+             pauses until space returns, nothing is lost",
+            output_no_space.clone(),
+        );
+        let output_reopened = Counter::default();
+        r.register(
+            "log_capturer_output_reopened",
+            "File outputs found deleted while open and created again at their path",
+            output_reopened.clone(),
+        );
         let stderr_dropped = Counter::default();
         r.register(
             "log_capturer_stderr_dropped",
@@ -491,6 +508,8 @@ impl Metrics {
             checkpoint_errors,
             checkpoint_bytes,
             final_reads,
+            output_no_space,
+            output_reopened,
             stderr_dropped,
             rotation_by,
             reconnect_by,
@@ -771,6 +790,8 @@ mod tests {
         ("log_capturer_checkpoint_errors_total", "counter"),
         ("log_capturer_checkpoint_bytes", "gauge"),
         ("log_capturer_final_reads_total", "counter"),
+        ("log_capturer_output_no_space_total", "counter"),
+        ("log_capturer_output_reopened_total", "counter"),
         ("log_capturer_stderr_dropped_total", "counter"),
         ("process_cpu_seconds_total", "counter"),
         ("process_open_fds", "gauge"),

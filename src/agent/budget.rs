@@ -6,7 +6,6 @@
 //! containers, not the number of connections, is what the budget caps. The
 //! rest of the agent's fds are few and bounded; they are the reserve.
 
-use crate::message;
 use std::io;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -14,6 +13,7 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use crate::agent::container::Follow;
 use crate::agent::event_loop::Agent;
 use crate::agent::follow::short;
+use crate::message;
 
 /// Fds the loop may need beyond what is open at start and beyond one per
 /// followed container: the events stream, a ping, a list (3); metrics

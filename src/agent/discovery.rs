@@ -7,7 +7,6 @@
 //! only once its head has arrived, so no container can start unseen between
 //! the two. On every reconnect, events replay from the newest one seen.
 
-use crate::message;
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -24,6 +23,7 @@ use crate::docker::request::{self, negotiate, Api};
 use crate::docker::timestamp;
 use crate::http::body::{BodyDecoder, BodyEvent};
 use crate::http::head;
+use crate::message;
 
 /// How long a stopped container's final read waits for its `die` event
 /// before reading anyway (the events stream may be down).

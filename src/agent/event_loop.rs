@@ -6,7 +6,6 @@
 //! the fd itself, so no read can be left parked in the kernel. With nothing
 //! to do, `poll` sleeps until the next deadline.
 
-use crate::message;
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -29,8 +28,9 @@ use crate::agent::sock::{Endpoint, Sock};
 use crate::checkpoint::CheckpointStore;
 use crate::cli::{AgentArgs, DockerHost};
 use crate::docker::request::Api;
+use crate::message;
 use crate::metrics::{DeadlineKind, Metrics};
-use crate::output::Output;
+use crate::output::{Flushed, Output};
 use crate::timer_wheel::{TimerId, TimerWheel};
 
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
@@ -42,6 +42,8 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Checkpoints are written at most this often while anything changed (less
 /// often when writing them takes long, see `persist.rs`).
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A file output is checked this often for having been deleted.
+pub(crate) const OUTPUT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Docker is pinged this often to notice a daemon that went away quietly.
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
 /// Bytes read from a socket at once, into the loop's one shared buffer.
@@ -184,6 +186,14 @@ pub struct Agent {
     pub(crate) checkpoint_dirty: bool,
     pub(crate) checkpoint_every: Duration,
     pub(crate) output_blocked_since: Option<Instant>,
+    /// The output's filesystem has been full since then.
+    pub(crate) output_no_space_since: Option<Instant>,
+    /// Last look at whether the output file was deleted.
+    pub(crate) output_checked_at: Instant,
+    /// Rate limit of "cannot sync the output" messages.
+    pub(crate) sync_warn: crate::messages::Limiter,
+    /// The output failed for good: stop and return this.
+    pub(crate) fatal: Option<OutputFailed>,
     pub(crate) shutdown: bool,
     /// Connections left readable, (key, gen): while the output was full
     /// (read again when it drains), or after their reads for one turn (read
@@ -305,6 +315,10 @@ impl Agent {
             checkpoint_dirty: first_run,
             checkpoint_every: CHECKPOINT_EVERY,
             output_blocked_since: None,
+            output_no_space_since: None,
+            output_checked_at: Instant::now(),
+            sync_warn: crate::messages::Limiter::new(Duration::from_secs(60)),
+            fatal: None,
             shutdown: false,
             paused: Vec::new(),
             clients: 0,
@@ -340,6 +354,12 @@ impl Agent {
             self.budget.streams,
             if self.budget.by_flag { " (--max-streams)" } else { "" },
         );
+        // A first run records when it began at once: if the output never
+        // drains (a full disk), the next start must still know which
+        // containers started since, or it would begin "from now" again.
+        if self.first_run {
+            self.write_checkpoint();
+        }
         self.docker_connected();
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
@@ -374,7 +394,10 @@ impl Agent {
             self.after_turn();
         }
         self.shut_down();
-        Ok(())
+        match self.fatal.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Housekeeping after each turn: eager flush, resuming paused reads.
@@ -417,6 +440,10 @@ impl Agent {
             }
             Timer::Flush => {
                 self.flush_armed = false;
+                if self.output_checked_at.elapsed() >= OUTPUT_CHECK_EVERY {
+                    self.output_checked_at = Instant::now();
+                    self.check_output_deleted();
+                }
                 self.flush_output();
             }
             Timer::Checkpoint => {
@@ -702,23 +729,72 @@ impl Agent {
     }
 
     pub(crate) fn flush_output(&mut self) {
-        match self.output.flush() {
-            Ok(true) => {
+        let result = self.output.flush();
+        self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
+        match result {
+            Ok(Flushed::All) => {
                 if let Some(since) = self.output_blocked_since.take() {
                     self.metrics.output_blocked(since.elapsed());
                 }
+                if let Some(since) = self.output_no_space_since.take() {
+                    message!(
+                        "output {}: space is available again; writing resumed after {:.0?} without",
+                        self.output.describe(),
+                        since.elapsed()
+                    );
+                }
             }
-            Ok(false) => {
+            Ok(Flushed::Blocked) => {
                 self.output_blocked_since.get_or_insert_with(Instant::now);
             }
+            Ok(Flushed::NoSpace) => {
+                self.output_blocked_since.get_or_insert_with(Instant::now);
+                if self.output_no_space_since.is_none() {
+                    self.output_no_space_since = Some(Instant::now());
+                    self.metrics.output_no_space.inc();
+                    message!(
+                        "output {}: no space left; log streams are paused (their lines wait in \
+                         dockerd's log files, checkpoints stay where they are) and writing is \
+                         retried every {FLUSH_EVERY:?}; free some space",
+                        self.output.describe()
+                    );
+                }
+            }
+            Err(e) => self.output_failed(e),
+        }
+    }
+
+    /// The output cannot be written (a reader that went away, an I/O
+    /// error): stop with a non-zero status. Checkpoints stay where they
+    /// were, so the next run writes the unwritten lines again.
+    pub(crate) fn output_failed(&mut self, e: io::Error) {
+        if self.fatal.is_some() {
+            return;
+        }
+        let what = self.output.describe();
+        let why = if e.raw_os_error() == Some(nix::errno::Errno::EPIPE as i32) {
+            format!("the reader of {what} went away ({e})")
+        } else {
+            format!("cannot write {what}: {e}")
+        };
+        message!("{why}; stopping (lines not written are read again from the checkpoint on the next start)");
+        self.fatal = Some(OutputFailed(why));
+        self.shutdown = true;
+    }
+
+    /// A file output deleted (not renamed) while open: reopen it by its
+    /// path, or everything written from now on would vanish with the fd.
+    fn check_output_deleted(&mut self) {
+        if !self.output.is_deleted() {
+            return;
+        }
+        self.metrics.output_reopened.inc();
+        match self.output.reopen() {
+            Ok(_) => message!("output {} was deleted; created it again", self.output.describe()),
             Err(e) => {
-                // Nothing sensible can go on without an output; stop
-                // cleanly so checkpoints cover only what was written.
-                message!("cannot write output: {e}; stopping");
-                self.shutdown = true;
+                message!("output {} was deleted and cannot be created again: {e:#}", self.output.describe())
             }
         }
-        self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
     }
 
     fn on_signals(&mut self) {
@@ -742,19 +818,38 @@ impl Agent {
         for key in keys {
             self.abandon_conn(key);
         }
+        if self.fatal.is_some() {
+            return;
+        }
         let deadline = Instant::now() + Duration::from_millis(1500);
         match self.output.flush_blocking(deadline) {
             Ok(true) => {
                 self.checkpoint_dirty = true;
                 self.write_checkpoint();
             }
-            Ok(false) => {
-                message!("output did not drain in time; last checkpoint kept")
-            }
-            Err(e) => message!("cannot write output: {e}; last checkpoint kept"),
+            Ok(false) => message!(
+                "output {} did not take the last {} bytes in time; the last checkpoint is kept (those \
+                 lines are read again on the next start)",
+                self.output.describe(),
+                self.output.pending()
+            ),
+            Err(e) => self.output_failed(e),
         }
     }
 }
+
+/// The output failed for good: [`Agent::run`] returns it, and the process
+/// exits with status 1 (not 0: a supervisor must see a failure).
+#[derive(Debug)]
+pub struct OutputFailed(pub String);
+
+impl std::fmt::Display for OutputFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutputFailed {}
 
 /// Why a connection failed.
 #[derive(Debug)]

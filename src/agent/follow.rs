@@ -1,7 +1,6 @@
 //! Following one container's log: opening the stream, delivering its lines
 //! exactly once, rotating it, and recovering when it ends or fails.
 
-use crate::message;
 use std::time::Instant;
 
 use crate::agent::container::{Container, Ending, Follow};
@@ -9,6 +8,7 @@ use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Tim
 use crate::agent::resume::{tail_for, Replay, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
 use crate::docker::request::{self, LogsQuery};
+use crate::message;
 use crate::metrics::{LogStream, Metrics, ReconnectReason, RotationReason};
 use crate::output::Output;
 use crate::response::{ResponseConfig, ResponseDecoder, ResponseError, ResponseErrorKind};

@@ -1,13 +1,13 @@
 //! `/metrics` and `/healthz`, served by the same loop: a metrics client is
 //! one more connection in the slab, with a deadline like every other.
 
-use crate::message;
 use std::io;
 use std::time::{Duration, Instant};
 
 use crate::agent::container::Follow;
 use crate::agent::event_loop::{Agent, Conn, ConnTimer, Role, Timer, HEALTH_PING_EVERY};
 use crate::agent::sock::Sock;
+use crate::message;
 use crate::metrics::Format;
 
 /// Largest request head we read from a scraper.

@@ -1,12 +1,12 @@
 //! Writing checkpoints from the loop: only for lines already written to
 //! the output, so a crash can repeat lines but never skip them.
 
-use crate::message;
 use std::time::{Duration, Instant};
 
 use crate::agent::event_loop::Agent;
 use crate::agent::event_loop::CHECKPOINT_EVERY;
 use crate::checkpoint::{self, CheckpointView};
+use crate::message;
 
 /// How long a checkpoint may wait on a slow output before it is skipped
 /// (and tried again a second later).
@@ -23,8 +23,21 @@ impl Agent {
         if self.output.pending() > 0 {
             match self.output.flush_blocking(Instant::now() + FLUSH_WAIT) {
                 Ok(true) => {}
-                Ok(false) | Err(_) => return, // the timer tries again
+                Ok(false) => return, // the timer tries again
+                Err(e) => return self.output_failed(e),
             }
+        }
+        // A power cut must not lose lines a checkpoint calls delivered.
+        if let Err(e) = self.output.sync() {
+            self.metrics.checkpoint_errors.inc();
+            if let Some(held) = self.sync_warn.allow(Instant::now()) {
+                message!(
+                    "cannot sync output {} to disk ({e}); checkpoint not written, retrying{}",
+                    self.output.describe(),
+                    crate::messages::held_back(held)
+                );
+            }
+            return;
         }
         let started = Instant::now();
         let mut state = checkpoint::new_view(self.first_run_at);
