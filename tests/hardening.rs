@@ -117,3 +117,126 @@ fn method_not_allowed_says_what_is() {
     let head = resp.split("\r\n\r\n").next().unwrap();
     assert!(head.lines().any(|l| l.eq_ignore_ascii_case("allow: GET, HEAD")), "no Allow header: {head}");
 }
+
+/// A fake dockerd on a unix socket: every connection gets `reply`, one
+/// byte every `every` (`None`: nothing, ever), until the test ends.
+fn fake_daemon(dir: &std::path::Path, reply: &'static [u8], every: Option<Duration>) -> std::path::PathBuf {
+    let path = dir.join("docker.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let Some(every) = every else {
+                    // Hold the connection open, answer nothing.
+                    let mut sink = [0u8; 1024];
+                    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+                    return;
+                };
+                for b in reply {
+                    if conn.write_all(&[*b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(every);
+                }
+            });
+        }
+    });
+    path
+}
+
+const PING_REPLY: &[u8] =
+    b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nOK";
+
+/// Run the agent to its exit (killed after `limit`): (exit code, stderr,
+/// how long it ran).
+fn run_agent(dir: &std::path::Path, args: &[&str], limit: Duration) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--metrics-addr", "127.0.0.1:0", "--output", "/dev/null"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.and_then(|s| s.code()), err, took)
+}
+
+#[test]
+fn a_daemon_trickling_its_ping_reply_fails_start_up_within_the_api_timeout() {
+    let dir = TempDir::new("trickle");
+    let sock = fake_daemon(&dir.0, PING_REPLY, Some(Duration::from_secs(1)));
+    let host = format!("unix://{}", sock.display());
+    let (code, err, took) =
+        run_agent(&dir.0, &["--docker-host", &host, "--api-timeout", "2s"], Duration::from_secs(15));
+    assert_eq!(code, Some(2), "ran {took:?}: {err}");
+    assert!(took < Duration::from_millis(3500), "start-up took {took:?} with --api-timeout 2s: {err}");
+    assert!(err.contains("no answer in time") && err.contains("--api-timeout 2s"), "{err}");
+}
+
+#[test]
+fn a_hung_daemon_is_reported_as_no_answer_in_time() {
+    let dir = TempDir::new("hung");
+    let sock = fake_daemon(&dir.0, b"", None);
+    let host = format!("unix://{}", sock.display());
+    let (code, err, took) =
+        run_agent(&dir.0, &["--docker-host", &host, "--api-timeout", "1s"], Duration::from_secs(15));
+    assert_eq!(code, Some(2), "ran {took:?}: {err}");
+    assert!(took < Duration::from_millis(2500), "start-up took {took:?} with --api-timeout 1s: {err}");
+    assert!(err.contains("no answer in time") && !err.contains("temporarily unavailable"), "{err}");
+}
+
+#[test]
+fn a_zero_timeout_is_refused_at_the_flag() {
+    let dir = TempDir::new("zero");
+    // A daemon that accepts and never answers: only the flag can be at
+    // fault, and the agent must not even get as far as asking it.
+    let sock = fake_daemon(&dir.0, b"", None);
+    let host = format!("unix://{}", sock.display());
+    for flag in ["--api-timeout", "--connect-timeout", "--head-timeout"] {
+        let (code, err, _) =
+            run_agent(&dir.0, &["--docker-host", &host, flag, "0s"], Duration::from_secs(15));
+        assert_eq!(code, Some(2), "{flag}: {err}");
+        assert!(err.contains(flag) && !err.contains("check --docker-host"), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn an_empty_docker_host_variable_means_the_default_socket() {
+    let dir = TempDir::new("emptyhost");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+        .env("DOCKER_HOST", "")
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        // Should a real dockerd listen there, the check passes and the
+        // agent stops at once on this address, which is never local.
+        .args(["--metrics-addr", "192.0.2.1:9", "--output", "/dev/null"])
+        .args(["--connect-timeout", "1s", "--api-timeout", "1s"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let default = "unix:///var/run/docker.sock";
+    assert!(
+        err.contains(&format!("Docker at {default}")) || err.contains("cannot listen on 192.0.2.1:9"),
+        "DOCKER_HOST= must mean {default}: {err}"
+    );
+}
