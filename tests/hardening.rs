@@ -240,3 +240,48 @@ fn an_empty_docker_host_variable_means_the_default_socket() {
         "DOCKER_HOST= must mean {default}: {err}"
     );
 }
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o7777
+}
+
+#[test]
+fn the_state_directory_is_private_whatever_the_umask() {
+    let dir = TempDir::new("umask");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let state = dir.0.join("state");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", r#"umask 000; exec "$0" "$@""#, env!("CARGO_BIN_EXE_log-capturer")])
+        .arg("--docker-host")
+        .arg(format!("unix://{}", d.socket().display()))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--metrics-addr", "127.0.0.1:0", "--output", "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first run writes its checkpoint within a second.
+    let ckpt = state.join("checkpoints.json");
+    let written = wait_for(T, || ckpt.exists());
+    let modes =
+        written.then(|| [&state, &state.join("lock"), &ckpt].map(|p| format!("{:o}", mode(p))).join(" "));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(modes.as_deref(), Some("700 600 600"), "state dir, lock, checkpoints under umask 000");
+}
+
+#[test]
+fn deleting_the_lock_file_does_not_let_a_second_agent_in() {
+    let dir = TempDir::new("lockdel");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let first = Agent::start(d.socket(), &dir.0, &[]);
+    std::fs::remove_file(dir.0.join("state/lock")).unwrap();
+    let host = format!("unix://{}", d.socket().display());
+    let (code, err, took) = run_agent(&dir.0, &["--docker-host", &host], Duration::from_secs(15));
+    assert_eq!(code, Some(2), "a second agent ran {took:?} on the same state directory: {err}");
+    assert!(err.contains("in use by another log-capturer"), "{err}");
+    assert!(first.stderr().contains("following containers"), "{}", first.stderr());
+}
