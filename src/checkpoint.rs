@@ -5,12 +5,19 @@
 //! torn one. The agent writes it at most once a second, only after the
 //! output holding every line it covers has been written, and on shutdown.
 //!
-//! `<state-dir>/lock` is held with `flock` while the agent runs, so two
-//! agents cannot share (and corrupt) one state directory.
+//! The state directory itself is held with `flock` while the agent runs, so
+//! two agents cannot share (and corrupt) it: a lock on a file in it would
+//! be lost with the file (`rm lock`), and a second agent would lock a new
+//! one. `<state-dir>/lock` is locked too, for agents of earlier versions,
+//! which lock only that.
+//!
+//! The directory is created 0700 and the files in it 0600, whatever the
+//! umask: whoever can write the checkpoints decides what is shipped.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -66,37 +73,71 @@ pub struct CheckpointStore {
     dir: PathBuf,
     path: PathBuf,
     tmp: PathBuf,
-    /// Held for the life of the store; released when it is dropped.
-    _lock: nix::fcntl::Flock<File>,
+    /// The directory, open and locked for the life of the store (released
+    /// when it is dropped); also what `save` fsyncs.
+    dir_lock: nix::fcntl::Flock<File>,
+    /// `<dir>/lock`, locked as earlier versions do.
+    _file_lock: nix::fcntl::Flock<File>,
+}
+
+/// Take `file`'s flock or say who has it.
+fn lock(file: File, dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            anyhow::anyhow!(
+                "state directory {} is in use by another log-capturer ({e}); give each agent its own --state-dir",
+                dir.display()
+            )
+        } else {
+            anyhow::anyhow!(
+                "cannot lock state directory {} ({e}); put --state-dir on a local filesystem",
+                dir.display()
+            )
+        }
+    })
 }
 
 impl CheckpointStore {
-    /// Create the directory if needed and take its lock.
+    /// Create the directory if needed (0700) and take its lock.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir).with_context(|| {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| {
             format!("cannot create state directory {}; create it or pass --state-dir", dir.display())
         })?;
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY)
+            .open(dir)
+            .with_context(|| format!("cannot open state directory {}", dir.display()))?;
+        let dir_lock = lock(handle, dir)?;
+        if let Ok(meta) = dir_lock.metadata() {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                crate::message!(
+                    "state directory {} is writable by group or others (mode {mode:04o}): they could replace \
+                     the checkpoints; chmod 700 it",
+                    dir.display()
+                );
+            }
+        }
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .with_context(|| format!("cannot open {}", lock_path.display()))?;
-        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-            |(_, e)| {
-                anyhow::anyhow!(
-                    "state directory {} is in use by another log-capturer ({e}); give each agent its own --state-dir",
-                    dir.display()
-                )
-            },
-        )?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            path: dir.join(FILE_NAME),
-            tmp: dir.join(".checkpoints.json.tmp"),
-            _lock: lock,
-        })
+        let file_lock = lock(file, dir)?;
+        let tmp = dir.join(".checkpoints.json.tmp");
+        // Left by a crash, maybe by a version that created it 0666: `save`
+        // must create it anew to give it its mode.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", tmp.display()))
+            }
+            _ => {}
+        }
+        Ok(Self { dir: dir.to_owned(), path: dir.join(FILE_NAME), tmp, dir_lock, _file_lock: file_lock })
     }
 
     pub fn dir(&self) -> &Path {
@@ -131,11 +172,12 @@ impl CheckpointStore {
     pub fn save(&self, state: &impl Serialize) -> anyhow::Result<usize> {
         let bytes = serde_json::to_vec(state).context("cannot encode checkpoints")?;
         let write = || -> std::io::Result<()> {
-            let mut f = File::create(&self.tmp)?;
+            let mut f =
+                OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&self.tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&self.tmp, &self.path)?;
-            File::open(&self.dir)?.sync_all()
+            self.dir_lock.sync_all()
         };
         write().with_context(|| format!("cannot write checkpoints to {}", self.path.display()))?;
         Ok(bytes.len())

@@ -13,12 +13,13 @@ use crate::docker::lines::DEFAULT_MAX_LINE;
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Where dockerd listens: unix:///path/to/docker.sock or tcp://host:port
-    /// (plain TCP; TLS is not supported).
+    /// (plain TCP; TLS is not supported). Empty means the default, as for
+    /// the docker CLI.
     #[arg(
         long,
         env = "DOCKER_HOST",
         value_name = "URL",
-        default_value = "unix:///var/run/docker.sock",
+        default_value = DEFAULT_DOCKER_HOST,
         value_parser = parse_docker_host
     )]
     pub docker_host: DockerHost,
@@ -78,15 +79,15 @@ pub struct AgentArgs {
     pub from_beginning: bool,
 
     /// Give up on a connection to Docker that is not established after this.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
     /// Give up on a request whose response head has not arrived after this.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_timeout)]
     pub head_timeout: Duration,
 
     /// Give up on an API call (ping, list, inspect) not complete after this.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub api_timeout: Duration,
 
     /// Follow at most this many containers at once. Each followed container
@@ -121,7 +122,16 @@ impl fmt::Display for DockerHost {
     }
 }
 
+/// Where dockerd listens when `--docker-host` and `DOCKER_HOST` say nothing.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// A Docker host URL. Empty (or blank) means the default socket: clap hands
+/// a set-but-empty `DOCKER_HOST` to this parser as `""`, and the docker CLI
+/// treats `DOCKER_HOST=` (and `-H ""`) as unset.
 pub fn parse_docker_host(s: &str) -> Result<DockerHost, String> {
+    if s.trim().is_empty() {
+        return parse_docker_host(DEFAULT_DOCKER_HOST);
+    }
     if let Some(path) = s.strip_prefix("unix://") {
         if path.is_empty() {
             return Err("unix:// needs a socket path, e.g. unix:///var/run/docker.sock".into());
@@ -173,6 +183,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total += Duration::try_from_secs_f64(n * scale).map_err(|_| bad())?;
     }
     Ok(total)
+}
+
+/// Shortest timeout accepted: the loop's deadlines have this resolution
+/// (the timer wheel's tick), so a shorter one would not be what it says.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest timeout accepted: longer is a typo (and a deadline that far out
+/// could overflow the clock), not a setting.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A [`parse_duration`] from [`MIN_TIMEOUT`] to [`MAX_TIMEOUT`]: `0s` would
+/// make every connection fail at once and blame Docker for it.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) {
+        return Err(format!("`{s}`: a timeout must be from 10ms to 1h"));
+    }
+    Ok(d)
 }
 
 /// A byte count: `1048576`, `64KiB`, `1MiB`, `1M` (powers of two).
@@ -273,6 +300,16 @@ mod tests {
     }
 
     #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_timeout("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["0s", "0", "0ms", "9ms", "1h1s", "2d", "99999999999999h", "x"] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert!(parse_timeout("0s").unwrap_err().contains("from 10ms to 1h"));
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("64k"), Ok(64 << 10));
@@ -290,6 +327,9 @@ mod tests {
         assert_eq!(parse_docker_host("tcp://10.0.0.1:2375"), Ok(DockerHost::Tcp("10.0.0.1:2375".into())));
         assert!(parse_docker_host("tcp://host").unwrap_err().contains("needs a port"));
         assert!(parse_docker_host("ssh://me@host").is_err());
+        // DOCKER_HOST= means unset, as for the docker CLI.
+        assert_eq!(parse_docker_host(""), Ok(DockerHost::Unix("/var/run/docker.sock".into())));
+        assert_eq!(parse_docker_host(" "), Ok(DockerHost::Unix("/var/run/docker.sock".into())));
     }
 
     #[test]

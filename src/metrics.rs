@@ -126,6 +126,9 @@ label_enum! {
         Age => "age",
         /// A Docker API request (list, inspect, events).
         Api => "api",
+        /// A metrics client that did not send its request head or take its
+        /// response in time.
+        Client => "client",
     }
 }
 
@@ -243,6 +246,9 @@ pub struct Metrics {
     pub stream_budget: Gauge,
     /// `log_capturer_fd_exhaustion_total`: connects and accepts that failed for lack of fds.
     pub fd_exhaustion: Counter,
+    /// `log_capturer_metrics_clients_evicted_total`: metrics clients closed
+    /// before their request head was complete, to make room at the cap.
+    pub clients_evicted: Counter,
     /// `log_capturer_lines_total{stream}`: see [`Metrics::line`].
     pub lines: Family<StreamLabels, Counter>,
     /// `log_capturer_bytes_total`: message bytes delivered.
@@ -353,6 +359,14 @@ impl Metrics {
             "Connects to Docker and accepts of metrics clients that failed for lack of file \
              descriptors (EMFILE, ENFILE); each is retried with backoff",
             fd_exhaustion.clone(),
+        );
+        let clients_evicted = Counter::default();
+        r.register(
+            "log_capturer_metrics_clients_evicted",
+            "Clients of /metrics and /healthz closed before they had sent their request head, to \
+             make room for a new one at the client cap; a steady rate means something holds \
+             connections open to the metrics port",
+            clients_evicted.clone(),
         );
         let lines = Family::<StreamLabels, Counter>::default();
         r.register(
@@ -494,6 +508,7 @@ impl Metrics {
             containers_unfollowed,
             stream_budget,
             fd_exhaustion,
+            clients_evicted,
             lines,
             bytes,
             lines_truncated,
@@ -776,6 +791,7 @@ mod tests {
         ("log_capturer_containers_unfollowed", "gauge"),
         ("log_capturer_stream_budget", "gauge"),
         ("log_capturer_fd_exhaustion_total", "counter"),
+        ("log_capturer_metrics_clients_evicted_total", "counter"),
         ("log_capturer_lines_total", "counter"),
         ("log_capturer_bytes_total", "counter"),
         ("log_capturer_lines_truncated_total", "counter"),

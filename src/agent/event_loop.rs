@@ -6,7 +6,7 @@
 //! the fd itself, so no read can be left parked in the kernel. With nothing
 //! to do, `poll` sleeps until the next deadline.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -91,7 +91,8 @@ pub(crate) enum ConnTimer {
     Age,
     /// A log stream may have been silent for `--idle-timeout`.
     Idle,
-    /// A metrics client that did not finish its request.
+    /// A metrics client that did not send its request head, or did not
+    /// take its response, in time.
     Client,
 }
 
@@ -100,7 +101,8 @@ impl ConnTimer {
         match self {
             ConnTimer::Connect => DeadlineKind::Connect,
             ConnTimer::Head => DeadlineKind::Head,
-            ConnTimer::Api | ConnTimer::Client => DeadlineKind::Api,
+            ConnTimer::Api => DeadlineKind::Api,
+            ConnTimer::Client => DeadlineKind::Client,
             ConnTimer::Age => DeadlineKind::Age,
             ConnTimer::Idle => DeadlineKind::Idle,
         }
@@ -203,6 +205,9 @@ pub struct Agent {
     pub(crate) paused: Vec<(usize, u64)>,
     /// Metrics clients connected now.
     pub(crate) clients: usize,
+    /// Metrics clients by age, (key, gen), oldest first: who is evicted at
+    /// the cap. May hold entries of clients gone or answered (skipped).
+    pub(crate) client_order: VecDeque<(usize, u64)>,
     /// Records of containers' checkpoints loaded at start, consumed as the
     /// containers are seen.
     pub(crate) loaded: HashMap<String, crate::checkpoint::ContainerCheckpoint>,
@@ -322,6 +327,7 @@ impl Agent {
             shutdown: false,
             paused: Vec::new(),
             clients: 0,
+            client_order: VecDeque::new(),
             loaded,
             nofile,
             budget: stream_budget,

@@ -1,5 +1,13 @@
 //! `/metrics` and `/healthz`, served by the same loop: a metrics client is
 //! one more connection in the slab, with a deadline like every other.
+//!
+//! Anyone who can reach the port can open connections and send nothing (or
+//! one byte a second), so clients must not be able to keep others out: a
+//! client has [`HEAD_DEADLINE`] to send its whole request head, and at the
+//! [`MAX_CLIENTS`] cap a new client evicts the longest-waiting one that has
+//! not sent its head yet (it costs nothing to open a connection again, so
+//! the newest is the one most likely to be a prober about to ask). Only a
+//! client being answered keeps its slot, for at most [`WRITE_DEADLINE`].
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -12,10 +20,18 @@ use crate::metrics::Format;
 
 /// Largest request head we read from a scraper.
 const MAX_REQUEST: usize = 8 * 1024;
-/// A scraper must send its request and take the response within this.
-const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
-/// More concurrent metrics clients than this wait in the listen backlog:
-/// scrapers are few, and each costs an fd (counted in `budget::RESERVE`).
+/// A client must send its whole request head within this of being
+/// accepted (not per byte: a byte a second must not keep a slot). A head is
+/// one small segment sent right after connecting; this leaves room for a
+/// retransmission or two on a lossy link.
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+/// A client must take its whole response within this (a big `/metrics`
+/// on a slow link).
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// At most this many metrics clients at once: scrapers are few, and each
+/// costs an fd (counted in `budget::RESERVE`). At the cap a new client
+/// evicts the oldest one still sending its head; only when every client is
+/// being answered do new ones wait in the listen backlog.
 pub(crate) const MAX_CLIENTS: usize = 16;
 /// After an accept failed for lack of fds, try again this much later.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
@@ -26,7 +42,8 @@ pub(crate) struct ClientConn {
 }
 
 impl Agent {
-    /// Accept waiting scraper connections, up to [`MAX_CLIENTS`] at once.
+    /// Accept waiting scraper connections, up to [`MAX_CLIENTS`] at once,
+    /// evicting clients that have not sent their request head to make room.
     ///
     /// The listener is edge-triggered: a client left in the backlog brings
     /// no new event, so whoever leaves one there makes sure this runs again
@@ -34,7 +51,10 @@ impl Agent {
     pub(crate) fn accept_clients(&mut self) {
         self.accept_pending = false;
         loop {
-            if self.clients >= MAX_CLIENTS {
+            // Accept before evicting: an eviction for a backlog that turns
+            // out empty would cut off a client for nothing. The one fd this
+            // briefly takes beyond the cap is in `budget::RESERVE`.
+            if self.clients >= MAX_CLIENTS && self.oldest_unanswered_client().is_none() {
                 self.accept_pending = true;
                 return;
             }
@@ -58,6 +78,12 @@ impl Agent {
                     return;
                 }
             };
+            if self.clients >= MAX_CLIENTS {
+                if let Some(old) = self.oldest_unanswered_client() {
+                    self.close_conn(old);
+                    self.metrics.clients_evicted.inc();
+                }
+            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if self
@@ -81,8 +107,28 @@ impl Agent {
                 role: Role::Client(Box::default()),
             });
             self.clients += 1;
-            self.add_timer(key, Instant::now() + CLIENT_DEADLINE, ConnTimer::Client);
+            self.client_order.push_back((key, gen));
+            if self.client_order.len() > 2 * MAX_CLIENTS {
+                // Entries of clients gone or answered are otherwise dropped
+                // only by an eviction: keep the queue bounded without one.
+                let conns = &self.conns;
+                self.client_order.retain(|&(k, g)| unanswered(conns.get(k), g));
+            }
+            self.add_timer(key, Instant::now() + HEAD_DEADLINE, ConnTimer::Client);
         }
+    }
+
+    /// The client accepted longest ago that has not sent its whole request
+    /// head. Entries of clients closed or being answered are dropped on the
+    /// way: an answered client never needs a head again.
+    fn oldest_unanswered_client(&mut self) -> Option<usize> {
+        while let Some(&(key, gen)) = self.client_order.front() {
+            if unanswered(self.conns.get(key), gen) {
+                return Some(key);
+            }
+            self.client_order.pop_front();
+        }
+        None
     }
 
     pub(crate) fn client_data(&mut self, key: usize, data: &[u8]) -> bool {
@@ -121,7 +167,7 @@ impl Agent {
                     ("GET" | "HEAD", "/healthz") => self.health(),
                     ("GET" | "HEAD", "/") => plain(200, "OK", "log-capturer: see /metrics and /healthz\n"),
                     ("GET" | "HEAD", _) => plain(404, "Not Found", "not found: try /metrics or /healthz\n"),
-                    _ => plain(405, "Method Not Allowed", "only GET\n"),
+                    _ => method_not_allowed(),
                 };
                 if head_only {
                     if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -136,6 +182,11 @@ impl Agent {
         };
         conn.out = response;
         conn.out_pos = 0;
+        // The head deadline is met; taking the response has its own.
+        for t in std::mem::take(&mut conn.timers) {
+            self.timers.cancel(t);
+        }
+        self.add_timer(key, Instant::now() + WRITE_DEADLINE, ConnTimer::Client);
         if self.write_out(key).is_err() {
             self.close_conn(key);
         }
@@ -177,12 +228,34 @@ fn plain(status: u16, reason: &str, body: &str) -> Vec<u8> {
     response(status, reason, "text/plain; charset=utf-8", body.as_bytes())
 }
 
+/// 405, with the `Allow` header RFC 9110 requires of it.
+fn method_not_allowed() -> Vec<u8> {
+    response_with(
+        405,
+        "Method Not Allowed",
+        "text/plain; charset=utf-8",
+        "Allow: GET, HEAD\r\n",
+        b"only GET and HEAD\n",
+    )
+}
+
 fn response(status: u16, reason: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    response_with(status, reason, content_type, "", body)
+}
+
+/// `extra` is whole header lines, each ending with CRLF.
+fn response_with(status: u16, reason: &str, content_type: &str, extra: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// The slab entry is still the metrics client of generation `gen`, and it
+/// has not sent its whole request head (no response queued).
+fn unanswered(conn: Option<&Conn>, gen: u64) -> bool {
+    conn.is_some_and(|c| c.gen == gen && matches!(c.role, Role::Client(_)) && c.out.is_empty())
 }
