@@ -54,7 +54,7 @@ fn check_docker(host: &DockerHost, ep: &Endpoint, timeout: Duration) -> anyhow::
         };
         anyhow!("cannot reach Docker at {host}: {e}; {hint}")
     };
-    let req = request::get(Api::ping());
+    let req = request::get(Api::ping()).context("cannot build the ping request")?;
     let resp = match ep {
         Endpoint::Unix(p) => {
             let mut s = UnixStream::connect(p).map_err(reach)?;
