@@ -133,6 +133,36 @@ label_enum! {
 }
 
 label_enum! {
+    /// The discovery call that failed.
+    DiscoveryCall {
+        /// The events stream (`GET /events`).
+        Events => "events",
+        /// The container list (`GET /containers/json`).
+        List => "list",
+    }
+}
+
+label_enum! {
+    /// How a discovery call failed.
+    DiscoveryFailure {
+        /// No connection, or it broke before an answer.
+        Connect => "connect",
+        /// No answer (connect, head or whole call) within its deadline.
+        Deadline => "deadline",
+        /// The daemon answered 4xx (e.g. an authorization plugin's 403).
+        Status4xx => "status_4xx",
+        /// The daemon answered 5xx.
+        Status5xx => "status_5xx",
+        /// A body that is not HTTP or JSON as Docker writes it.
+        Protocol => "protocol",
+        /// A list larger than the cap.
+        TooLarge => "too_large",
+        /// The events stream ended or was closed by the daemon.
+        Closed => "closed",
+    }
+}
+
+label_enum! {
     /// The container output stream a line came from.
     LogStream {
         Stdout => "stdout",
@@ -175,6 +205,13 @@ pub struct StreamLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct DeadlineLabels {
     pub kind: DeadlineKind,
+}
+
+/// Labels `{call, kind}` of `log_capturer_discovery_failures_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DiscoveryLabels {
+    pub call: DiscoveryCall,
+    pub kind: DiscoveryFailure,
 }
 
 /// Labels `{kind}` of `log_capturer_docker_errors_total`.
@@ -263,6 +300,9 @@ pub struct Metrics {
     pub docker_errors: Family<DockerErrorLabels, Counter>,
     /// `log_capturer_docker_up`: 1 or 0, see [`Metrics::set_docker_up`].
     pub docker_up: Gauge,
+    /// `log_capturer_discovery_failures_total{call,kind}`: see
+    /// [`Metrics::discovery_failure`].
+    pub discovery_failures: Family<DiscoveryLabels, Counter>,
     /// `log_capturer_stream_age_seconds`, observed by [`Metrics::rotation`].
     pub stream_age_seconds: Histogram,
     /// `log_capturer_output_buffer_bytes`.
@@ -413,6 +453,14 @@ impl Metrics {
             "1 if the last request to the Docker daemon succeeded, 0 if the daemon is unreachable",
             docker_up.clone(),
         );
+        let discovery_failures = Family::<DiscoveryLabels, Counter>::default();
+        r.register(
+            "log_capturer_discovery_failures",
+            "Failed attempts to watch Docker events or list containers, by call (events, list) and \
+             kind (connect, deadline, status_4xx, status_5xx, protocol, too_large, closed = the \
+             events stream ended); each is retried with backoff, and /healthz fails meanwhile",
+            discovery_failures.clone(),
+        );
         let stream_age_seconds = Histogram::new(STREAM_AGE_BUCKETS);
         r.register(
             "log_capturer_stream_age_seconds",
@@ -483,6 +531,11 @@ impl Metrics {
         for kind in DOCKER_ERROR_KINDS {
             docker_errors.get_or_create_owned(&DockerErrorLabels { kind });
         }
+        for &call in DiscoveryCall::ALL {
+            for &kind in DiscoveryFailure::ALL {
+                discovery_failures.get_or_create_owned(&DiscoveryLabels { call, kind });
+            }
+        }
         let rotation_by = RotationReason::ALL
             .iter()
             .map(|&reason| stream_rotations.get_or_create_owned(&RotationLabels { reason }))
@@ -516,6 +569,7 @@ impl Metrics {
             deadline_expirations,
             docker_errors,
             docker_up,
+            discovery_failures,
             stream_age_seconds,
             output_buffer_bytes,
             output_blocked_seconds,
@@ -561,6 +615,11 @@ impl Metrics {
     /// word (never an id or a message), and appears only once it happened.
     pub fn docker_error(&self, kind: &'static str) {
         self.docker_errors.get_or_create(&DockerErrorLabels { kind }).inc();
+    }
+
+    /// A discovery call failed.
+    pub fn discovery_failure(&self, call: DiscoveryCall, kind: DiscoveryFailure) {
+        self.discovery_failures.get_or_create(&DiscoveryLabels { call, kind }).inc();
     }
 
     /// One line of `message_len` bytes was delivered.
@@ -799,6 +858,7 @@ mod tests {
         ("log_capturer_deadline_expirations_total", "counter"),
         ("log_capturer_docker_errors_total", "counter"),
         ("log_capturer_docker_up", "gauge"),
+        ("log_capturer_discovery_failures_total", "counter"),
         ("log_capturer_stream_age_seconds", "histogram"),
         ("log_capturer_output_buffer_bytes", "gauge"),
         ("log_capturer_output_blocked_seconds_total", "counter"),

@@ -6,24 +6,40 @@
 //! Order matters: the events stream is opened first and the list taken
 //! only once its head has arrived, so no container can start unseen between
 //! the two. On every reconnect, events replay from the newest one seen.
+//!
+//! Discovery has its own backoffs, one for the events stream and one for
+//! the list, that a successful ping does not reset: a daemon can answer
+//! pings and still refuse events (an authorization plugin's 403) or send a
+//! list that cannot be read. The list is retried on its own while the
+//! events stream stays up, so containers that start meanwhile are followed.
+//!
+//! Container ids become request paths, and the Docker socket is
+//! root-equivalent: an id that is not 64 lower-case hex digits is refused
+//! where it enters (event, list, inspect answer).
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use memchr::memchr;
 
 use crate::agent::budget::is_fd_exhaustion;
-use crate::agent::container::{Container, Ending, Follow, StartPoint};
+use crate::agent::container::{Backoff, Container, Ending, Follow, StartPoint};
 use crate::agent::event_loop::{Agent, ConnFailure, Role, Timer, HEALTH_PING_EVERY};
-use crate::agent::exchange::{Exchange, ExchangeError, Response};
+use crate::agent::exchange::{
+    Exchange, ExchangeError, Response, MAX_ERROR_BODY, MAX_INSPECT_BODY, MAX_LIST_BODY,
+};
 use crate::agent::follow::{is_transient_connect_error, short};
 use crate::agent::resume::Resume;
-use crate::docker::api::{ContainerInspect, ContainerSummary, Event};
-use crate::docker::request::{self, negotiate, Api};
+use crate::docker::api::{error_message, is_container_id, shown, ContainerInspect, ContainerSummary, Event};
+use crate::docker::request::{negotiate, Api};
 use crate::docker::timestamp;
 use crate::http::body::{BodyDecoder, BodyEvent};
 use crate::http::head;
 use crate::message;
+use crate::messages::{held_back, Limiter};
+use crate::metrics::{DiscoveryCall, DiscoveryFailure};
+use crate::timer_wheel::TimerId;
 
 /// How long a stopped container's final read waits for its `die` event
 /// before reading anyway (the events stream may be down).
@@ -40,6 +56,17 @@ pub(crate) enum ApiCall {
     Inspect { id: String },
 }
 
+/// An events stream that stayed up this long was established: when it
+/// breaks, its backoff starts over. One that breaks sooner (closed right
+/// after its head, say) keeps backing off, however often it opens.
+const EVENTS_STABLE: Duration = Duration::from_secs(10);
+/// While a discovery call keeps failing, at most one message this often.
+const SAY_EVERY: Duration = Duration::from_secs(30);
+/// Invalid container ids: said once, then at most this often.
+const SAY_IDS_EVERY: Duration = Duration::from_secs(300);
+/// The most of a daemon's message shown in messages and `/healthz`.
+const MAX_SHOWN: usize = 300;
+
 /// The events stream: head, chunked body, newline-delimited JSON.
 #[derive(Default)]
 pub(crate) struct EventsConn {
@@ -47,6 +74,126 @@ pub(crate) struct EventsConn {
     body: Option<BodyDecoder>,
     line: Vec<u8>,
     skipping: bool,
+    /// A non-2xx head: its status, and the error body read so far (up to
+    /// [`MAX_ERROR_BODY`]), for the daemon's message.
+    refused: Option<(u16, Vec<u8>)>,
+}
+
+/// Discovery's state besides the events connection (in `DockerState`).
+pub(crate) struct Discovery {
+    events_backoff: Backoff,
+    list_backoff: Backoff,
+    /// When the current events stream's 2xx head arrived.
+    events_up_since: Option<Instant>,
+    /// The events stream is reopened when this fires.
+    events_timer: Option<TimerId>,
+    /// The list is taken again when this fires.
+    list_timer: Option<TimerId>,
+    /// A list call is in flight.
+    listing: bool,
+    /// A list is due: the events stream (re)opened, or the last list failed.
+    list_wanted: bool,
+    /// Why the events stream is not up, while it is not: for `/healthz`.
+    pub events_trouble: Option<String>,
+    /// Why the last list failed, until one succeeds: for `/healthz`.
+    pub list_trouble: Option<String>,
+    events_says: Limiter,
+    list_says: Limiter,
+    recovered_says: Limiter,
+    ids_says: Limiter,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            events_backoff: Backoff::default(),
+            list_backoff: Backoff::default(),
+            events_up_since: None,
+            events_timer: None,
+            list_timer: None,
+            listing: false,
+            list_wanted: false,
+            events_trouble: None,
+            list_trouble: None,
+            events_says: Limiter::new(SAY_EVERY),
+            list_says: Limiter::new(SAY_EVERY),
+            recovered_says: Limiter::new(SAY_EVERY),
+            ids_says: Limiter::new(SAY_IDS_EVERY),
+        }
+    }
+}
+
+/// Why an events stream or a list failed.
+#[derive(Debug)]
+pub(crate) enum DiscoveryError {
+    /// Non-2xx: the status and the daemon's message.
+    Status(u16, String),
+    /// The events stream ended or was closed.
+    Closed(&'static str),
+    /// Not HTTP or JSON as Docker writes it.
+    Protocol(String),
+    /// A list larger than this cap.
+    TooLarge(usize),
+    /// No connection, or it broke.
+    Conn(String),
+    /// A deadline passed.
+    Deadline(String),
+}
+
+impl DiscoveryError {
+    fn kind(&self) -> DiscoveryFailure {
+        match self {
+            Self::Status(s, _) if *s >= 500 => DiscoveryFailure::Status5xx,
+            Self::Status(..) => DiscoveryFailure::Status4xx,
+            Self::Closed(_) => DiscoveryFailure::Closed,
+            Self::Protocol(_) => DiscoveryFailure::Protocol,
+            Self::TooLarge(_) => DiscoveryFailure::TooLarge,
+            Self::Conn(_) => DiscoveryFailure::Connect,
+            Self::Deadline(_) => DiscoveryFailure::Deadline,
+        }
+    }
+
+    /// The daemon may be gone: a ping finds out (and reports it).
+    fn daemon_maybe_gone(&self) -> bool {
+        matches!(self, Self::Closed(_) | Self::Conn(_) | Self::Deadline(_))
+    }
+
+    fn from_exchange(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::Status(s, m) => Self::Status(s, shown(&m, MAX_SHOWN)),
+            ExchangeError::TooLarge(cap) => Self::TooLarge(cap),
+            ExchangeError::Conn(m) => Self::Conn(m),
+            e @ (ExchangeError::Head(_) | ExchangeError::Body(_)) => Self::Protocol(e.to_string()),
+        }
+    }
+
+    fn from_conn(why: ConnFailure) -> Self {
+        match why {
+            ConnFailure::Io(e) => Self::Conn(e.to_string()),
+            d @ ConnFailure::Deadline(_) => Self::Deadline(d.to_string()),
+            ConnFailure::Protocol(m) => Self::Protocol(m),
+        }
+    }
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Status(s, m) => write!(f, "Docker answered {s}: {m}"),
+            Self::Closed(m) => f.write_str(m),
+            Self::Protocol(m) | Self::Conn(m) | Self::Deadline(m) => f.write_str(m),
+            Self::TooLarge(cap) => write!(f, "larger than {} MiB", cap >> 20),
+        }
+    }
+}
+
+/// A wait for a message: `0.3 s`, `12 s`.
+fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
+    }
 }
 
 impl Agent {
@@ -57,7 +204,7 @@ impl Agent {
             return;
         }
         let call = ApiCall::Ping;
-        match self.open_conn(request::get(Api::ping()), Role::Api { call, ex: Exchange::default() }) {
+        match self.open_conn(Api::ping(), Role::Api { call, ex: Exchange::default() }) {
             Ok(_) => self.docker.pinging = true,
             Err(e) if is_fd_exhaustion(&e) => {
                 // Not Docker's fault: keep its state, look again later.
@@ -79,7 +226,7 @@ impl Agent {
                 let api = Api { version: negotiate(resp.head.api_version) };
                 let changed = api.version != self.docker.api.version;
                 self.docker.api = api;
-                if !self.docker.up || changed || self.docker.rediscover {
+                if !self.docker.up || changed {
                     if self.docker.up {
                         message!("Docker now speaks API {}", api.version);
                     }
@@ -92,21 +239,25 @@ impl Agent {
         }
     }
 
-    /// Docker answers: open the events stream (then list), and retry every
-    /// stream that was waiting for it.
+    /// Docker answers: open the events stream (then list) unless discovery
+    /// is waiting out its own backoff, and retry every stream that was
+    /// waiting for Docker.
     pub(crate) fn docker_connected(&mut self) {
         if !self.docker.up {
             message!("Docker is up (API {})", self.docker.api.version);
         }
         self.docker.up = true;
-        self.docker.rediscover = false;
         self.docker.last_contact = Instant::now();
         self.docker.backoff.reset();
         self.metrics.set_docker_up(true);
+        // Open on another API version: reopen it on this one.
         if let Some(key) = self.docker.events.take() {
             self.close_conn(key);
+            self.docker.discovery.events_up_since = None;
         }
-        self.open_events();
+        if self.docker.discovery.events_timer.is_none() {
+            self.open_events();
+        }
         let waiting: Vec<String> =
             self.containers.values().filter(|c| c.follow == Follow::Backoff).map(|c| c.id.clone()).collect();
         for id in waiting {
@@ -127,6 +278,7 @@ impl Agent {
         if let Some(key) = self.docker.events.take() {
             self.close_conn(key);
         }
+        self.docker.discovery.events_up_since = None;
         let wait = self.docker.backoff.next(&mut self.rng);
         self.arm_ping(wait);
     }
@@ -139,9 +291,22 @@ impl Agent {
         // missed; a start seen twice is harmless.
         let since = self.docker.last_event_ns.map(|ns| ns - 1_000_000_000);
         let path = self.docker.api.events(since);
-        match self.open_conn(request::get(&path), Role::Events(Box::default())) {
+        self.docker.discovery.events_up_since = None;
+        match self.open_conn(&path, Role::Events(Box::default())) {
             Ok(key) => self.docker.events = Some(key),
-            Err(e) => self.discovery_connect_failed(&e, "cannot open the events stream"),
+            Err(e) => {
+                self.connect_error(&e);
+                self.events_attempt_failed(DiscoveryError::Conn(format!("cannot connect: {e}")));
+            }
+        }
+    }
+
+    /// The events retry timer fired.
+    pub(crate) fn events_retry(&mut self) {
+        self.docker.discovery.events_timer = None;
+        // Docker down: its ping's success opens the stream.
+        if self.docker.up && self.docker.events.is_none() {
+            self.open_events();
         }
     }
 
@@ -162,78 +327,137 @@ impl Agent {
                     Ok(Some((h, used))) => {
                         data = &data[used..];
                         ev.body = Some(BodyDecoder::new(h.body));
-                        head_ok = Some(h.is_success().then_some(()).ok_or(h.status));
+                        head_ok = Some(h.is_success());
+                        if !h.is_success() {
+                            ev.refused = Some((h.status, Vec::new()));
+                        }
                     }
-                    Err(e) => failure = Some(format!("events: {e}")),
+                    Err(e) => failure = Some(DiscoveryError::Protocol(format!("events: {e}"))),
                 }
             }
-            let refused = matches!(head_ok, Some(Err(_)));
-            if failure.is_none() && !refused {
+            if failure.is_none() {
                 if let Some(body) = ev.body.as_mut() {
-                    while !data.is_empty() {
+                    while !data.is_empty() || body.is_done() {
                         match body.decode(data) {
                             Ok((n, Some(BodyEvent::Data(d)))) => {
                                 data = &data[n..];
-                                split_events(&mut ev.line, &mut ev.skipping, d, &mut events);
+                                match ev.refused.as_mut() {
+                                    // The daemon's message is in the first
+                                    // bytes; the rest is not read.
+                                    Some((_, err)) => {
+                                        let room = MAX_ERROR_BODY.saturating_sub(err.len());
+                                        err.extend_from_slice(&d[..d.len().min(room)]);
+                                        if err.len() >= MAX_ERROR_BODY {
+                                            break;
+                                        }
+                                    }
+                                    None => split_events(&mut ev.line, &mut ev.skipping, d, &mut events),
+                                }
                             }
                             Ok((_, Some(BodyEvent::End))) => {
-                                failure = Some("events stream ended".into());
+                                failure = Some(DiscoveryError::Closed("the events stream ended"));
                                 break;
                             }
-                            Ok((n, None)) => data = &data[n..],
+                            Ok((n, None)) => {
+                                data = &data[n..];
+                                if n == 0 {
+                                    break;
+                                }
+                            }
                             Err(e) => {
-                                failure = Some(format!("events stream: {e}"));
+                                failure = Some(DiscoveryError::Protocol(format!("events stream: {e}")));
                                 break;
                             }
                         }
                     }
                 }
+                let full = ev.refused.as_ref().is_some_and(|(_, b)| b.len() >= MAX_ERROR_BODY);
+                if full || (failure.is_some() && ev.refused.is_some()) {
+                    failure = ev.refused.as_ref().map(refusal);
+                }
             }
         }
-        match head_ok {
-            Some(Ok(())) => {
-                // The stream is established: no deadline on a quiet events
-                // stream (the health ping watches the daemon), and now list.
-                if let Some(conn) = self.conns.get_mut(key) {
-                    for t in conn.timers.drain(..) {
-                        self.timers.cancel(t);
-                    }
+        if head_ok == Some(true) {
+            // The stream is established: no deadline on a quiet events
+            // stream (the health ping watches the daemon), and now list.
+            if let Some(conn) = self.conns.get_mut(key) {
+                for t in conn.timers.drain(..) {
+                    self.timers.cancel(t);
                 }
-                self.docker.last_contact = Instant::now();
-                self.list();
             }
-            Some(Err(status)) => {
-                self.metrics.docker_error(if status >= 500 { "status_5xx" } else { "status_4xx" });
-                failure = Some(format!("events request answered {status}"));
-            }
-            None => {}
+            self.docker.last_contact = Instant::now();
+            self.events_established();
         }
         for ev in events {
             self.on_event(ev);
         }
         if let Some(why) = failure {
-            self.events_failed(key, ConnFailure::Protocol(why));
+            self.events_broke(key, why);
             return false;
         }
         true
     }
 
     pub(crate) fn events_eof(&mut self, key: usize) {
-        self.events_failed(key, ConnFailure::Protocol("events stream closed".into()));
+        let refused = match self.conns.get(key).map(|c| &c.role) {
+            Some(Role::Events(ev)) => ev.refused.as_ref().map(refusal),
+            _ => None,
+        };
+        self.events_broke(key, refused.unwrap_or(DiscoveryError::Closed("the events stream was closed")));
     }
 
-    /// The events stream broke: check the daemon (the ping reopens it).
+    /// The events connection failed (I/O error, deadline).
     pub(crate) fn events_failed(&mut self, key: usize, why: ConnFailure) {
+        self.events_broke(key, DiscoveryError::from_conn(why));
+    }
+
+    /// The events stream's 2xx head arrived: list now (see the module doc).
+    fn events_established(&mut self) {
+        let d = &mut self.docker.discovery;
+        d.events_up_since = Some(Instant::now());
+        if d.events_trouble.take().is_some() {
+            if let Some(held) = d.recovered_says.allow(Instant::now()) {
+                message!("watching Docker events again{}", held_back(held));
+            }
+        }
+        d.list_wanted = true;
+        self.maybe_list();
+    }
+
+    /// The events stream broke or was refused: retry after its backoff.
+    fn events_broke(&mut self, key: usize, why: DiscoveryError) {
         self.close_conn(key);
-        if self.docker.events == Some(key) {
-            self.docker.events = None;
+        if self.docker.events != Some(key) {
+            return;
         }
-        if self.docker.up {
-            message!("events stream: {why}; reconnecting");
+        self.docker.events = None;
+        self.events_attempt_failed(why);
+    }
+
+    fn events_attempt_failed(&mut self, why: DiscoveryError) {
+        let now = Instant::now();
+        let d = &mut self.docker.discovery;
+        if d.events_up_since.take().is_some_and(|t| now.duration_since(t) >= EVENTS_STABLE) {
+            d.events_backoff.reset();
+            d.events_says.reset();
         }
-        self.docker.up = false;
-        self.metrics.set_docker_up(false);
-        self.ping();
+        let wait = d.events_backoff.next(&mut self.rng);
+        self.metrics.discovery_failure(DiscoveryCall::Events, why.kind());
+        if let DiscoveryError::Status(s, _) = why {
+            self.metrics.docker_error(if s >= 500 { "status_5xx" } else { "status_4xx" });
+        }
+        let text = why.to_string();
+        if let Some(held) = d.events_says.allow(now) {
+            message!("cannot watch Docker events: {text}; retrying in {}{}", secs(wait), held_back(held));
+        }
+        d.events_trouble = Some(text);
+        if let Some(t) = d.events_timer.take() {
+            self.timers.cancel(t);
+        }
+        d.events_timer = Some(self.timers.insert(now + wait, Timer::EventsRetry));
+        if why.daemon_maybe_gone() {
+            self.ping();
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -247,6 +471,9 @@ impl Agent {
         let id = ev.actor.id.clone();
         if id.is_empty() {
             return;
+        }
+        if !is_container_id(&id) {
+            return self.invalid_id("the events stream", &id);
         }
         if ev.action_is("die") {
             self.container_died(&id);
@@ -295,37 +522,101 @@ impl Agent {
 
     // ---- list -----------------------------------------------------------
 
-    fn list(&mut self) {
+    /// Take the list if one is due, none is in flight or waiting out its
+    /// backoff, and the events stream is up (so nothing starts unseen).
+    fn maybe_list(&mut self) {
+        let d = &self.docker.discovery;
+        if !d.list_wanted
+            || d.listing
+            || d.list_timer.is_some()
+            || d.events_up_since.is_none()
+            || !self.docker.up
+        {
+            return;
+        }
+        self.docker.discovery.list_wanted = false;
         let path = self.docker.api.list();
-        let call = ApiCall::List;
-        if let Err(e) = self.open_conn(request::get(&path), Role::Api { call, ex: Exchange::default() }) {
-            self.discovery_connect_failed(&e, "cannot list containers");
+        let role = Role::Api { call: ApiCall::List, ex: Exchange::with_cap(MAX_LIST_BODY) };
+        match self.open_conn(&path, role) {
+            Ok(_) => self.docker.discovery.listing = true,
+            Err(e) => {
+                self.connect_error(&e);
+                self.list_failed(DiscoveryError::Conn(format!("cannot connect: {e}")));
+            }
         }
     }
 
-    /// The events stream or the list could not connect. Out of fds: Docker
-    /// is fine, so redo discovery after the ping backoff without calling it
-    /// down. Otherwise Docker is unreachable.
-    fn discovery_connect_failed(&mut self, e: &std::io::Error, what: &str) {
-        if is_fd_exhaustion(e) {
-            self.docker.rediscover = true;
-            let wait = self.docker.backoff.next(&mut self.rng);
-            self.arm_ping(wait);
-        } else {
-            self.metrics.docker_error("connect");
-            self.docker_down(&format!("{what}: {e}"));
+    /// The list retry timer fired.
+    pub(crate) fn list_retry(&mut self) {
+        self.docker.discovery.list_timer = None;
+        self.maybe_list();
+    }
+
+    /// The list failed: take it again after its backoff. The events stream
+    /// stays up meanwhile, so containers that start are still followed.
+    fn list_failed(&mut self, why: DiscoveryError) {
+        let now = Instant::now();
+        let d = &mut self.docker.discovery;
+        d.listing = false;
+        d.list_wanted = true;
+        let wait = d.list_backoff.next(&mut self.rng);
+        self.metrics.discovery_failure(DiscoveryCall::List, why.kind());
+        let text = why.to_string();
+        if let Some(held) = d.list_says.allow(now) {
+            message!("cannot read the container list: {text}; retrying in {}{}", secs(wait), held_back(held));
+        }
+        d.list_trouble = Some(text);
+        if let Some(t) = d.list_timer.take() {
+            self.timers.cancel(t);
+        }
+        d.list_timer = Some(self.timers.insert(now + wait, Timer::ListRetry));
+        if why.daemon_maybe_gone() {
+            self.ping();
+        }
+    }
+
+    /// An id that is not a container id came from the daemon: never let it
+    /// near a request. Said once in a while, counted as a protocol error.
+    fn invalid_id(&mut self, from: &str, id: &str) {
+        self.metrics.docker_error("protocol");
+        if let Some(held) = self.docker.discovery.ids_says.allow(Instant::now()) {
+            message!(
+                "ignored an invalid container id from {from} (not 64 hex digits): \"{}\"{}",
+                shown(id, 100),
+                held_back(held)
+            );
         }
     }
 
     fn list_done(&mut self, body: &[u8]) {
-        let list: Vec<ContainerSummary> = match serde_json::from_slice(body) {
+        let mut list: Vec<ContainerSummary> = match serde_json::from_slice(body) {
             Ok(l) => l,
             Err(e) => {
                 self.metrics.docker_error("protocol");
-                message!("cannot read the container list: {e}; retrying");
-                return self.docker_down("bad container list");
+                return self.list_failed(DiscoveryError::Protocol(format!("not a JSON container list: {e}")));
             }
         };
+        let d = &mut self.docker.discovery;
+        d.listing = false;
+        d.list_backoff.reset();
+        d.list_says.reset();
+        if d.list_trouble.take().is_some() {
+            if let Some(held) = d.recovered_says.allow(Instant::now()) {
+                message!("container list read again{}", held_back(held));
+            }
+        }
+        let invalid: Vec<String> =
+            list.iter().filter(|c| !is_container_id(&c.id)).map(|c| c.id.clone()).collect();
+        for id in &invalid {
+            self.invalid_id("the container list", id);
+        }
+        list.retain(|c| is_container_id(&c.id));
+        self.list_taken(list);
+        // The events stream reopened while this list was under way.
+        self.maybe_list();
+    }
+
+    fn list_taken(&mut self, list: Vec<ContainerSummary>) {
         let first_run = std::mem::replace(&mut self.first_run, false);
         let present: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
         // Checkpoints of containers destroyed while we were away.
@@ -409,7 +700,7 @@ impl Agent {
     pub(crate) fn inspect(&mut self, id: &str) {
         let path = self.docker.api.inspect(id);
         let call = ApiCall::Inspect { id: id.to_owned() };
-        match self.open_conn(request::get(&path), Role::Api { call, ex: Exchange::default() }) {
+        match self.open_conn(&path, Role::Api { call, ex: Exchange::with_cap(MAX_INSPECT_BODY) }) {
             Ok(key) => {
                 if let Some(c) = self.containers.get_mut(id) {
                     c.follow = Follow::Inspecting(key);
@@ -449,6 +740,11 @@ impl Agent {
                 return self.schedule_retry(id);
             }
         };
+        if info.id != id {
+            // Not the container asked about: a broken or hostile daemon.
+            self.invalid_id(&format!("the inspect of {}", short(id)), &info.id);
+            return self.schedule_retry(id);
+        }
         let name = info.name.trim_start_matches('/');
         if !self.cfg.filters.admits(name, &info.config.labels) {
             return self.forget(id);
@@ -543,13 +839,18 @@ impl Agent {
         let Some(Role::Api { call, .. }) = self.close_conn(key) else {
             return;
         };
+        if let ApiCall::List = call {
+            return self.list_failed(DiscoveryError::from_conn(why));
+        }
         self.api_result(call, Err(ExchangeError::Conn(why.to_string())));
     }
 
     /// An API call's connection was closed without an answer (shutdown).
     pub(crate) fn api_abandoned(&mut self, call: ApiCall) {
-        if let ApiCall::Ping = call {
-            self.docker.pinging = false;
+        match call {
+            ApiCall::Ping => self.docker.pinging = false,
+            ApiCall::List => self.docker.discovery.listing = false,
+            ApiCall::Inspect { .. } => {}
         }
     }
 
@@ -570,7 +871,10 @@ impl Agent {
                 }
                 Err(e) => {
                     self.metrics.docker_error(e.metric_kind());
-                    self.docker_down(&format!("cannot list containers: {e}"));
+                    if let ExchangeError::Status(..) = e {
+                        self.docker.last_contact = Instant::now();
+                    }
+                    self.list_failed(DiscoveryError::from_exchange(e));
                 }
             },
             ApiCall::Inspect { id } => {
@@ -586,6 +890,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// A refused events request: its status and the daemon's message.
+fn refusal((status, body): &(u16, Vec<u8>)) -> DiscoveryError {
+    DiscoveryError::Status(*status, shown(&error_message(body), MAX_SHOWN))
 }
 
 /// Split de-chunked event bytes into lines and parse each JSON object.

@@ -70,6 +70,10 @@ pub(crate) enum Timer {
     },
     /// Ping Docker again (after it went away, or periodically).
     Ping,
+    /// The events stream's backoff has passed: open it again.
+    EventsRetry,
+    /// The list's backoff has passed: take it again.
+    ListRetry,
     Flush,
     Checkpoint,
     /// Accepting a metrics client failed for lack of fds: try again.
@@ -160,9 +164,8 @@ pub(crate) struct DockerState {
     pub last_contact: Instant,
     /// The one pending ping (health check or retry).
     pub ping_timer: Option<TimerId>,
-    /// Opening the events stream or the list failed for lack of fds: the
-    /// next ping redoes discovery even though Docker stayed up.
-    pub rediscover: bool,
+    /// The events stream's and the list's own backoffs and troubles.
+    pub discovery: crate::agent::discovery::Discovery,
 }
 
 pub struct Agent {
@@ -232,6 +235,21 @@ pub(crate) fn wall_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// Checkpoints by container id, without those whose id is not one: ids
+/// become request paths, and the file may have been edited by hand (or by
+/// someone hostile).
+fn valid_checkpoints(
+    loaded: std::collections::BTreeMap<String, crate::checkpoint::ContainerCheckpoint>,
+) -> HashMap<String, crate::checkpoint::ContainerCheckpoint> {
+    let before = loaded.len();
+    let valid: HashMap<_, _> =
+        loaded.into_iter().filter(|(id, _)| crate::docker::api::is_container_id(id)).collect();
+    if valid.len() < before {
+        message!("ignored {} checkpoint(s) whose container id is not 64 hex digits", before - valid.len());
+    }
+    valid
+}
+
 impl Agent {
     /// Set everything up: state directory, output, metrics listener,
     /// signals. Reaching Docker is checked by the caller before this.
@@ -240,7 +258,7 @@ impl Agent {
         let store = CheckpointStore::open(&args.state_dir)?;
         let now_ns = wall_ns();
         let (first_run, first_run_at, loaded) = match store.load()? {
-            Some(state) => (false, state.first_run_at, state.containers.into_iter().collect()),
+            Some(state) => (false, state.first_run_at, valid_checkpoints(state.containers)),
             None => (true, now_ns, HashMap::new()),
         };
         let mut output = Output::open(&args.output)?;
@@ -303,7 +321,7 @@ impl Agent {
                 pinging: false,
                 last_contact: Instant::now(),
                 ping_timer: None,
-                rediscover: false,
+                discovery: Default::default(),
             },
             output,
             store,
@@ -444,6 +462,8 @@ impl Agent {
                 self.docker.ping_timer = None;
                 self.ping();
             }
+            Timer::EventsRetry => self.events_retry(),
+            Timer::ListRetry => self.list_retry(),
             Timer::Flush => {
                 self.flush_armed = false;
                 if self.output_checked_at.elapsed() >= OUTPUT_CHECK_EVERY {
@@ -475,8 +495,11 @@ impl Agent {
         }
     }
 
-    /// Open a connection to Docker and queue `request` on it.
-    pub(crate) fn open_conn(&mut self, request: Vec<u8>, role: Role) -> io::Result<usize> {
+    /// Open a connection to Docker and queue `GET <target>` on it. A target
+    /// that could carry anything but one GET is refused (`InvalidInput`).
+    pub(crate) fn open_conn(&mut self, target: &str, role: Role) -> io::Result<usize> {
+        let request = crate::docker::request::get(target)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut sock = Sock::connect(&self.cfg.endpoint).inspect_err(|e| self.note_fd_exhaustion(e))?;
         if let (Role::Logs(_), Some(bytes)) = (&role, self.cfg.stream_rcvbuf) {
             // A tuning knob: failing to apply it must not fail the stream.

@@ -7,7 +7,7 @@ use crate::agent::container::{Container, Ending, Follow};
 use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Timer};
 use crate::agent::resume::{tail_for, Replay, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
-use crate::docker::request::{self, LogsQuery};
+use crate::docker::request::LogsQuery;
 use crate::message;
 use crate::metrics::{LogStream, Metrics, ReconnectReason, RotationReason};
 use crate::output::Output;
@@ -189,7 +189,7 @@ impl Agent {
             since,
             history_left,
         };
-        match self.open_conn(request::get(&path), Role::Logs(Box::new(lc))) {
+        match self.open_conn(&path, Role::Logs(Box::new(lc))) {
             Ok(key) => {
                 if let Some(c) = self.containers.get_mut(id) {
                     c.follow = Follow::Streaming(key);

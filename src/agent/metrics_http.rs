@@ -216,11 +216,17 @@ impl Agent {
 
     fn health(&self) -> Vec<u8> {
         let fresh = self.docker.last_contact.elapsed() < 3 * HEALTH_PING_EVERY;
-        if self.docker.up && fresh {
-            plain(200, "OK", "ok\n")
+        let d = &self.docker.discovery;
+        let why = if !(self.docker.up && fresh) {
+            "Docker is unreachable".to_owned()
+        } else if let Some(e) = &d.events_trouble {
+            format!("cannot watch Docker events ({e}): containers that start are not followed")
+        } else if let Some(e) = &d.list_trouble {
+            format!("cannot list containers ({e}): containers already there are not followed")
         } else {
-            plain(503, "Service Unavailable", "unhealthy: Docker is unreachable\n")
-        }
+            return plain(200, "OK", "ok\n");
+        };
+        plain(503, "Service Unavailable", &format!("unhealthy: {why}\n"))
     }
 }
 

@@ -95,7 +95,7 @@ fn check_docker(
     };
     let connecting = |e| fail(e, "connecting", "--connect-timeout", connect_timeout);
     let pinging = |e| fail(e, "the ping", "--api-timeout", api_timeout);
-    let req = request::get(Api::ping());
+    let req = request::get(Api::ping()).context("cannot build the ping request")?;
     let resp = match ep {
         Endpoint::Unix(p) => {
             let mut s = connect_unix(p, connect_timeout).map_err(|e| connecting(e.into()))?;

@@ -131,6 +131,27 @@ pub fn error_message(body: &[u8]) -> String {
     }
 }
 
+/// A full container id as dockerd makes them: 64 lower-case hex digits.
+/// Anything else from the daemon (or a checkpoint file) is refused before
+/// it can reach a request.
+pub fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `s` for a message: escaped (no control bytes reach the terminal) and cut
+/// to about `max` bytes.
+pub fn shown(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() >= max {
+            out.push('…');
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out
+}
+
 /// Docker writes `null` for empty label maps.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -168,6 +189,16 @@ mod tests {
         )
         .unwrap();
         assert!(i.config.tty && i.state.running);
+    }
+
+    #[test]
+    fn container_ids() {
+        assert!(is_container_id(&"0123456789abcdef".repeat(4)));
+        assert!(!is_container_id(&"0123456789ABCDEF".repeat(4)));
+        assert!(!is_container_id("0123456789abcdef"));
+        assert!(!is_container_id(&format!("{}\r\n", "a".repeat(62))));
+        assert_eq!(shown("a\r\nb", 100), "a\\r\\nb");
+        assert_eq!(shown(&"x".repeat(10), 4), "xxxx…");
     }
 
     #[test]

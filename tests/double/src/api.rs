@@ -262,18 +262,19 @@ pub(crate) fn event_json(ev: &Event, legacy: bool) -> String {
     if legacy {
         let _ = write!(
             s,
-            "\"status\":{},\"id\":\"{}\",\"from\":{},",
+            "\"status\":{},\"id\":{},\"from\":{},",
             json_str(&ev.action),
-            ev.id,
+            json_str(&ev.id),
             json_str(&ev.image)
         );
     }
     let _ = write!(
         s,
-        "\"Type\":\"container\",\"Action\":{},\"Actor\":{{\"ID\":\"{}\",\"Attributes\":{}}},\
+        "\"Type\":\"container\",\"Action\":{},\"Actor\":{{\"ID\":{},\"Attributes\":{}}},\
          \"scope\":\"local\",\"time\":{},\"timeNano\":{}}}",
         json_str(&ev.action),
-        ev.id,
+        // Escaped: a hostile test id may carry quotes or CRLF.
+        json_str(&ev.id),
         labels_json(&ev.attrs),
         ev.time_ns.div_euclid(1_000_000_000),
         ev.time_ns

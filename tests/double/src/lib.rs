@@ -253,6 +253,13 @@ pub enum Fault {
     /// the container still runs (a decode error inside dockerd). Other
     /// endpoints answer normally.
     CloseAfter(Duration),
+    /// Answer 200 with `Content-Type: application/json` and exactly these
+    /// bytes as the body (`Content-Length`): a garbage or hostile body.
+    Body(Vec<u8>),
+    /// Answer 200 with a chunked JSON body of this many bytes: `[`, spaces,
+    /// `]`, an empty list that is valid JSON and only too big. Built in
+    /// memory per request: keep it to what a test can afford.
+    HugeBody(usize),
 }
 
 /// Counters of what the double has served. Snapshot with [`Double::stats`];
@@ -278,8 +285,13 @@ pub struct Stats {
     pub events_streams_open: usize,
     /// Every request head parsed, whatever the answer.
     pub requests_total: u64,
-    /// Requests with a method other than GET (HEAD on `/_ping` excepted).
+    /// Requests with a method other than GET (HEAD on `/_ping` excepted),
+    /// including each one pipelined behind another on one connection.
     pub non_get_requests: u64,
+    /// `GET /events` requests received (including faulted ones).
+    pub events_requests_total: u64,
+    /// `GET /containers/json` requests received (including faulted ones).
+    pub list_requests_total: u64,
     /// Log messages (frames or TTY lines) put on the wire.
     pub messages_sent: u64,
     /// Bytes written to client sockets, all responses.
@@ -420,6 +432,13 @@ impl Double {
     /// normal answer. Faults queue in the order injected.
     pub fn inject(&self, m: Match, fault: Fault, times: u32) {
         self.with(|st| st.faults.push((m, fault, times)))
+    }
+
+    /// An event about a container that need not exist, with any id and
+    /// name (a hostile daemon: the id is sent JSON-escaped but otherwise
+    /// as given). Attributes are just `name`.
+    pub fn emit_event(&self, action: &str, id: &str, name: &str) {
+        self.with(|st| st.emit_raw(action, id, name))
     }
 
     /// Forget every fault not yet used.

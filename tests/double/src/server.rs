@@ -441,6 +441,11 @@ impl Server {
                         Parsed::Partial => return !conn.eof,
                         Parsed::Reject(public) => {
                             st.stats.requests_total += 1;
+                            // Refused before routing, but still something
+                            // the agent put on the wire that is not a GET.
+                            if !(conn.inbuf.starts_with(b"GET ") || conn.inbuf.starts_with(b"HEAD ")) {
+                                st.stats.non_get_requests += 1;
+                            }
                             http::go_error(&mut conn.out, public);
                             conn.phase = Phase::CloseAfterFlush;
                         }
@@ -611,6 +616,11 @@ impl Server {
         conn.close_after |= req.close;
         conn.phase = Phase::Reply;
         let (version, route) = api::route(&req.path);
+        match route {
+            Route::Events => st.stats.events_requests_total += 1,
+            Route::List => st.stats.list_requests_total += 1,
+            _ => {}
+        }
         let head_ping = req.method == "HEAD" && route == Route::Ping;
         if req.method != "GET" && !head_ping {
             // The agent must never send one; count it for the tests.
@@ -707,6 +717,13 @@ impl Server {
                 http::error(&mut conn.out, &st.server(), 500, &msg);
             }
             Fault::CloseAfter(d) => return Some(Plan { sys_err: None, close_after: streaming.then_some(d) }),
+            Fault::Body(body) => http::json(&mut conn.out, &st.server(), 200, &body, usize::MAX),
+            Fault::HugeBody(n) => {
+                let mut body = vec![b' '; n.max(2)];
+                body[0] = b'[';
+                body[n.max(2) - 1] = b']';
+                http::json(&mut conn.out, &st.server(), 200, &body, 0);
+            }
             Fault::NeverAnswer => {
                 self.count_stream(conn, route, logs_key, st);
                 conn.phase = Phase::Hold;

@@ -757,6 +757,28 @@ impl State {
         self.events_dirty = true;
     }
 
+    /// An event not tied to a stored container (see `Double::emit_event`).
+    pub fn emit_raw(&mut self, action: &str, id: &str, name: &str) {
+        let time_ns = time::now_ns().max(self.last_event_ns + 1);
+        self.last_event_ns = time_ns;
+        let mut attrs = BTreeMap::new();
+        attrs.insert("name".to_owned(), name.to_owned());
+        let ev = Event {
+            time_ns,
+            action: action.to_owned(),
+            id: id.to_owned(),
+            image: String::new(),
+            name: name.to_owned(),
+            attrs,
+        };
+        self.events.push_back(ev);
+        if self.events.len() > EVENT_RING {
+            self.events.pop_front();
+            self.events_base += 1;
+        }
+        self.events_dirty = true;
+    }
+
     pub fn events_end(&self) -> u64 {
         self.events_base + self.events.len() as u64
     }
