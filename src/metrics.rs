@@ -163,6 +163,16 @@ label_enum! {
 }
 
 label_enum! {
+    /// Why a container's resume point was not trusted.
+    CheckpointRejection {
+        /// A value the agent never writes (damaged or edited checkpoint).
+        Invalid => "invalid",
+        /// Later than Docker's clock (the clock stepped back, or forged).
+        Future => "future",
+    }
+}
+
+label_enum! {
     /// The container output stream a line came from.
     LogStream {
         Stdout => "stdout",
@@ -212,6 +222,12 @@ pub struct DeadlineLabels {
 pub struct DiscoveryLabels {
     pub call: DiscoveryCall,
     pub kind: DiscoveryFailure,
+}
+
+/// Labels `{reason}` of `log_capturer_checkpoints_rejected_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CheckpointRejectionLabels {
+    pub reason: CheckpointRejection,
 }
 
 /// Labels `{kind}` of `log_capturer_docker_errors_total`.
@@ -324,11 +340,14 @@ pub struct Metrics {
     /// `log_capturer_stderr_dropped_total`: set from [`crate::messages::dropped`]
     /// by [`Metrics::sync_stderr_dropped`].
     pub stderr_dropped: Counter,
+    /// `log_capturer_checkpoints_rejected_total{reason}`: see [`Metrics::checkpoint_rejected`].
+    pub checkpoints_rejected: Family<CheckpointRejectionLabels, Counter>,
 
     rotation_by: Vec<Counter>,
     reconnect_by: Vec<Counter>,
     lines_by: Vec<Counter>,
     deadline_by: Vec<Counter>,
+    rejected_by: Vec<Counter>,
     registry: Registry,
 }
 
@@ -526,6 +545,15 @@ impl Metrics {
              reader, or stderr sharing a full nonblocking pipe with stdout)",
             stderr_dropped.clone(),
         );
+        let checkpoints_rejected = Family::<CheckpointRejectionLabels, Counter>::default();
+        r.register(
+            "log_capturer_checkpoints_rejected",
+            "Containers whose resume point was not trusted, by reason: invalid = a value the agent \
+             never writes (damaged or edited checkpoint), future = later than Docker's clock (the \
+             clock stepped back, or forged); each then had its whole retained log read again \
+             (lines repeated, none lost)",
+            checkpoints_rejected.clone(),
+        );
         r.register_collector(Box::new(ProcessCollector));
 
         for kind in DOCKER_ERROR_KINDS {
@@ -551,6 +579,10 @@ impl Metrics {
         let deadline_by = DeadlineKind::ALL
             .iter()
             .map(|&kind| deadline_expirations.get_or_create_owned(&DeadlineLabels { kind }))
+            .collect();
+        let rejected_by = CheckpointRejection::ALL
+            .iter()
+            .map(|&reason| checkpoints_rejected.get_or_create_owned(&CheckpointRejectionLabels { reason }))
             .collect();
 
         Self {
@@ -580,10 +612,12 @@ impl Metrics {
             output_no_space,
             output_reopened,
             stderr_dropped,
+            checkpoints_rejected,
             rotation_by,
             reconnect_by,
             lines_by,
             deadline_by,
+            rejected_by,
             registry: r,
         }
     }
@@ -603,6 +637,11 @@ impl Metrics {
     /// A stream is being reconnected for `reason`.
     pub fn reconnect(&self, reason: ReconnectReason) {
         self.reconnect_by[reason as usize].inc();
+    }
+
+    /// A container's resume point was not trusted for `reason`.
+    pub fn checkpoint_rejected(&self, reason: CheckpointRejection) {
+        self.rejected_by[reason as usize].inc();
     }
 
     /// A deadline of `kind` expired.
@@ -869,6 +908,7 @@ mod tests {
         ("log_capturer_output_no_space_total", "counter"),
         ("log_capturer_output_reopened_total", "counter"),
         ("log_capturer_stderr_dropped_total", "counter"),
+        ("log_capturer_checkpoints_rejected_total", "counter"),
         ("process_cpu_seconds_total", "counter"),
         ("process_open_fds", "gauge"),
         ("process_max_fds", "gauge"),
@@ -907,6 +947,7 @@ mod tests {
         m.output_blocked(Duration::from_millis(1500));
         m.checkpoint_writes.inc();
         m.checkpoint_errors.inc();
+        m.checkpoint_rejected(CheckpointRejection::Future);
 
         let s = text(&m);
         let v = |series: &str| value(&s, series);
@@ -931,6 +972,8 @@ mod tests {
         assert_eq!(v("log_capturer_output_blocked_seconds_total"), 1.5);
         assert_eq!(v("log_capturer_checkpoint_writes_total"), 1.0);
         assert_eq!(v("log_capturer_checkpoint_errors_total"), 1.0);
+        assert_eq!(v(r#"log_capturer_checkpoints_rejected_total{reason="future"}"#), 1.0);
+        assert_eq!(v(r#"log_capturer_checkpoints_rejected_total{reason="invalid"}"#), 0.0);
         assert_eq!(v("log_capturer_stream_age_seconds_count"), 2.0);
         assert_eq!(v("log_capturer_stream_age_seconds_sum"), 90.5);
         assert_eq!(v(r#"log_capturer_stream_age_seconds_bucket{le="1.0"}"#), 1.0);

@@ -719,6 +719,9 @@ impl Agent {
     }
 
     fn inspect_done(&mut self, id: &str, result: Result<Response, ExchangeError>) {
+        if let Ok(r) = &result {
+            self.docker_clock.observe(r.head.date);
+        }
         let body = match result {
             Ok(r) => r.body,
             Err(ExchangeError::Status(404, _)) => return self.forget(id),
@@ -757,7 +760,11 @@ impl Agent {
         c.running = info.state.running;
         if c.resume.is_none() {
             let since = match c.start {
-                StartPoint::At(t) => t,
+                // "From now" on the agent's clock, in Docker's: a daemon
+                // whose clock is behind ours has stamped nothing that late.
+                StartPoint::At(t) => self.docker_clock.now().map_or(t, |(docker, _)| {
+                    t.min(t.saturating_add(docker.saturating_sub(crate::agent::event_loop::wall_ns())))
+                }),
                 // From the container's creation: dockerd stamps its first
                 // lines before it records `StartedAt` (seen: 1.8 ms before),
                 // so the start time would lose them. Unreadable: everything.

@@ -227,6 +227,8 @@ pub struct Agent {
     /// An accept failed for lack of fds; the `Accept` timer retries.
     pub(crate) accept_backoff: bool,
     pub(crate) fd_warned_at: Option<Instant>,
+    /// Docker's clock, from the `Date` of its answers.
+    pub(crate) docker_clock: crate::agent::clock::DockerClock,
 }
 
 /// Wall-clock now in nanoseconds since the epoch: Docker's timestamps are
@@ -355,6 +357,7 @@ impl Agent {
             accept_pending: false,
             accept_backoff: false,
             fd_warned_at: None,
+            docker_clock: Default::default(),
         })
     }
 

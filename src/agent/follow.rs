@@ -136,6 +136,7 @@ impl Sink<'_> {
 impl Agent {
     /// Open a log stream for a container whose resume point is known.
     pub(crate) fn open_logs(&mut self, id: &str) {
+        self.vet_resume(id);
         let now_ns = wall_ns();
         let api = self.docker.api;
         let max_line = self.cfg.max_line;
@@ -288,6 +289,7 @@ impl Agent {
         };
         let Role::Logs(lc) = &conn.role else { return };
         let ok = lc.dec.head().is_some_and(|h| h.is_success());
+        self.docker_clock.observe(lc.dec.head().and_then(|h| h.date));
         let id = lc.id.clone();
         // The head deadline was armed last.
         if let Some(t) = conn.timers.pop() {
@@ -364,7 +366,10 @@ impl Agent {
                     let live_for = lc.opened.elapsed().as_nanos() as i64;
                     let ok = lc.dec.head().is_some_and(|h| h.is_success());
                     if resume.last_ts.is_none() && ok && lc.messages == 0 && live_for >= 2 * MARGIN {
-                        resume.start_since = resume.start_since.max(lc.requested_at_ns - MARGIN);
+                        // On Docker's clock (its `Date`) if it is behind ours.
+                        let date = lc.dec.head().and_then(|h| h.date);
+                        let asked = date.map_or(lc.requested_at_ns, |d| d.min(lc.requested_at_ns));
+                        resume.start_since = resume.start_since.max(asked - MARGIN);
                     }
                 }
                 update_rate(c, &lc);

@@ -5,11 +5,13 @@
 //! - [`follow`]: one container's log stream, rotation, recovery
 //! - [`budget`]: the open-files limit and the stream budget
 //! - [`resume`]: where a stream resumes and how replays are dropped
+//! - [`clock`]: Docker's clock, and resume points checked against it
 //! - [`persist`]: checkpoints from the loop
 //! - [`metrics_http`]: `/metrics` and `/healthz`
 //! - [`startup`]: the checks before the loop starts (reach Docker, clear errors)
 
 pub mod budget;
+pub mod clock;
 pub mod container;
 pub mod discovery;
 pub mod event_loop;

@@ -23,7 +23,16 @@
 //!
 //! Once a connection has passed the newest delivered line of a stream,
 //! everything after it on that connection is new, even if the wall clock
-//! steps back ([`Replay`]).
+//! steps back ([`Replay`]). After such a step the resume point follows the
+//! clock back (the newest delivered line, not the latest timestamp), and
+//! lines stamped after the newest one but delivered before it (the ones
+//! from before the step) are remembered as the stream's `high` mark so a
+//! later stream does not take them for new.
+//!
+//! A resume point is only as good as the clock that stamped it: one later
+//! than dockerd's own clock (a checkpoint written before the clock stepped
+//! back, or a forged one) would filter out or drop every new line. See
+//! [`Resume::latest`], [`Resume::check_values`] and [`Resume::after_clock_step`].
 //!
 //! With `tail=K` (cheap for dockerd, see [`tail_for`]) the first complete
 //! line of the response proves whether the tail window reached back far
@@ -187,6 +196,39 @@ pub struct Resume {
     pub newest: [Option<Fingerprint>; 3],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
+    /// Per stream: the highest line delivered, when it is not the newest
+    /// (the clock stepped back since): a stream that has not yet passed
+    /// the newest line takes lines up to this one for replays. None in
+    /// the normal case.
+    #[serde(skip_serializing_if = "no_fingerprints", default)]
+    pub high: [Option<Fingerprint>; 3],
+    /// After the clock was found to have stepped back: Docker's time then.
+    /// No stream asks for lines later than a margin before it, so lines
+    /// stamped from the step on are asked for even while delivered lines
+    /// from before it carry later timestamps. Not saved: a restart checks
+    /// the saved state against the clock again.
+    #[serde(skip)]
+    pub floor: Option<i64>,
+    /// Read from a checkpoint and not yet checked against the values the
+    /// agent writes and Docker's clock (see [`Resume::check_values`]).
+    #[serde(skip)]
+    pub loaded: bool,
+}
+
+fn no_fingerprints(f: &[Option<Fingerprint>; 3]) -> bool {
+    f.iter().all(Option::is_none)
+}
+
+/// Why a resume state cannot be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untrusted {
+    /// A value the agent never writes (a negative time, a fingerprint in
+    /// another stream's slot…): a damaged or hand-edited checkpoint.
+    Invalid(String),
+    /// Later than Docker's clock: the clock stepped back since it was
+    /// written, or it was forged. Lines stamped before it would be filtered
+    /// out or dropped as replays.
+    Future { latest: i64 },
 }
 
 /// A checkpoint's resume state, also in the first format (every recent
@@ -203,6 +245,8 @@ struct ResumeRepr {
     window: Vec<Fingerprint>,
     #[serde(default)]
     gap: Option<Gap>,
+    #[serde(default)]
+    high: [Option<Fingerprint>; 3],
 }
 
 impl<'de> Deserialize<'de> for Resume {
@@ -224,13 +268,132 @@ impl<'de> Deserialize<'de> for Resume {
             open_lines: r.open_lines,
             newest,
             gap: r.gap,
+            high: r.high,
+            floor: None,
+            loaded: true,
         })
     }
 }
 
 impl Resume {
     pub fn new(start_since: i64) -> Self {
-        Self { start_since, last_ts: None, open_lines: [None; 3], newest: [None; 3], gap: None }
+        Self {
+            start_since,
+            last_ts: None,
+            open_lines: [None; 3],
+            newest: [None; 3],
+            gap: None,
+            high: [None; 3],
+            floor: None,
+            loaded: false,
+        }
+    }
+
+    /// What replaces a state that cannot be trusted: the container's whole
+    /// retained log, every line delivered again (repeats, never a loss).
+    /// `docker_now`: Docker's clock (at most), if known; after a step back
+    /// no stream asks for lines later than it (see [`Resume::floor`]).
+    ///
+    /// Not the container's creation time: after a step back that time is
+    /// no lower bound either, and a log holds nothing older than its
+    /// container otherwise, so reading from 0 costs the same.
+    pub fn after_clock_step(docker_now: Option<i64>) -> Self {
+        Self { floor: docker_now, ..Self::new(0) }
+    }
+
+    /// The latest time anywhere in the state: no line Docker has stamped
+    /// yet can be later than its clock, so neither can this.
+    pub fn latest(&self) -> i64 {
+        let fps = self.newest.iter().chain(&self.high).flatten().map(|f| f.ts);
+        let gap = self.gap.iter().flat_map(|g| {
+            std::iter::once(g.from).chain(g.until.iter().chain(&g.done).flatten().map(|f| f.ts))
+        });
+        let opens = self.open_lines.iter().flatten().copied();
+        std::iter::once(self.start_since)
+            .chain(self.last_ts)
+            .chain(fps)
+            .chain(gap)
+            .chain(opens)
+            .max()
+            .unwrap_or(self.start_since)
+    }
+
+    /// Values the agent never writes: a damaged or hand-edited checkpoint.
+    /// Times before 1970 (a line without a timestamp is fingerprinted at
+    /// `i64::MIN`, which is allowed), fingerprints of another stream's
+    /// slot, delivered lines without a newest timestamp. Times that are
+    /// merely old are allowed: a board without a real-time clock stamps
+    /// 1970 until NTP sets its clock. Times in the future need Docker's
+    /// clock: see [`Resume::latest`].
+    pub fn check_values(&self) -> Result<(), String> {
+        let time = |what: &str, t: i64, min_ok: bool| {
+            if t < 0 && !(min_ok && t == i64::MIN) {
+                Err(format!("{what} {t} is before 1970"))
+            } else {
+                Ok(())
+            }
+        };
+        time("start_since", self.start_since, false)?;
+        if let Some(t) = self.last_ts {
+            time("last_ts", t, true)?;
+        }
+        for (slot, t) in self.open_lines.iter().enumerate() {
+            if let Some(t) = *t {
+                time(&format!("open_lines[{slot}]"), t, false)?;
+            }
+        }
+        let fps = |what: &'static str, set: &[Option<Fingerprint>; 3]| -> Result<(), String> {
+            for (slot, fp) in set.iter().enumerate() {
+                let Some(fp) = fp else { continue };
+                if usize::from(fp.stream) != slot {
+                    return Err(format!("{what}[{slot}] is a line of stream {}", fp.stream));
+                }
+                time(&format!("{what}[{slot}]"), fp.ts, true)?;
+            }
+            Ok(())
+        };
+        fps("newest", &self.newest)?;
+        fps("high", &self.high)?;
+        if let Some(g) = &self.gap {
+            time("gap.from", g.from, false)?;
+            fps("gap.until", &g.until)?;
+            fps("gap.done", &g.done)?;
+        }
+        if self.last_ts.is_none() && self.newest.iter().chain(&self.high).any(Option::is_some) {
+            return Err("lines are marked delivered but last_ts is null".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Check the state before a stream opens from it. `clock`: the
+    /// earliest and the latest Docker's clock can read now, if known.
+    ///
+    /// A state read from a checkpoint must hold only values the agent
+    /// writes, none later than Docker's clock: its lines may be gone from
+    /// the log or never have been in it, so nothing in it can be trusted
+    /// to be older than a new line. A state this run built holds lines it
+    /// saw in the log, in the log's order: after a clock step back only
+    /// where the next stream starts must not be in the future.
+    pub fn vet(&mut self, clock: Option<(i64, i64)>) -> Result<(), Untrusted> {
+        let loaded = std::mem::take(&mut self.loaded);
+        if loaded {
+            self.check_values().map_err(Untrusted::Invalid)?;
+        }
+        let Some((_, latest_now)) = clock else {
+            return Ok(());
+        };
+        if let Some(floor) = self.floor.take() {
+            // Keep the floor only while the resume point would otherwise
+            // still be in the future.
+            if self.since() > latest_now {
+                self.floor = Some(floor);
+            }
+        }
+        let at = if loaded { self.latest() } else { self.since() };
+        if at > latest_now {
+            return Err(Untrusted::Future { latest: at });
+        }
+        Ok(())
     }
 
     /// A stream was cut; `open`: per stream, the timestamp of a line it had
@@ -256,7 +419,8 @@ impl Resume {
             Some(last) => self.start_since.max(last.saturating_sub(DEFAULT_MARGIN_NS)),
         };
         let since = self.open_line_ts().map_or(since, |open| since.min(open));
-        self.gap.as_ref().map_or(since, |g| since.min(g.from))
+        let since = self.gap.as_ref().map_or(since, |g| since.min(g.from));
+        self.floor.map_or(since, |f| since.min(f.saturating_sub(DEFAULT_MARGIN_NS)))
     }
 
     /// Lines before the first stream's window may be missing: read again
@@ -312,7 +476,9 @@ impl Resume {
                 replay.past[s] = true;
                 return fp.hash != n.hash;
             }
-            Some(n) => fp.pos() > n.pos(),
+            // Until this connection passes the newest line, lines up to
+            // the high mark came before it (from before a clock step).
+            Some(n) => fp.pos() > n.pos() && self.high[s].map_or(true, |h| fp.pos() > h.pos()),
         };
         replay.past[s] |= new;
         new
@@ -328,10 +494,26 @@ impl Resume {
             if let Some(g) = self.gap.as_mut() {
                 g.done[s] = Some(fp);
             }
+            self.last_ts = Some(self.last_ts.map_or(fp.ts, |l| l.max(fp.ts)));
         } else {
+            let highest = [self.newest[s], self.high[s]].into_iter().flatten().max_by_key(Fingerprint::pos);
+            self.high[s] = highest.filter(|h| h.pos() > fp.pos());
             self.newest[s] = Some(fp);
+            // The line a cut stream had begun comes again with its first
+            // piece's time, and a gap is read from before the window.
+            let expected_old = self.open_lines[s].is_some_and(|open| fp.ts >= open) || self.gap.is_some();
+            self.last_ts = Some(match self.last_ts {
+                // Otherwise a line stamped well before the newest delivered
+                // one comes after it in the log only if the clock stepped
+                // back: the next stream must resume from here, not from the
+                // old clock's time (which filters out everything until the
+                // clock catches up). Cross-stream inversions are far
+                // smaller than the margin.
+                Some(l) if fp.ts < l.saturating_sub(DEFAULT_MARGIN_NS) && !expected_old => fp.ts,
+                Some(l) => l.max(fp.ts),
+                None => fp.ts,
+            });
         }
-        self.last_ts = Some(self.last_ts.map_or(fp.ts, |l| l.max(fp.ts)));
         // Timestamps never decrease within a stream: a line of this stream
         // at or after the open one means the open line was delivered.
         let slot = &mut self.open_lines[s];
@@ -709,5 +891,131 @@ mod tests {
         let r = &mut Replay::default();
         assert!(!res.admit(&fp(200, 2, 1, 4), r));
         assert!(res.admit(&fp(201, 2, 0, 5), r));
+    }
+
+    #[test]
+    fn a_reopen_after_the_clock_stepped_back_asks_from_the_new_clock_and_drops_only_replays() {
+        use StreamId::{Stderr as E, Stdout as O};
+        // Stamped a day ahead, then NTP steps the clock back: the log holds
+        // the later-stamped lines first.
+        let day = 86_400 * S;
+        let file: Vec<Line<'_>> = vec![
+            (day + 10 * S, O, "a"),
+            (day + 11 * S, E, "b"),
+            (day + 12 * S, O, "c"),
+            (20 * S, O, "d"),
+            (21 * S, O, "e"),
+            (22 * S, E, "f"),
+            (23 * S, O, "g"),
+        ];
+        let want: Vec<String> = file.iter().map(|l| l.2.to_string()).collect();
+        for filter_all in [true, false] {
+            // (Cut before a line of the new clock was delivered, the resume
+            // point is in the future: `vet` rejects it, see below.)
+            for cut in 4..=file.len() {
+                let mut res = Resume::new(0);
+                let (mut out, _) = read(&mut res, &file[..cut]);
+                let since = res.since();
+                assert!(since < day, "cut {cut}: resumes at {since}, on the old clock");
+                out.extend(read(&mut res, &answer(&file, since, filter_all)).0);
+                assert_eq!(out, want, "cut {cut}, filter_all {filter_all}");
+            }
+        }
+    }
+
+    #[test]
+    fn after_a_rejected_resume_point_the_whole_log_is_read_once_and_then_resumed_exactly() {
+        use StreamId::Stdout as O;
+        let day = 86_400 * S;
+        // Nothing after the step yet: the newest line is a day ahead.
+        let mut file: Vec<Line<'_>> = vec![(day + 10 * S, O, "a"), (day + 11 * S, O, "b")];
+        let mut res = Resume::after_clock_step(Some(30 * S));
+        let again = answer(&file, res.since(), true);
+        let (out, _) = read(&mut res, &again);
+        assert_eq!(out, ["a", "b"]);
+        // Docker's clock reads 31 s: the next stream asks from the floor,
+        // not from the day-ahead line, and is not rejected again.
+        assert_eq!(res.vet(Some((31 * S, 34 * S))), Ok(()));
+        assert_eq!(res.since(), 29 * S);
+        file.push((31 * S, O, "c"));
+        let again = answer(&file, res.since(), true);
+        let (out, _) = read(&mut res, &again);
+        assert_eq!(out, ["c"]);
+        // Resumed from the new clock's lines: the floor is no longer needed.
+        assert_eq!(res.vet(Some((32 * S, 35 * S))), Ok(()));
+        assert_eq!(res.floor, None);
+        assert_eq!(res.since(), 30 * S);
+    }
+
+    #[test]
+    fn vetting_a_checkpoint_against_dockers_clock() {
+        let clock = Some((100 * S, 103 * S));
+        let load = |json: &str| serde_json::from_str::<Resume>(json).unwrap();
+        // A checkpoint's newest line after Docker's latest possible now.
+        let mut res =
+            load(r#"{"start_since":0,"last_ts":99000000000,"newest":[null,[104000000000,1,0,1],null]}"#);
+        assert_eq!(res.vet(clock), Err(Untrusted::Future { latest: 104 * S }));
+        // Within the slack of `Date`: fine.
+        let mut res =
+            load(r#"{"start_since":0,"last_ts":102000000000,"newest":[null,[102000000000,1,0,1],null]}"#);
+        assert_eq!(res.vet(clock), Ok(()));
+        // Docker's clock unknown: only the values are checked.
+        let mut res = load(r#"{"start_since":0,"last_ts":900000000000}"#);
+        assert_eq!(res.vet(None), Ok(()));
+        // A state this run built: only where the next stream starts counts
+        // (a high mark from before a step back is expected).
+        let mut res = Resume::new(0);
+        let r = &mut Replay::default();
+        res.delivered(fp(500 * S, 1, 0, 1), r);
+        res.delivered(fp(90 * S, 1, 0, 2), r);
+        assert_eq!(res.high[1], Some(fp(500 * S, 1, 0, 1)));
+        assert_eq!(res.vet(clock), Ok(()));
+        res.delivered(fp(104 * S + DEFAULT_MARGIN_NS, 2, 0, 3), r);
+        assert!(matches!(res.vet(clock), Err(Untrusted::Future { .. })));
+    }
+
+    #[test]
+    fn values_the_agent_never_writes_are_rejected() {
+        let bad = |json: &str| {
+            let mut res: Resume = serde_json::from_str(json).unwrap();
+            match res.vet(None) {
+                Err(Untrusted::Invalid(why)) => why,
+                other => panic!("{json}: {other:?}"),
+            }
+        };
+        assert_eq!(bad(r#"{"start_since":-5,"last_ts":null}"#), "start_since -5 is before 1970");
+        assert!(bad(r#"{"start_since":0,"last_ts":-7}"#).contains("last_ts -7"));
+        assert!(bad(r#"{"start_since":0,"last_ts":9,"newest":[null,[9,2,0,1],null]}"#).contains("stream 2"));
+        assert!(bad(r#"{"start_since":0,"last_ts":null,"newest":[null,[9,1,0,1],null]}"#).contains("null"));
+        assert!(bad(r#"{"start_since":0,"last_ts":9,"open_lines":[null,-1,null]}"#).contains("open_lines[1]"));
+        assert!(bad(r#"{"start_since":0,"last_ts":9,"gap":{"from":-1,"until":[null,null,null],"done":[null,null,null]}}"#)
+            .contains("gap.from"));
+        // Old times (a board without a real-time clock stamps 1970 until
+        // NTP), lines without a timestamp, the whole backlog: all fine.
+        for ok in [
+            r#"{"start_since":0,"last_ts":null}"#,
+            r#"{"start_since":1000,"last_ts":5000,"newest":[null,[5000,1,3,1],null]}"#,
+            r#"{"start_since":0,"last_ts":-9223372036854775808,"newest":[null,[-9223372036854775808,1,0,1],null]}"#,
+        ] {
+            let mut res: Resume = serde_json::from_str(ok).unwrap();
+            assert_eq!(res.vet(None), Ok(()), "{ok}");
+        }
+        // Checked once, when first used: a state this run built is not.
+        let mut res: Resume = serde_json::from_str(r#"{"start_since":-5,"last_ts":null}"#).unwrap();
+        assert!(res.vet(None).is_err());
+        assert!(!res.loaded);
+    }
+
+    #[test]
+    fn the_high_mark_is_saved_only_when_there_is_one() {
+        let r = &mut Replay::default();
+        let mut res = Resume::new(0);
+        res.delivered(fp(500 * S, 1, 0, 1), r);
+        assert!(!serde_json::to_string(&res).unwrap().contains("high"));
+        res.delivered(fp(90 * S, 1, 0, 2), r);
+        let json = serde_json::to_string(&res).unwrap();
+        let back: Resume = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.high, res.high);
+        assert_eq!(back.last_ts, Some(90 * S));
     }
 }

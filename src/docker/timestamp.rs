@@ -215,6 +215,39 @@ pub fn format_since(ns: i64) -> String {
     format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
 
+/// An HTTP `Date` value in the one form HTTP/1.1 servers send (IMF-fixdate,
+/// RFC 9110 5.6.7; Go's `http.TimeFormat`): `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// Nanoseconds since the epoch, whole seconds. The obsolete forms are not
+/// read: dockerd never sends them, and a `Date` we cannot read is ignored.
+pub fn parse_http_date(v: &[u8]) -> Option<i64> {
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let v = v.trim_ascii();
+    if v.len() != 29 || &v[3..5] != b", " || &v[25..] != b" GMT" {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let d = &v[r];
+        d.iter().all(u8::is_ascii_digit).then(|| d.iter().fold(0, |n, &b| n * 10 + u32::from(b - b'0')))
+    };
+    let sep = |i: usize, c: u8| v[i] == c;
+    if !(sep(7, b' ') && sep(11, b' ') && sep(16, b' ') && sep(19, b':') && sep(22, b':')) {
+        return None;
+    }
+    let day = num(5..7)?;
+    let month = MONTHS.iter().position(|m| m.as_slice() == &v[8..11])? as u32 + 1;
+    let year = num(12..16)?;
+    let (h, m, s) = (num(17..19)?, num(20..22)?, num(23..25)?);
+    if day == 0 || day > days_in_month(year, month) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let secs = days_from_civil(i64::from(year), month, day) * 86_400
+        + i64::from(h) * 3600
+        + i64::from(m) * 60
+        + i64::from(s);
+    secs.checked_mul(1_000_000_000)
+}
+
 /// Fill `out` with the decimal digits of `v`, zero-padded on the left.
 fn put(out: &mut [u8], mut v: u32) {
     for b in out.iter_mut().rev() {
@@ -386,6 +419,26 @@ mod tests {
             assert_eq!(p(std::str::from_utf8(&s).unwrap()), Ok(ns), "{}", String::from_utf8_lossy(&s));
         }
         assert_eq!(&format(1_795_808_902_687_468_145), b"2026-11-27T19:48:22.687468145Z");
+    }
+
+    #[test]
+    fn http_dates() {
+        // The Date of the captured dockerd responses.
+        assert_eq!(parse_http_date(b"Fri, 27 Nov 2026 20:46:17 GMT"), Some(1_795_812_377_000_000_000));
+        assert_eq!(parse_http_date(b" Thu, 01 Jan 1970 00:00:00 GMT "), Some(0));
+        assert_eq!(parse_http_date(b"Tue, 29 Feb 2028 23:59:59 GMT"), Some(1_835_481_599_000_000_000));
+        for bad in [
+            &b"Fri, 27 Nov 2026 20:46:17 UTC"[..],
+            b"Friday, 27-Nov-26 20:46:17 GMT",
+            b"Fri Nov 27 20:46:17 2026",
+            b"Fri, 30 Feb 2026 20:46:17 GMT",
+            b"Fri, 27 Xyz 2026 20:46:17 GMT",
+            b"Fri, 27 Nov 2026 24:46:17 GMT",
+            b"Fri, 2x Nov 2026 20:46:17 GMT",
+            b"",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct ResponseHead {
     pub api_version: Option<ApiVersion>,
     /// The server will close the connection after this response.
     pub close: bool,
+    /// The server's clock when it answered (`Date`, ns since the epoch,
+    /// whole seconds): for dockerd, the clock that stamps log lines.
+    pub date: Option<i64>,
 }
 
 impl ResponseHead {
@@ -113,6 +116,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
 
     let mut content_type = None;
     let mut api_version = None;
+    let mut date = None;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
@@ -123,6 +127,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
             content_type = Some(classify_content_type(h.value));
         } else if name.eq_ignore_ascii_case("api-version") {
             api_version = ApiVersion::parse(h.value);
+        } else if name.eq_ignore_ascii_case("date") {
+            date = crate::docker::timestamp::parse_http_date(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
                 .ok()
@@ -167,7 +173,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
         close = true;
         BodyKind::UntilClose
     };
-    Ok(Some((ResponseHead { status, content_type, body, api_version, close }, len)))
+    Ok(Some((ResponseHead { status, content_type, body, api_version, close, date }, len)))
 }
 
 /// Collects a response head that may arrive in any number of pieces, and
@@ -231,6 +237,8 @@ mod tests {
         assert_eq!(h.content_type, None);
         assert_eq!(h.api_version, Some(ApiVersion::new(1, 41)));
         assert!(!h.close);
+        assert_eq!(h.date, Some(1_795_808_902_000_000_000));
+        assert_eq!(head("HTTP/1.1 200 OK\r\nDate: yesterday\r\n\r\n").date, None);
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn status_name(s: Status) -> &'static str {
 
 /// `GET /containers/json`, newest first.
 pub(crate) fn list(st: &State, all: bool, f: &Filters) -> String {
-    let now = time::now_ns();
+    let now = st.now_ns();
     let mut s = String::from("[");
     let mut first = true;
     for c in st.containers.iter().rev().filter(|c| !c.removed) {

@@ -153,6 +153,8 @@ pub struct Server<'a> {
     pub api: &'a str,
     /// `20.10.24+dfsg1`.
     pub version: &'a str,
+    /// The daemon's clock, for `Date`.
+    pub now_ns: i64,
 }
 
 pub fn reason(status: u16) -> &'static str {
@@ -199,7 +201,7 @@ fn common(out: &mut Vec<u8>, srv: &Server, content_type: Option<&str>) {
         s,
         "Docker-Experimental: false\r\nOstype: linux\r\nServer: Docker/{} (linux)\r\nDate: {}\r\n",
         srv.version,
-        time::http_date(time::now_ns())
+        time::http_date(srv.now_ns)
     );
     out.extend_from_slice(s.as_bytes());
 }
@@ -245,7 +247,7 @@ pub fn ping(out: &mut Vec<u8>, srv: &Server, head: bool) {
          Server: Docker/{} (linux)\r\nDate: {}\r\n",
         srv.api,
         srv.version,
-        time::http_date(time::now_ns())
+        time::http_date(srv.now_ns)
     );
     if head {
         s.push_str("Content-Length: 0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n");

@@ -441,6 +441,16 @@ impl Double {
         self.with(|st| st.emit_raw(action, id, name))
     }
 
+    /// Set this daemon's clock `offset_ns` ahead of the host's (negative:
+    /// behind), from now on: its log timestamps, its `Date` headers and its
+    /// container and event times all follow it. Changing it while running
+    /// is a clock step, as NTP makes on a board that booted without a
+    /// real-time clock: lines written after a step back are stamped
+    /// earlier than lines written before it.
+    pub fn set_clock_offset(&self, offset_ns: i64) {
+        self.with(|st| st.set_clock_offset(offset_ns))
+    }
+
     /// Forget every fault not yet used.
     pub fn clear_faults(&self) {
         self.with(|st| st.faults.clear())

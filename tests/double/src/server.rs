@@ -858,7 +858,7 @@ impl Server {
         http::stream_head(out, &st.server(), logs_content_type(api, cur.tty));
         st.log_stream_opened(k);
         conn.counted_log = Some(k);
-        self.arm_timers(idx, conn.serial, plan.close_after, until);
+        self.arm_timers(idx, conn.serial, plan.close_after, until, st.now_ns());
         conn.phase = Phase::Logs(cur);
     }
 
@@ -914,19 +914,26 @@ impl Server {
         http::stream_head(out, &st.server(), Some("application/json"));
         st.stats.events_streams_open += 1;
         conn.counted_events = true;
-        self.arm_timers(idx, conn.serial, plan.close_after, until);
+        self.arm_timers(idx, conn.serial, plan.close_after, until, st.now_ns());
         conn.phase = Phase::Events(cur);
     }
 
-    /// Deadlines of a stream: a CloseAfter fault, and `until` (a wall-clock
-    /// time, turned into a monotonic deadline now).
-    fn arm_timers(&mut self, idx: usize, serial: u64, after: Option<Duration>, until: Option<i64>) {
+    /// Deadlines of a stream: a CloseAfter fault, and `until` (a time on
+    /// the daemon's clock `now_ns`, turned into a monotonic deadline now).
+    fn arm_timers(
+        &mut self,
+        idx: usize,
+        serial: u64,
+        after: Option<Duration>,
+        until: Option<i64>,
+        now_ns: i64,
+    ) {
         let now = Instant::now();
         if let Some(d) = after {
             self.timers.push(Reverse((now + d, idx, serial)));
         }
         if let Some(u) = until {
-            let wait = u.saturating_sub(time::now_ns()).max(0) as u64;
+            let wait = u.saturating_sub(now_ns).max(0) as u64;
             self.timers.push(Reverse((now + Duration::from_nanos(wait), idx, serial)));
         }
     }

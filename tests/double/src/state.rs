@@ -263,6 +263,10 @@ pub(crate) struct State {
     /// The timestamp prefix of the last second rendered: consecutive
     /// messages mostly share their date and time of day.
     prefix_cache: (i64, [u8; time::PREFIX_LEN]),
+    /// Added to the host's clock for everything this daemon stamps (log
+    /// lines, `Date`, container and event times): a daemon whose clock is
+    /// ahead of or behind the agent's, or stepped while running.
+    pub clock_offset_ns: i64,
 }
 
 impl State {
@@ -294,11 +298,28 @@ impl State {
             scratch: Vec::new(),
             reopen_gaps: Vec::new(),
             prefix_cache: (i64::MIN, [0; time::PREFIX_LEN]),
+            clock_offset_ns: 0,
         }
     }
 
     pub fn server(&self) -> http::Server<'_> {
-        http::Server { api: &self.api_max, version: &self.cfg.server_version }
+        http::Server { api: &self.api_max, version: &self.cfg.server_version, now_ns: self.now_ns() }
+    }
+
+    /// This daemon's clock: the host's plus [`State::clock_offset_ns`].
+    pub fn now_ns(&self) -> i64 {
+        time::now_ns().saturating_add(self.clock_offset_ns)
+    }
+
+    /// Step this daemon's clock to `offset_ns` from the host's, as NTP
+    /// steps a clock: lines written after a step back are stamped earlier
+    /// than lines written before it (per-container timestamps stay strictly
+    /// increasing only between steps). Event times stay increasing.
+    pub fn set_clock_offset(&mut self, offset_ns: i64) {
+        self.clock_offset_ns = offset_ns;
+        for c in &mut self.containers {
+            c.last_ts = 0;
+        }
     }
 
     // ---- containers -------------------------------------------------
@@ -364,7 +385,7 @@ impl State {
             log_driver: spec.log_driver,
             status: Status::Created,
             removed: false,
-            created_ns: time::now_ns(),
+            created_ns: self.now_ns(),
             started_ns: None,
             finished_ns: None,
             key,
@@ -399,13 +420,14 @@ impl State {
     }
 
     pub fn start(&mut self, k: usize) {
+        let now = self.now_ns();
         let c = &mut self.containers[k];
         assert!(!c.removed, "docker-double: container {} is removed", c.id);
         if c.running() {
             return;
         }
         c.status = Status::Running;
-        c.started_ns = Some(time::now_ns());
+        c.started_ns = Some(now);
         self.emit(k, "start", &[]);
         self.schedule_writer(k);
     }
@@ -418,9 +440,10 @@ impl State {
         }
         let signal = if stop_event { "15" } else { "9" };
         self.emit(k, "kill", &[("signal", signal.to_owned())]);
+        let now = self.now_ns();
         let c = &mut self.containers[k];
         c.status = Status::Exited(exit_code);
-        c.finished_ns = Some(time::now_ns());
+        c.finished_ns = Some(now);
         c.runs_ended.push(c.end());
         self.mark_dirty(k);
         // The follow streams of this run are woken (dirty) before the
@@ -481,8 +504,9 @@ impl State {
     // ---- logs -------------------------------------------------------
 
     fn next_ts(&mut self, k: usize) -> i64 {
+        let now = self.now_ns();
         let c = &mut self.containers[k];
-        let ts = time::now_ns().max(c.last_ts.saturating_add(1));
+        let ts = now.max(c.last_ts.saturating_add(1));
         c.last_ts = ts;
         ts
     }
@@ -739,7 +763,7 @@ impl State {
             attrs.insert((*key).to_owned(), v.clone());
         }
         // Strictly increasing, so `since` replays are exact in tests.
-        let time_ns = time::now_ns().max(self.last_event_ns + 1);
+        let time_ns = self.now_ns().max(self.last_event_ns + 1);
         self.last_event_ns = time_ns;
         let ev = Event {
             time_ns,
