@@ -236,7 +236,9 @@ fn a_full_filesystem_pauses_and_resumes_without_loss_or_tears() {
         line_len: 150,
         max_lines: Some(total),
     }));
-    assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0), "no space never seen");
+    assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0
+        || child.try_wait().unwrap().is_some()));
+    assert!(child.try_wait().unwrap().is_none(), "the agent exited on a full disk");
     // Stays up and paused for a while; the file holds whole records only.
     let full_since = Instant::now();
     while full_since.elapsed() < Duration::from_secs(2) {
@@ -294,7 +296,9 @@ fn stopped_on_a_full_disk_and_restarted_loses_nothing() {
         line_len: 150,
         max_lines: Some(total),
     }));
-    assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0));
+    assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0
+        || child.try_wait().unwrap().is_some()));
+    assert!(child.try_wait().unwrap().is_none(), "the agent exited on a full disk");
     sigterm(&child);
     let st = wait_exit(&mut child, Duration::from_secs(10)).expect("no exit on SIGTERM");
     assert!(st.success(), "exit status {st}");
