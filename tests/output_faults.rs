@@ -375,3 +375,63 @@ fn the_output_file_is_not_world_readable() {
     wait_exit(&mut child, Duration::from_secs(10));
     assert_eq!(mode, 0o640, "output created {mode:o}");
 }
+
+/// A power cut must not lose lines a checkpoint calls delivered: every
+/// checkpoint is renamed into place only after the output file was synced
+/// (`fdatasync`) since the checkpoint before it. Seen with strace.
+#[test]
+fn the_output_file_is_synced_before_each_checkpoint() {
+    if Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_err() {
+        assert!(
+            std::env::var_os("LC_REQUIRE_DOCKER").is_none(),
+            "strace is missing (apt-get install strace)"
+        );
+        eprintln!("SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let dir = TempDir::new("sync");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let out = dir.0.join("out.jsonl");
+    let trace = dir.0.join("trace.txt");
+    let port = free_port();
+    let agent = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port);
+    let mut strace = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,fdatasync,fsync,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(agent.get_program())
+        .args(agent.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
+    d.create_and_start(ContainerSpec::new("s").writer(Writer::new(100.0)));
+    // A few checkpoints, each covering new lines.
+    assert!(wait_for(T, || metric(port, "log_capturer_checkpoint_writes_total") >= 4.0));
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", strace.id(), strace.id())).unwrap();
+    let agent_pid = children.split_whitespace().next().expect("the agent under strace");
+    Command::new("kill").args(["-TERM", agent_pid]).status().unwrap();
+    wait_exit(&mut strace, Duration::from_secs(10)).expect("the agent did not stop");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let out_fd = text
+        .lines()
+        .find(|l| l.contains("openat(") && l.contains(out.to_str().unwrap()))
+        .and_then(|l| l.rsplit("= ").next())
+        .and_then(|fd| fd.trim().parse::<i32>().ok())
+        .expect("the output's open in the trace");
+    let sync = format!("fdatasync({out_fd})");
+    let mut synced = false;
+    let mut renames = 0;
+    for l in text.lines() {
+        if l.contains(&sync) && l.ends_with("= 0") {
+            synced = true;
+        } else if l.contains("rename") && l.contains("checkpoints.json") {
+            assert!(synced, "a checkpoint renamed without the output synced before it:\n{text}");
+            synced = false;
+            renames += 1;
+        }
+    }
+    assert!(renames >= 4, "{renames} checkpoints in the trace:\n{text}");
+}
