@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use memchr::memchr;
 
 use crate::agent::budget::is_fd_exhaustion;
+use crate::agent::conn::{ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Backoff, Container, Ending, Follow, StartPoint};
-use crate::agent::event_loop::{Agent, ConnFailure, Role, Timer, HEALTH_PING_EVERY};
+use crate::agent::event_loop::{Agent, Timer, HEALTH_PING_EVERY};
 use crate::agent::exchange::{
     Exchange, ExchangeError, Response, MAX_ERROR_BODY, MAX_INSPECT_BODY, MAX_LIST_BODY,
 };
@@ -171,7 +172,7 @@ impl DiscoveryError {
         match why {
             ConnFailure::Io(e) => Self::Conn(e.to_string()),
             d @ ConnFailure::Deadline(_) => Self::Deadline(d.to_string()),
-            ConnFailure::Protocol(m) => Self::Protocol(m),
+            ConnFailure::Response(e) => Self::Protocol(e.to_string()),
         }
     }
 }
@@ -380,11 +381,7 @@ impl Agent {
         if head_ok == Some(true) {
             // The stream is established: no deadline on a quiet events
             // stream (the health ping watches the daemon), and now list.
-            if let Some(conn) = self.conns.get_mut(key) {
-                for t in conn.timers.drain(..) {
-                    self.timers.cancel(t);
-                }
-            }
+            self.cancel_timer(key, ConnTimer::Head);
             self.docker.last_contact = Instant::now();
             self.events_established();
         }

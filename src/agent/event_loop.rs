@@ -18,18 +18,15 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::agent::budget::{self, NofileLimit, StreamBudget};
+use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Container, Filters, Rng};
-use crate::agent::discovery::{ApiCall, EventsConn};
-use crate::agent::exchange::Exchange;
-use crate::agent::follow::LogConn;
-use crate::agent::metrics_http::ClientConn;
 use crate::agent::signals::Signals;
 use crate::agent::sock::{Endpoint, Sock};
 use crate::checkpoint::CheckpointStore;
 use crate::cli::{AgentArgs, DockerHost};
 use crate::docker::request::Api;
 use crate::message;
-use crate::metrics::{DeadlineKind, Metrics};
+use crate::metrics::Metrics;
 use crate::output::{Flushed, Output};
 use crate::timer_wheel::{TimerId, TimerWheel};
 
@@ -83,55 +80,6 @@ pub(crate) enum Timer {
     FinalRead {
         id: String,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnTimer {
-    Connect,
-    Head,
-    /// A whole API call (ping, list, inspect).
-    Api,
-    /// A log stream reached `--rotate-after`.
-    Age,
-    /// A log stream may have been silent for `--idle-timeout`.
-    Idle,
-    /// A metrics client that did not send its request head, or did not
-    /// take its response, in time.
-    Client,
-}
-
-impl ConnTimer {
-    pub(crate) fn metric(self) -> DeadlineKind {
-        match self {
-            ConnTimer::Connect => DeadlineKind::Connect,
-            ConnTimer::Head => DeadlineKind::Head,
-            ConnTimer::Api => DeadlineKind::Api,
-            ConnTimer::Client => DeadlineKind::Client,
-            ConnTimer::Age => DeadlineKind::Age,
-            ConnTimer::Idle => DeadlineKind::Idle,
-        }
-    }
-}
-
-pub(crate) enum Role {
-    Api { call: ApiCall, ex: Exchange },
-    Logs(Box<LogConn>),
-    Events(Box<EventsConn>),
-    Client(Box<ClientConn>),
-}
-
-pub(crate) struct Conn {
-    pub gen: u64,
-    pub sock: Sock,
-    pub connected: bool,
-    /// The request (or, for metrics clients, the response) still to send.
-    pub out: Vec<u8>,
-    pub out_pos: usize,
-    pub timers: Vec<TimerId>,
-    /// Readable, but left unread (output full, or its reads for this turn
-    /// used up): queued in `Agent::paused`.
-    pub paused: bool,
-    pub role: Role,
 }
 
 /// Settings derived from the command line.
@@ -457,8 +405,9 @@ impl Agent {
                 let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
                     return;
                 };
-                conn.timers.retain(|t| *t != id);
-                self.on_conn_deadline(key, kind);
+                if conn.deadlines.fired(kind, id) {
+                    self.on_conn_deadline(key, kind);
+                }
             }
             Timer::Retry { id } => self.retry_container(&id),
             Timer::Ping => {
@@ -519,7 +468,7 @@ impl Agent {
             connected: false,
             out: request,
             out_pos: 0,
-            timers: Vec::new(),
+            deadlines: Default::default(),
             paused: false,
             role,
         });
@@ -560,11 +509,22 @@ impl Agent {
         self.docker.ping_timer = Some(self.timers.insert(Instant::now() + after, Timer::Ping));
     }
 
-    pub(crate) fn add_timer(&mut self, key: usize, at: Instant, kind: ConnTimer) -> Option<TimerId> {
-        let conn = self.conns.get_mut(key)?;
+    /// Arm the connection's deadline of `kind` (replacing one of that kind).
+    pub(crate) fn add_timer(&mut self, key: usize, at: Instant, kind: ConnTimer) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let id = self.timers.insert(at, Timer::Conn { key, gen: conn.gen, kind });
-        conn.timers.push(id);
-        Some(id)
+        if let Some(old) = conn.deadlines.set(kind, id) {
+            self.timers.cancel(old);
+        }
+    }
+
+    /// Disarm the connection's deadline of `kind`, if armed.
+    pub(crate) fn cancel_timer(&mut self, key: usize, kind: ConnTimer) {
+        if let Some(t) = self.conns.get_mut(key).and_then(|c| c.deadlines.take(kind)) {
+            self.timers.cancel(t);
+        }
     }
 
     /// Close a connection: deregister, cancel its deadlines, drop the fd.
@@ -575,7 +535,7 @@ impl Agent {
             self.clients -= 1;
         }
         let _ = self.poll.registry().deregister(&mut conn.sock);
-        for t in conn.timers.drain(..) {
+        for t in conn.deadlines.drain() {
             self.timers.cancel(t);
         }
         Some(conn.role)
@@ -610,11 +570,9 @@ impl Agent {
             return;
         };
         conn.connected = true;
-        // The connect deadline is the first timer; the head (or whole-call)
-        // deadline takes over.
-        if let Some(t) = conn.timers.first().copied() {
+        // The head (or whole-call) deadline takes over from the connect one.
+        if let Some(t) = conn.deadlines.take(ConnTimer::Connect) {
             self.timers.cancel(t);
-            conn.timers.remove(0);
         }
         let (kind, after) = match &conn.role {
             Role::Api { .. } => (ConnTimer::Api, self.cfg.api_timeout),
@@ -882,21 +840,3 @@ impl std::fmt::Display for OutputFailed {
 }
 
 impl std::error::Error for OutputFailed {}
-
-/// Why a connection failed.
-#[derive(Debug)]
-pub(crate) enum ConnFailure {
-    Io(io::Error),
-    Deadline(ConnTimer),
-    Protocol(String),
-}
-
-impl std::fmt::Display for ConnFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnFailure::Io(e) => write!(f, "{e}"),
-            ConnFailure::Deadline(k) => write!(f, "{} deadline passed", k.metric().as_str()),
-            ConnFailure::Protocol(m) => f.write_str(m),
-        }
-    }
-}

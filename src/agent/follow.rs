@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use crate::agent::conn::{ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Container, Ending, Follow};
-use crate::agent::event_loop::{wall_ns, Agent, ConnFailure, ConnTimer, Role, Timer};
+use crate::agent::event_loop::{wall_ns, Agent, Timer};
 use crate::agent::resume::{tail_for, Replay, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
 use crate::docker::request::LogsQuery;
@@ -291,10 +292,7 @@ impl Agent {
         let ok = lc.dec.head().is_some_and(|h| h.is_success());
         self.docker_clock.observe(lc.dec.head().and_then(|h| h.date));
         let id = lc.id.clone();
-        // The head deadline was armed last.
-        if let Some(t) = conn.timers.pop() {
-            self.timers.cancel(t);
-        }
+        self.cancel_timer(key, ConnTimer::Head);
         if !ok {
             // The error body follows; its deadline is the API one.
             let at = Instant::now() + self.cfg.api_timeout;
@@ -447,7 +445,7 @@ impl Agent {
             other => {
                 self.metrics.docker_error("protocol");
                 let e = ResponseError { offset: e.offset, kind: other };
-                self.logs_failed(key, ConnFailure::Protocol(e.to_string()));
+                self.logs_failed(key, ConnFailure::Response(e));
             }
         }
     }

@@ -12,8 +12,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use crate::agent::conn::{Conn, ConnTimer, Role};
 use crate::agent::container::Follow;
-use crate::agent::event_loop::{Agent, Conn, ConnTimer, Role, Timer, HEALTH_PING_EVERY};
+use crate::agent::event_loop::{Agent, Timer, HEALTH_PING_EVERY};
 use crate::agent::sock::Sock;
 use crate::message;
 use crate::metrics::Format;
@@ -102,7 +103,7 @@ impl Agent {
                 connected: true,
                 out: Vec::new(),
                 out_pos: 0,
-                timers: Vec::new(),
+                deadlines: Default::default(),
                 paused: false,
                 role: Role::Client(Box::default()),
             });
@@ -182,10 +183,8 @@ impl Agent {
         };
         conn.out = response;
         conn.out_pos = 0;
-        // The head deadline is met; taking the response has its own.
-        for t in std::mem::take(&mut conn.timers) {
-            self.timers.cancel(t);
-        }
+        // The head deadline is met; taking the response has its own (it
+        // replaces the head's: both are the client's one deadline).
         self.add_timer(key, Instant::now() + WRITE_DEADLINE, ConnTimer::Client);
         if self.write_out(key).is_err() {
             self.close_conn(key);

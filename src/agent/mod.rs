@@ -12,6 +12,7 @@
 
 pub mod budget;
 pub mod clock;
+pub mod conn;
 pub mod container;
 pub mod discovery;
 pub mod event_loop;
