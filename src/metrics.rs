@@ -351,6 +351,17 @@ pub struct Metrics {
     registry: Registry,
 }
 
+/// Register `metric` under `name` and hand it back to be stored.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -368,258 +379,236 @@ impl Metrics {
     /// collector.
     pub fn new() -> Self {
         let mut r = Registry::default();
-        // prometheus-client appends "." to each help text, and "_total" to
-        // each counter's name.
-        let stream_rotations = Family::<RotationLabels, Counter>::default();
-        r.register(
-            "log_capturer_stream_rotations",
-            "Log streams closed and reopened on purpose, by reason: age = reached the maximum \
-             stream age, idle = nothing received for the idle timeout",
-            stream_rotations.clone(),
-        );
-        let stream_reconnects = Family::<ReconnectLabels, Counter>::default();
-        r.register(
-            "log_capturer_stream_reconnects",
-            "Log streams reopened after an unplanned end, by reason: eof = stream ended while the \
-             container runs, error = I/O or protocol error, deadline = connect or response-head \
-             deadline passed, daemon = daemon error frame, catchup = the tail window did not \
-             reach the resume point (reopened since-only), docker_down = Docker unreachable",
-            stream_reconnects.clone(),
-        );
-        let active_streams = Gauge::default();
-        r.register(
-            "log_capturer_active_streams",
-            "Log stream connections to the Docker daemon open right now",
-            active_streams.clone(),
-        );
-        let containers_followed = Gauge::default();
-        r.register(
-            "log_capturer_containers_followed",
-            "Containers whose logs are being followed",
-            containers_followed.clone(),
-        );
-        let containers_unfollowed = Gauge::default();
-        r.register(
-            "log_capturer_containers_unfollowed",
-            "Containers waiting to be followed because the stream budget is used up: their logs \
-             are not being captured yet (they are, oldest first, as slots free)",
-            containers_unfollowed.clone(),
-        );
-        let stream_budget = Gauge::default();
-        r.register(
-            "log_capturer_stream_budget",
-            "Containers the agent may follow at once: the open-files limit minus a reserve, or \
-             --max-streams if lower",
-            stream_budget.clone(),
-        );
-        let fd_exhaustion = Counter::default();
-        r.register(
-            "log_capturer_fd_exhaustion",
-            "Connects to Docker and accepts of metrics clients that failed for lack of file \
-             descriptors (EMFILE, ENFILE); each is retried with backoff",
-            fd_exhaustion.clone(),
-        );
-        let clients_evicted = Counter::default();
-        r.register(
-            "log_capturer_metrics_clients_evicted",
-            "Clients of /metrics and /healthz closed before they had sent their request head, to \
-             make room for a new one at the client cap; a steady rate means something holds \
-             connections open to the metrics port",
-            clients_evicted.clone(),
-        );
-        let lines = Family::<StreamLabels, Counter>::default();
-        r.register(
-            "log_capturer_lines",
-            "Log lines delivered to the output, by container stream",
-            lines.clone(),
-        );
-        let bytes = Counter::default();
-        r.register(
-            "log_capturer_bytes",
-            "Message bytes of the log lines delivered to the output",
-            bytes.clone(),
-        );
-        let lines_truncated = Counter::default();
-        r.register(
-            "log_capturer_lines_truncated",
-            "Log lines cut at the maximum line length: their tail was dropped",
-            lines_truncated.clone(),
-        );
-        let duplicates_dropped = Counter::default();
-        r.register(
-            "log_capturer_duplicates_dropped",
-            "Log lines dropped as already delivered before a reconnect or restart",
-            duplicates_dropped.clone(),
-        );
-        let deadline_expirations = Family::<DeadlineLabels, Counter>::default();
-        r.register(
-            "log_capturer_deadline_expirations",
-            "Deadlines that expired, by kind: connect, head (response head), idle and age (log \
-             streams), api (Docker API request)",
-            deadline_expirations.clone(),
-        );
-        let docker_errors = Family::<DockerErrorLabels, Counter>::default();
-        r.register(
-            "log_capturer_docker_errors",
-            "Errors talking to the Docker daemon, by kind (connect, status_4xx, status_5xx, \
-             not_found, driver_unsupported = the container's log driver cannot be read, protocol, \
-             systemerr = error frame in a log stream)",
-            docker_errors.clone(),
-        );
-        let docker_up = Gauge::default();
-        r.register(
-            "log_capturer_docker_up",
-            "1 if the last request to the Docker daemon succeeded, 0 if the daemon is unreachable",
-            docker_up.clone(),
-        );
-        let discovery_failures = Family::<DiscoveryLabels, Counter>::default();
-        r.register(
-            "log_capturer_discovery_failures",
-            "Failed attempts to watch Docker events or list containers, by call (events, list) and \
-             kind (connect, deadline, status_4xx, status_5xx, protocol, too_large, closed = the \
-             events stream ended); each is retried with backoff, and /healthz fails meanwhile",
-            discovery_failures.clone(),
-        );
-        let stream_age_seconds = Histogram::new(STREAM_AGE_BUCKETS);
-        r.register(
-            "log_capturer_stream_age_seconds",
-            "Age of log streams when they were rotated, in seconds",
-            stream_age_seconds.clone(),
-        );
-        let output_buffer_bytes = Gauge::default();
-        r.register(
-            "log_capturer_output_buffer_bytes",
-            "Bytes buffered for the output and not yet written",
-            output_buffer_bytes.clone(),
-        );
-        let output_blocked_seconds = SecondsCounter::default();
-        r.register(
-            "log_capturer_output_blocked_seconds",
-            "Seconds the output was blocked (full) while the agent had lines to write: reading \
-             logs was paused meanwhile",
-            output_blocked_seconds.clone(),
-        );
-        let checkpoint_writes = Counter::default();
-        r.register(
-            "log_capturer_checkpoint_writes",
-            "Checkpoint (resume position) files written",
-            checkpoint_writes.clone(),
-        );
-        let checkpoint_errors = Counter::default();
-        r.register(
-            "log_capturer_checkpoint_errors",
-            "Checkpoint writes that failed: after a restart some lines may be delivered again",
-            checkpoint_errors.clone(),
-        );
-        let checkpoint_bytes = Gauge::default();
-        r.register(
-            "log_capturer_checkpoint_bytes",
-            "Size of the last checkpoint file written (~300 bytes per container known, however \
-             busy)",
-            checkpoint_bytes.clone(),
-        );
-        let final_reads = Counter::default();
-        r.register(
-            "log_capturer_final_reads",
-            "One-off (non-follow) reads of a container's log after it stopped, made once its die \
-             event arrived: dockerd can end a follow stream before it stores the last line",
-            final_reads.clone(),
-        );
-        let output_no_space = Counter::default();
-        r.register(
-            "log_capturer_output_no_space",
-            "Times the output's filesystem was found full (ENOSPC, EDQUOT): reading log streams \
-             pauses until space returns, nothing is lost",
-            output_no_space.clone(),
-        );
-        let output_reopened = Counter::default();
-        r.register(
-            "log_capturer_output_reopened",
-            "File outputs found deleted while open and created again at their path",
-            output_reopened.clone(),
-        );
-        let stderr_dropped = Counter::default();
-        r.register(
-            "log_capturer_stderr_dropped",
-            "Operator messages not written to stderr because it would have blocked (a stalled \
-             reader, or stderr sharing a full nonblocking pipe with stdout)",
-            stderr_dropped.clone(),
-        );
-        let checkpoints_rejected = Family::<CheckpointRejectionLabels, Counter>::default();
-        r.register(
-            "log_capturer_checkpoints_rejected",
-            "Containers whose resume point was not trusted, by reason: invalid = a value the agent \
-             never writes (damaged or edited checkpoint), future = later than Docker's clock (the \
-             clock stepped back, or forged); each then had its whole retained log read again \
-             (lines repeated, none lost)",
-            checkpoints_rejected.clone(),
-        );
+        // Each metric is registered where its field is set: its name and
+        // help text once. prometheus-client appends "." to each help text,
+        // and "_total" to each counter's name.
+        let mut m = Self {
+            stream_rotations: register(
+                &mut r,
+                "log_capturer_stream_rotations",
+                "Log streams closed and reopened on purpose, by reason: age = reached the maximum \
+                 stream age, idle = nothing received for the idle timeout",
+                Family::default(),
+            ),
+            stream_reconnects: register(
+                &mut r,
+                "log_capturer_stream_reconnects",
+                "Log streams reopened after an unplanned end, by reason: eof = stream ended while the \
+                 container runs, error = I/O or protocol error, deadline = connect or response-head \
+                 deadline passed, daemon = daemon error frame, catchup = the tail window did not \
+                 reach the resume point (reopened since-only), docker_down = Docker unreachable",
+                Family::default(),
+            ),
+            active_streams: register(
+                &mut r,
+                "log_capturer_active_streams",
+                "Log stream connections to the Docker daemon open right now",
+                Gauge::default(),
+            ),
+            containers_followed: register(
+                &mut r,
+                "log_capturer_containers_followed",
+                "Containers whose logs are being followed",
+                Gauge::default(),
+            ),
+            containers_unfollowed: register(
+                &mut r,
+                "log_capturer_containers_unfollowed",
+                "Containers waiting to be followed because the stream budget is used up: their logs \
+                 are not being captured yet (they are, oldest first, as slots free)",
+                Gauge::default(),
+            ),
+            stream_budget: register(
+                &mut r,
+                "log_capturer_stream_budget",
+                "Containers the agent may follow at once: the open-files limit minus a reserve, or \
+                 --max-streams if lower",
+                Gauge::default(),
+            ),
+            fd_exhaustion: register(
+                &mut r,
+                "log_capturer_fd_exhaustion",
+                "Connects to Docker and accepts of metrics clients that failed for lack of file \
+                 descriptors (EMFILE, ENFILE); each is retried with backoff",
+                Counter::default(),
+            ),
+            clients_evicted: register(
+                &mut r,
+                "log_capturer_metrics_clients_evicted",
+                "Clients of /metrics and /healthz closed before they had sent their request head, to \
+                 make room for a new one at the client cap; a steady rate means something holds \
+                 connections open to the metrics port",
+                Counter::default(),
+            ),
+            lines: register(
+                &mut r,
+                "log_capturer_lines",
+                "Log lines delivered to the output, by container stream",
+                Family::default(),
+            ),
+            bytes: register(
+                &mut r,
+                "log_capturer_bytes",
+                "Message bytes of the log lines delivered to the output",
+                Counter::default(),
+            ),
+            lines_truncated: register(
+                &mut r,
+                "log_capturer_lines_truncated",
+                "Log lines cut at the maximum line length: their tail was dropped",
+                Counter::default(),
+            ),
+            duplicates_dropped: register(
+                &mut r,
+                "log_capturer_duplicates_dropped",
+                "Log lines dropped as already delivered before a reconnect or restart",
+                Counter::default(),
+            ),
+            deadline_expirations: register(
+                &mut r,
+                "log_capturer_deadline_expirations",
+                "Deadlines that expired, by kind: connect, head (response head), idle and age (log \
+                 streams), api (Docker API request)",
+                Family::default(),
+            ),
+            docker_errors: register(
+                &mut r,
+                "log_capturer_docker_errors",
+                "Errors talking to the Docker daemon, by kind (connect, status_4xx, status_5xx, \
+                 not_found, driver_unsupported = the container's log driver cannot be read, protocol, \
+                 systemerr = error frame in a log stream)",
+                Family::default(),
+            ),
+            docker_up: register(
+                &mut r,
+                "log_capturer_docker_up",
+                "1 if the last request to the Docker daemon succeeded, 0 if the daemon is unreachable",
+                Gauge::default(),
+            ),
+            discovery_failures: register(
+                &mut r,
+                "log_capturer_discovery_failures",
+                "Failed attempts to watch Docker events or list containers, by call (events, list) and \
+                 kind (connect, deadline, status_4xx, status_5xx, protocol, too_large, closed = the \
+                 events stream ended); each is retried with backoff, and /healthz fails meanwhile",
+                Family::default(),
+            ),
+            stream_age_seconds: register(
+                &mut r,
+                "log_capturer_stream_age_seconds",
+                "Age of log streams when they were rotated, in seconds",
+                Histogram::new(STREAM_AGE_BUCKETS),
+            ),
+            output_buffer_bytes: register(
+                &mut r,
+                "log_capturer_output_buffer_bytes",
+                "Bytes buffered for the output and not yet written",
+                Gauge::default(),
+            ),
+            output_blocked_seconds: register(
+                &mut r,
+                "log_capturer_output_blocked_seconds",
+                "Seconds the output was blocked (full) while the agent had lines to write: reading \
+                 logs was paused meanwhile",
+                SecondsCounter::default(),
+            ),
+            checkpoint_writes: register(
+                &mut r,
+                "log_capturer_checkpoint_writes",
+                "Checkpoint (resume position) files written",
+                Counter::default(),
+            ),
+            checkpoint_errors: register(
+                &mut r,
+                "log_capturer_checkpoint_errors",
+                "Checkpoint writes that failed: after a restart some lines may be delivered again",
+                Counter::default(),
+            ),
+            checkpoint_bytes: register(
+                &mut r,
+                "log_capturer_checkpoint_bytes",
+                "Size of the last checkpoint file written (~300 bytes per container known, however \
+                 busy)",
+                Gauge::default(),
+            ),
+            final_reads: register(
+                &mut r,
+                "log_capturer_final_reads",
+                "One-off (non-follow) reads of a container's log after it stopped, made once its die \
+                 event arrived: dockerd can end a follow stream before it stores the last line",
+                Counter::default(),
+            ),
+            output_no_space: register(
+                &mut r,
+                "log_capturer_output_no_space",
+                "Times the output's filesystem was found full (ENOSPC, EDQUOT): reading log streams \
+                 pauses until space returns, nothing is lost",
+                Counter::default(),
+            ),
+            output_reopened: register(
+                &mut r,
+                "log_capturer_output_reopened",
+                "File outputs found deleted while open and created again at their path",
+                Counter::default(),
+            ),
+            stderr_dropped: register(
+                &mut r,
+                "log_capturer_stderr_dropped",
+                "Operator messages not written to stderr because it would have blocked (a stalled \
+                 reader, or stderr sharing a full nonblocking pipe with stdout)",
+                Counter::default(),
+            ),
+            checkpoints_rejected: register(
+                &mut r,
+                "log_capturer_checkpoints_rejected",
+                "Containers whose resume point was not trusted, by reason: invalid = a value the agent \
+                 never writes (damaged or edited checkpoint), future = later than Docker's clock (the \
+                 clock stepped back, or forged); each then had its whole retained log read again \
+                 (lines repeated, none lost)",
+                Family::default(),
+            ),
+            rotation_by: Vec::new(),
+            reconnect_by: Vec::new(),
+            lines_by: Vec::new(),
+            deadline_by: Vec::new(),
+            rejected_by: Vec::new(),
+            registry: Registry::default(),
+        };
         r.register_collector(Box::new(ProcessCollector));
+        m.registry = r;
 
+        // Every label value exists at 0 from the first scrape on, and the
+        // hot paths count through handles resolved here.
         for kind in DOCKER_ERROR_KINDS {
-            docker_errors.get_or_create_owned(&DockerErrorLabels { kind });
+            m.docker_errors.get_or_create_owned(&DockerErrorLabels { kind });
         }
         for &call in DiscoveryCall::ALL {
             for &kind in DiscoveryFailure::ALL {
-                discovery_failures.get_or_create_owned(&DiscoveryLabels { call, kind });
+                m.discovery_failures.get_or_create_owned(&DiscoveryLabels { call, kind });
             }
         }
-        let rotation_by = RotationReason::ALL
+        m.rotation_by = RotationReason::ALL
             .iter()
-            .map(|&reason| stream_rotations.get_or_create_owned(&RotationLabels { reason }))
+            .map(|&reason| m.stream_rotations.get_or_create_owned(&RotationLabels { reason }))
             .collect();
-        let reconnect_by = ReconnectReason::ALL
+        m.reconnect_by = ReconnectReason::ALL
             .iter()
-            .map(|&reason| stream_reconnects.get_or_create_owned(&ReconnectLabels { reason }))
+            .map(|&reason| m.stream_reconnects.get_or_create_owned(&ReconnectLabels { reason }))
             .collect();
-        let lines_by = LogStream::ALL
+        m.lines_by = LogStream::ALL
             .iter()
-            .map(|&stream| lines.get_or_create_owned(&StreamLabels { stream }))
+            .map(|&stream| m.lines.get_or_create_owned(&StreamLabels { stream }))
             .collect();
-        let deadline_by = DeadlineKind::ALL
+        m.deadline_by = DeadlineKind::ALL
             .iter()
-            .map(|&kind| deadline_expirations.get_or_create_owned(&DeadlineLabels { kind }))
+            .map(|&kind| m.deadline_expirations.get_or_create_owned(&DeadlineLabels { kind }))
             .collect();
-        let rejected_by = CheckpointRejection::ALL
+        m.rejected_by = CheckpointRejection::ALL
             .iter()
-            .map(|&reason| checkpoints_rejected.get_or_create_owned(&CheckpointRejectionLabels { reason }))
+            .map(|&reason| m.checkpoints_rejected.get_or_create_owned(&CheckpointRejectionLabels { reason }))
             .collect();
 
-        Self {
-            stream_rotations,
-            stream_reconnects,
-            active_streams,
-            containers_followed,
-            containers_unfollowed,
-            stream_budget,
-            fd_exhaustion,
-            clients_evicted,
-            lines,
-            bytes,
-            lines_truncated,
-            duplicates_dropped,
-            deadline_expirations,
-            docker_errors,
-            docker_up,
-            discovery_failures,
-            stream_age_seconds,
-            output_buffer_bytes,
-            output_blocked_seconds,
-            checkpoint_writes,
-            checkpoint_errors,
-            checkpoint_bytes,
-            final_reads,
-            output_no_space,
-            output_reopened,
-            stderr_dropped,
-            checkpoints_rejected,
-            rotation_by,
-            reconnect_by,
-            lines_by,
-            deadline_by,
-            rejected_by,
-            registry: r,
-        }
+        m
     }
 
     /// Bring `log_capturer_stderr_dropped_total` up to the process-wide count.
