@@ -8,7 +8,7 @@ use std::io;
 use crate::agent::discovery::{ApiCall, EventsConn};
 use crate::agent::exchange::Exchange;
 use crate::agent::follow::LogConn;
-use crate::agent::metrics_http::ClientConn;
+use crate::agent::metrics_http::ScraperConn;
 use crate::agent::sock::Sock;
 use crate::metrics::DeadlineKind;
 use crate::response::ResponseError;
@@ -27,9 +27,9 @@ pub(crate) enum ConnTimer {
     Age,
     /// A log stream may have been silent for `--idle-timeout`.
     Idle,
-    /// A metrics client that did not send its request head, or did not
+    /// A metrics scraper that did not send its request head, or did not
     /// take its response, in time.
-    Client,
+    Scraper,
 }
 
 impl ConnTimer {
@@ -40,7 +40,7 @@ impl ConnTimer {
             ConnTimer::Connect => DeadlineKind::Connect,
             ConnTimer::Head => DeadlineKind::Head,
             ConnTimer::Api => DeadlineKind::Api,
-            ConnTimer::Client => DeadlineKind::Client,
+            ConnTimer::Scraper => DeadlineKind::Client,
             ConnTimer::Age => DeadlineKind::Age,
             ConnTimer::Idle => DeadlineKind::Idle,
         }
@@ -92,8 +92,8 @@ pub(crate) enum Role {
     Logs(Box<LogConn>),
     /// Docker's events stream.
     Events(Box<EventsConn>),
-    /// A client of `/metrics` or `/healthz`.
-    Client(Box<ClientConn>),
+    /// A scraper of `/metrics` or a `/healthz` probe.
+    Scraper(Box<ScraperConn>),
 }
 
 pub(crate) struct Conn {

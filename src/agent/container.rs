@@ -13,8 +13,10 @@ use crate::record;
 pub enum StartPoint {
     /// At a fixed time (the agent's first run: "from now").
     At(i64),
-    /// From the container's start (`State.StartedAt`).
-    ContainerStart,
+    /// From the container's creation (`Created`): dockerd stamps its first
+    /// lines before it records `State.StartedAt` (seen 1.8 ms before), so
+    /// the start time would miss them.
+    ContainerCreated,
 }
 
 /// The follow state of a container.
@@ -72,10 +74,9 @@ pub struct Container {
     pub rate: f64,
     /// The next open skips `tail` (the tail window fell short).
     pub catchup_next: bool,
-    /// A line was open when the last stream was cut: resume at its start.
-    pub open_line_ts: Option<i64>,
-    /// The `"container_id":…,"container_name":…,"image":…` of each record.
-    pub extra: Vec<u8>,
+    /// The `"container_id":…,"container_name":…,"image":…` fragment of
+    /// each of its records' JSON, encoded once.
+    pub identity_json: Vec<u8>,
     /// Its stream just ended cleanly (why, for the metrics if it reopens):
     /// the inspect under way decides between reopening and drained.
     pub reopen_reason: Option<crate::metrics::ReconnectReason>,
@@ -107,8 +108,7 @@ impl Container {
             backoff: Backoff::default(),
             rate: 0.0,
             catchup_next: false,
-            open_line_ts: None,
-            extra: Vec::new(),
+            identity_json: Vec::new(),
             reopen_reason: None,
             slot: false,
             created_ns: 0,
@@ -132,7 +132,7 @@ impl Container {
         e.extend_from_slice(b"\",\"image\":\"");
         record::escape_json_str(&mut e, self.image.as_bytes());
         e.push(b'"');
-        self.extra = e;
+        self.identity_json = e;
     }
 }
 
@@ -264,9 +264,9 @@ mod tests {
 
     #[test]
     fn record_fields_are_escaped() {
-        let mut c = Container::new(&"a".repeat(64), StartPoint::ContainerStart);
+        let mut c = Container::new(&"a".repeat(64), StartPoint::ContainerCreated);
         c.set_identity("/we\"b", "busybox:local");
-        let s = String::from_utf8(c.extra.clone()).unwrap();
+        let s = String::from_utf8(c.identity_json.clone()).unwrap();
         assert_eq!(
             s,
             format!(

@@ -483,7 +483,7 @@ impl Agent {
             // Attributes carry the labels (plus name, image…): a first
             // filter; the inspect checks again with the real labels.
             if self.cfg.filters.admits(&name, &ev.actor.attributes) {
-                self.follow_container(&id, StartPoint::ContainerStart, true, ev.time_nano);
+                self.follow_container(&id, StartPoint::ContainerCreated, true, ev.time_nano);
             }
         } else if ev.action_is("destroy") {
             self.forget(&id);
@@ -641,7 +641,7 @@ impl Agent {
             let start = if first_run {
                 StartPoint::At(if self.cfg.from_beginning { 0 } else { self.first_run_at })
             } else {
-                StartPoint::ContainerStart
+                StartPoint::ContainerCreated
             };
             if running {
                 self.follow_container(&s.id, start, false, created_ns);
@@ -765,7 +765,7 @@ impl Agent {
                 // From the container's creation: dockerd stamps its first
                 // lines before it records `StartedAt` (seen: 1.8 ms before),
                 // so the start time would lose them. Unreadable: everything.
-                StartPoint::ContainerStart => timestamp::parse(info.created.as_bytes()).unwrap_or(0).max(0),
+                StartPoint::ContainerCreated => timestamp::parse(info.created.as_bytes()).unwrap_or(0).max(0),
             };
             c.resume = Some(Resume::new(since));
         }

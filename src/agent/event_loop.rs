@@ -154,8 +154,8 @@ pub struct Agent {
     /// so this queue is the only thing that brings them back; no scan of
     /// every connection.
     pub(crate) paused: Vec<(usize, u64)>,
-    /// Metrics clients connected now.
-    pub(crate) clients: usize,
+    /// Scrapers (metrics clients) connected now.
+    pub(crate) scrapers: usize,
     /// Metrics clients by age, (key, gen), oldest first: who is evicted at
     /// the cap. May hold entries of clients gone or answered (skipped).
     pub(crate) client_order: VecDeque<(usize, u64)>,
@@ -294,7 +294,7 @@ impl Agent {
             fatal: None,
             shutdown: false,
             paused: Vec::new(),
-            clients: 0,
+            scrapers: 0,
             client_order: VecDeque::new(),
             loaded,
             nofile,
@@ -393,7 +393,7 @@ impl Agent {
         }
         if self.accept_pending
             && !self.accept_backoff
-            && self.clients < crate::agent::metrics_http::MAX_CLIENTS
+            && self.scrapers < crate::agent::metrics_http::MAX_CLIENTS
         {
             self.accept_clients();
         }
@@ -531,8 +531,8 @@ impl Agent {
     /// Returns its role for the caller to act on.
     pub(crate) fn close_conn(&mut self, key: usize) -> Option<Role> {
         let mut conn = self.conns.try_remove(key)?;
-        if let Role::Client(_) = conn.role {
-            self.clients -= 1;
+        if let Role::Scraper(_) = conn.role {
+            self.scrapers -= 1;
         }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         for t in conn.deadlines.drain() {
@@ -576,7 +576,8 @@ impl Agent {
         }
         let (kind, after) = match &conn.role {
             Role::Api { .. } => (ConnTimer::Api, self.cfg.api_timeout),
-            Role::Client(_) => (ConnTimer::Client, Duration::from_secs(10)),
+            // Accepted connections start connected, with their deadline.
+            Role::Scraper(_) => return,
             Role::Events(_) => (ConnTimer::Head, self.cfg.head_timeout),
             // A daemon too busy to answer within the head deadline would
             // start the same work over on every retry and never converge:
@@ -608,7 +609,7 @@ impl Agent {
         }
         conn.out = Vec::new();
         conn.out_pos = 0;
-        if let Role::Client(_) = conn.role {
+        if let Role::Scraper(_) = conn.role {
             // Response sent: a metrics client is done.
             self.close_conn(key);
         }
@@ -663,7 +664,7 @@ impl Agent {
             Role::Api { .. } => self.api_data(key, data),
             Role::Logs(_) => self.logs_data(key, data),
             Role::Events(_) => self.events_data(key, data),
-            Role::Client(_) => self.client_data(key, data),
+            Role::Scraper(_) => self.scraper_data(key, data),
         }
     }
 
@@ -675,7 +676,7 @@ impl Agent {
             Role::Api { .. } => self.api_eof(key),
             Role::Logs(_) => self.logs_eof(key),
             Role::Events(_) => self.events_eof(key),
-            Role::Client(_) => {
+            Role::Scraper(_) => {
                 self.close_conn(key);
             }
         }
@@ -692,7 +693,7 @@ impl Agent {
             Role::Api { .. } => self.api_failed(key, why),
             Role::Logs(_) => self.logs_failed(key, why),
             Role::Events(_) => self.events_failed(key, why),
-            Role::Client(_) => {
+            Role::Scraper(_) => {
                 self.close_conn(key);
             }
         }

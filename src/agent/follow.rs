@@ -26,7 +26,7 @@ pub(crate) struct LogConn {
     /// prove the window reaches back ([`Resume::check_first_line`]), and
     /// each stream's first line that it is aligned
     /// ([`Resume::check_stream_start`]).
-    pub tail: bool,
+    pub check_window: bool,
     /// The tail window fell short: deliver nothing more, reopen since-only.
     pub catchup: bool,
     pub head_seen: bool,
@@ -59,10 +59,11 @@ pub(crate) const FIRST_TAIL: u64 = 2_000;
 /// (older: a backlog the operator asked for, read whole).
 const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 
-/// Delivers decoded events of one stream: drops replays, writes the rest.
-struct Sink<'a> {
+/// Delivers decoded events of one stream: drops replays, writes the rest
+/// to the output.
+struct Delivery<'a> {
     replay: &'a mut Replay,
-    tail: bool,
+    check_window: bool,
     catchup: &'a mut bool,
     history_left: &'a mut Option<u64>,
     requested_at_ns: i64,
@@ -75,7 +76,7 @@ struct Sink<'a> {
     delivered: bool,
 }
 
-impl Sink<'_> {
+impl Delivery<'_> {
     fn on_event(&mut self, ev: LogEvent<'_>) {
         let rec = match ev {
             LogEvent::Record(r) => r,
@@ -105,7 +106,7 @@ impl Sink<'_> {
         let first_line = !self.replay.seen_any();
         let fp = self.replay.fingerprint(&rec);
         let opens = self.replay.opens_stream(&fp);
-        let check = if !self.tail {
+        let check = if !self.check_window {
             TailCheck::Complete
         } else if first_line {
             self.resume.check_first_line(&fp, self.requested_at_ns)
@@ -180,7 +181,7 @@ impl Agent {
             dec,
             replay: Replay::default(),
             requested_at_ns: now_ns,
-            tail: !first && tail.is_some(),
+            check_window: !first && tail.is_some(),
             catchup: false,
             head_seen: false,
             opened: Instant::now(),
@@ -214,31 +215,39 @@ impl Agent {
     fn deliver<R>(
         &mut self,
         key: usize,
-        feed: impl FnOnce(&mut ResponseDecoder, &mut Sink<'_>) -> R,
+        feed: impl FnOnce(&mut ResponseDecoder, &mut Delivery<'_>) -> R,
     ) -> Option<R> {
         let Agent { conns, containers, output, metrics, checkpoint_dirty, .. } = self;
         let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
         let c = containers.get_mut(&lc.id)?;
         let resume = c.resume.as_mut()?;
         let LogConn {
-            dec, replay, tail, catchup, history_left, requested_at_ns, messages, daemon_error, ..
-        } = &mut **lc;
-        let mut sink = Sink {
+            dec,
             replay,
-            tail: *tail,
+            check_window,
+            catchup,
+            history_left,
+            requested_at_ns,
+            messages,
+            daemon_error,
+            ..
+        } = &mut **lc;
+        let mut delivery = Delivery {
+            replay,
+            check_window: *check_window,
             catchup,
             history_left,
             requested_at_ns: *requested_at_ns,
             messages,
             daemon_error,
             resume,
-            extra: &c.extra,
+            extra: &c.identity_json,
             output,
             metrics,
             delivered: false,
         };
-        let r = feed(dec, &mut sink);
-        if sink.delivered {
+        let r = feed(dec, &mut delivery);
+        if delivery.delivered {
             *checkpoint_dirty = true;
         }
         Some(r)
@@ -382,7 +391,7 @@ impl Agent {
                 self.docker.events = None;
                 None
             }
-            Role::Client(_) => None,
+            Role::Scraper(_) => None,
         }
     }
 

@@ -38,7 +38,7 @@ pub(crate) const MAX_CLIENTS: usize = 16;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
-pub(crate) struct ClientConn {
+pub(crate) struct ScraperConn {
     req: Vec<u8>,
 }
 
@@ -55,7 +55,7 @@ impl Agent {
             // Accept before evicting: an eviction for a backlog that turns
             // out empty would cut off a client for nothing. The one fd this
             // briefly takes beyond the cap is in `budget::RESERVE`.
-            if self.clients >= MAX_CLIENTS && self.oldest_unanswered_client().is_none() {
+            if self.scrapers >= MAX_CLIENTS && self.oldest_unanswered_client().is_none() {
                 self.accept_pending = true;
                 return;
             }
@@ -79,7 +79,7 @@ impl Agent {
                     return;
                 }
             };
-            if self.clients >= MAX_CLIENTS {
+            if self.scrapers >= MAX_CLIENTS {
                 if let Some(old) = self.oldest_unanswered_client() {
                     self.close_conn(old);
                     self.metrics.clients_evicted.inc();
@@ -105,9 +105,9 @@ impl Agent {
                 out_pos: 0,
                 deadlines: Default::default(),
                 paused: false,
-                role: Role::Client(Box::default()),
+                role: Role::Scraper(Box::default()),
             });
-            self.clients += 1;
+            self.scrapers += 1;
             self.client_order.push_back((key, gen));
             if self.client_order.len() > 2 * MAX_CLIENTS {
                 // Entries of clients gone or answered are otherwise dropped
@@ -115,7 +115,7 @@ impl Agent {
                 let conns = &self.conns;
                 self.client_order.retain(|&(k, g)| unanswered(conns.get(k), g));
             }
-            self.add_timer(key, Instant::now() + HEAD_DEADLINE, ConnTimer::Client);
+            self.add_timer(key, Instant::now() + HEAD_DEADLINE, ConnTimer::Scraper);
         }
     }
 
@@ -132,11 +132,11 @@ impl Agent {
         None
     }
 
-    pub(crate) fn client_data(&mut self, key: usize, data: &[u8]) -> bool {
+    pub(crate) fn scraper_data(&mut self, key: usize, data: &[u8]) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        let Role::Client(client) = &mut conn.role else {
+        let Role::Scraper(client) = &mut conn.role else {
             return false;
         };
         if !conn.out.is_empty() {
@@ -185,7 +185,7 @@ impl Agent {
         conn.out_pos = 0;
         // The head deadline is met; taking the response has its own (it
         // replaces the head's: both are the client's one deadline).
-        self.add_timer(key, Instant::now() + WRITE_DEADLINE, ConnTimer::Client);
+        self.add_timer(key, Instant::now() + WRITE_DEADLINE, ConnTimer::Scraper);
         if self.write_out(key).is_err() {
             self.close_conn(key);
         }
@@ -262,5 +262,5 @@ fn response_with(status: u16, reason: &str, content_type: &str, extra: &str, bod
 /// The slab entry is still the metrics client of generation `gen`, and it
 /// has not sent its whole request head (no response queued).
 fn unanswered(conn: Option<&Conn>, gen: u64) -> bool {
-    conn.is_some_and(|c| c.gen == gen && matches!(c.role, Role::Client(_)) && c.out.is_empty())
+    conn.is_some_and(|c| c.gen == gen && matches!(c.role, Role::Scraper(_)) && c.out.is_empty())
 }

@@ -53,8 +53,6 @@ pub struct InspectConfig {
     pub image: String,
     #[serde(rename = "Labels", default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
-    #[serde(rename = "Hostname", default)]
-    pub hostname: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -65,9 +63,6 @@ pub struct InspectState {
     pub running: bool,
     #[serde(rename = "Paused", default)]
     pub paused: bool,
-    /// RFC 3339; `0001-01-01T00:00:00Z` if never started.
-    #[serde(rename = "StartedAt", default)]
-    pub started_at: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
