@@ -32,6 +32,7 @@ use crate::agent::exchange::{
 };
 use crate::agent::follow::{is_transient_connect_error, short};
 use crate::agent::resume::Resume;
+use crate::agent::stream::{after_end, AfterEnd};
 use crate::docker::api::{error_message, is_container_id, shown, ContainerInspect, ContainerSummary, Event};
 use crate::docker::request::{negotiate, Api};
 use crate::docker::timestamp;
@@ -774,35 +775,33 @@ impl Agent {
         }
         // Set when its stream just ended cleanly.
         let ended = c.reopen_reason.take();
-        if c.running {
-            // Running again (a restart): its stream follows.
-            c.ending = Ending::None;
-            c.ended_live = false;
-            if let Some(r) = ended {
-                self.metrics.reconnect(r);
+        let ended_live =
+            if c.running || ended.is_some() { std::mem::take(&mut c.ended_live) } else { c.ended_live };
+        match after_end(c.running, ended.is_some(), ended_live, c.died, c.drained) {
+            AfterEnd::Follow => {
+                c.ending = Ending::None;
+                if let Some(r) = ended {
+                    self.metrics.reconnect(r);
+                }
+                self.open_logs(id);
             }
-            self.open_logs(id);
-        } else if ended.is_some() && std::mem::take(&mut c.ended_live) {
-            // Stopped while followed: its last line may not be in the
-            // stream (see `Ending`); read once more after the `die` event.
-            c.ending = Ending::AwaitingDie;
-            if c.died {
+            AfterEnd::FinalRead => {
+                c.ending = Ending::AwaitingDie;
                 self.final_read(id);
-            } else {
+            }
+            AfterEnd::AwaitDie => {
+                c.ending = Ending::AwaitingDie;
                 c.follow = Follow::Backoff;
                 self.timers.insert(Instant::now() + DIE_WAIT, Timer::FinalRead { id: id.to_owned() });
             }
-        } else if ended.is_some() || c.drained {
-            // Stopped, and its stream ran to the end: all shipped.
-            c.ending = Ending::None;
-            c.drained = true;
-            c.follow = Follow::Idle;
-            self.checkpoint_dirty = true;
-            self.release_slot(id);
-        } else {
-            // Stopped with lines not yet shipped: read them (the stream
-            // ends by itself after the stored lines).
-            self.open_logs(id);
+            AfterEnd::Drained => {
+                c.ending = Ending::None;
+                c.drained = true;
+                c.follow = Follow::Idle;
+                self.checkpoint_dirty = true;
+                self.release_slot(id);
+            }
+            AfterEnd::Drain => self.open_logs(id),
         }
     }
 

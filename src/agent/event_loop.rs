@@ -588,7 +588,7 @@ impl Agent {
             }
         };
         if let Role::Logs(l) = &mut conn.role {
-            l.requested_at_ns = wall_ns();
+            l.rules.requested_at_ns = wall_ns();
         }
         self.add_timer(key, Instant::now() + after, kind);
     }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use crate::agent::conn::{ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Container, Ending, Follow};
 use crate::agent::event_loop::{wall_ns, Agent, Timer};
-use crate::agent::resume::{tail_for, Replay, Resume, TailCheck, DEFAULT_MARGIN_NS as MARGIN};
+use crate::agent::resume::Resume;
+use crate::agent::stream::{OpenPlan, Opening, StreamRules, Verdict};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
 use crate::docker::request::LogsQuery;
 use crate::message;
@@ -14,63 +15,28 @@ use crate::metrics::{LogStream, Metrics, ReconnectReason, RotationReason};
 use crate::output::Output;
 use crate::response::{ResponseConfig, ResponseDecoder, ResponseError, ResponseErrorKind};
 
-/// The state of one open log stream.
+/// The state of one open log stream: its decoder and the rules that judge
+/// its lines ([`StreamRules`]).
 pub(crate) struct LogConn {
     pub id: String,
     pub dec: ResponseDecoder,
-    pub replay: Replay,
-    /// Wall clock when the request went out: lines stamped earlier are
-    /// history, later ones are new.
-    pub requested_at_ns: i64,
-    /// Opened with `tail` after lines were delivered: its first line must
-    /// prove the window reaches back ([`Resume::check_first_line`]), and
-    /// each stream's first line that it is aligned
-    /// ([`Resume::check_stream_start`]).
-    pub check_window: bool,
-    /// The tail window fell short: deliver nothing more, reopen since-only.
-    pub catchup: bool,
+    pub rules: StreamRules,
     pub head_seen: bool,
     pub opened: Instant,
     pub last_data: Instant,
-    /// Messages received (dockerd partials estimated from bytes), for the
-    /// rate that sizes the next `tail`.
-    pub messages: u64,
     pub daemon_error: Option<String>,
     /// Opened with `follow=1` on a running container (not a drain of a
     /// stopped one, nor the final read).
     pub live: bool,
-    /// The `since` it was opened with.
-    pub since: i64,
-    /// A first open with `tail`: history lines it may still see before its
-    /// window could have been too short (see [`FIRST_TAIL`]).
-    pub history_left: Option<u64>,
 }
 
-/// `tail` of a stream opened before any line was delivered, when its
-/// `since` is recent. With no delivered line to check the window against,
-/// the check is a count: if this many history lines arrive, lines before
-/// the window may be missing, and the stream is read again from `since`
-/// without `tail` (lines delivered twice, never lost). A full `since`-only
-/// read makes dockerd decode the whole log file (1.2 s of its CPU for a
-/// 48 MiB log, measured), on every first open and every reopen of a quiet
-/// container.
-pub(crate) const FIRST_TAIL: u64 = 2_000;
-/// How recent `since` must be for a first open to use [`FIRST_TAIL`]
-/// (older: a backlog the operator asked for, read whole).
-const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
-
-/// Delivers decoded events of one stream: drops replays, writes the rest
-/// to the output.
+/// Delivers decoded events of one stream: what [`StreamRules`] says is new
+/// goes to the output, replays are dropped and counted.
 struct Delivery<'a> {
-    replay: &'a mut Replay,
-    check_window: bool,
-    catchup: &'a mut bool,
-    history_left: &'a mut Option<u64>,
-    requested_at_ns: i64,
-    messages: &'a mut u64,
+    rules: &'a mut StreamRules,
     daemon_error: &'a mut Option<String>,
     resume: &'a mut Resume,
-    extra: &'a [u8],
+    identity_json: &'a [u8],
     output: &'a mut Output,
     metrics: &'a Metrics,
     delivered: bool,
@@ -85,46 +51,15 @@ impl Delivery<'_> {
                 return;
             }
         };
-        *self.messages += 1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
-        if *self.catchup {
-            return;
-        }
-        // Lines stamped up to a second after the request count as history:
-        // dockerd may read the file a little after we asked.
-        if let Some(left) = self.history_left.as_mut() {
-            if rec.timestamp.is_some_and(|ts| ts < self.requested_at_ns + 1_000_000_000) {
-                // `tail` counts stored entries: each 16 KiB piece of a long
-                // line is one (over-counting is safe: an early catch-up).
-                let entries = 1 + (rec.message.len() / crate::docker::logstream::DOCKERD_PARTIAL_LEN) as u64;
-                *left = left.saturating_sub(entries);
-                if *left == 0 {
-                    *self.catchup = true;
-                    return;
-                }
+        match self.rules.on_record(self.resume, &rec) {
+            Verdict::Deliver => {}
+            Verdict::Replay => {
+                self.metrics.duplicates_dropped.inc();
+                return;
             }
+            Verdict::CatchUp => return,
         }
-        let first_line = !self.replay.seen_any();
-        let fp = self.replay.fingerprint(&rec);
-        let opens = self.replay.opens_stream(&fp);
-        let check = if !self.check_window {
-            TailCheck::Complete
-        } else if first_line {
-            self.resume.check_first_line(&fp, self.requested_at_ns)
-        } else if opens {
-            self.resume.check_stream_start(&fp)
-        } else {
-            TailCheck::Complete
-        };
-        if check == TailCheck::CatchUp {
-            *self.catchup = true;
-            return;
-        }
-        if !self.resume.admit(&fp, self.replay) {
-            self.metrics.duplicates_dropped.inc();
-            return;
-        }
-        self.output.push(&rec, self.extra);
-        self.resume.delivered(fp, self.replay);
+        self.output.push(&rec, self.identity_json);
         if let Some(s) = LogStream::from_stream_id(rec.stream) {
             self.metrics.line(s, rec.message.len());
         }
@@ -148,25 +83,14 @@ impl Agent {
         let Some(resume) = c.resume.as_ref() else {
             return;
         };
-        let since = resume.since();
-        // `tail` makes the reopen cheap for dockerd. Once something was
-        // delivered, the first line is checked against the resume point;
-        // before, a recent `since` is checked by counting (`FIRST_TAIL`).
-        // After a short tail window: since-only until caught up.
-        let first = resume.last_ts.is_none();
-        let tail = if c.catchup_next || resume.gap.is_some() {
-            None
-        } else if !first {
-            Some(tail_for(c.rate, since, now_ns))
-        } else if now_ns - since <= FIRST_TAIL_RECENT_NS {
-            Some(FIRST_TAIL)
-        } else {
-            None
+        let opening = Opening {
+            catchup_next: c.catchup_next,
+            rate: c.rate,
+            final_read: c.ending == Ending::FinalRead,
+            running: c.running,
         };
-        let history_left = (first && tail.is_some()).then_some(FIRST_TAIL);
+        let plan = OpenPlan::new(resume, opening, now_ns);
         c.catchup_next = false;
-        let follow = c.ending != Ending::FinalRead;
-        let live = follow && c.running;
         let framing = if c.tty { Framing::Raw } else { Framing::Multiplexed };
         let mut stream = LogStreamConfig::new(framing, true);
         stream.max_line = max_line;
@@ -175,22 +99,16 @@ impl Agent {
             framing_from_content_type: true,
             detect_timestamps: false,
         });
-        let path = api.logs(id, &LogsQuery { follow, since, tail });
+        let path = api.logs(id, &LogsQuery { follow: plan.follow, since: plan.since, tail: plan.tail });
         let lc = LogConn {
             id: id.to_owned(),
             dec,
-            replay: Replay::default(),
-            requested_at_ns: now_ns,
-            check_window: !first && tail.is_some(),
-            catchup: false,
+            rules: StreamRules::new(&plan, now_ns),
             head_seen: false,
             opened: Instant::now(),
             last_data: Instant::now(),
-            messages: 0,
             daemon_error: None,
-            live,
-            since,
-            history_left,
+            live: plan.live,
         };
         match self.open_conn(&path, Role::Logs(Box::new(lc))) {
             Ok(key) => {
@@ -221,27 +139,12 @@ impl Agent {
         let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
         let c = containers.get_mut(&lc.id)?;
         let resume = c.resume.as_mut()?;
-        let LogConn {
-            dec,
-            replay,
-            check_window,
-            catchup,
-            history_left,
-            requested_at_ns,
-            messages,
-            daemon_error,
-            ..
-        } = &mut **lc;
+        let LogConn { dec, rules, daemon_error, .. } = &mut **lc;
         let mut delivery = Delivery {
-            replay,
-            check_window: *check_window,
-            catchup,
-            history_left,
-            requested_at_ns: *requested_at_ns,
-            messages,
+            rules,
             daemon_error,
             resume,
-            extra: &c.identity_json,
+            identity_json: &c.identity_json,
             output,
             metrics,
             delivered: false,
@@ -260,7 +163,7 @@ impl Agent {
         let Some(Role::Logs(lc)) = self.conns.get_mut(key).map(|c| &mut c.role) else { return false };
         lc.last_data = Instant::now();
         let head_now = !lc.head_seen && lc.dec.head().is_some();
-        let catchup = lc.catchup;
+        let catchup = lc.rules.catchup;
         // dockerd keeps the connection open after the terminating chunk:
         // the response's end, not EOF, is the stream's end.
         let ended = lc.dec.is_done();
@@ -357,27 +260,19 @@ impl Agent {
             Role::Logs(lc) => {
                 let lc = *lc;
                 let c = self.containers.get_mut(&lc.id)?;
-                if let (Some(resume), Some(logs)) = (c.resume.as_mut(), lc.dec.logs()) {
-                    resume.cut(logs.open_lines());
-                }
-                // A first stream's full tail window: what came before it is
-                // read again from its `since`.
-                if let (Some(resume), Some(0)) = (c.resume.as_mut(), lc.history_left) {
-                    resume.open_gap(lc.since, &lc.replay);
-                }
-                // A stream that was live for a while and sent nothing proves
-                // the log had no line from `since` until shortly before it
-                // was opened: the next one need not ask for that span again
-                // (and its `since` stays recent, so it can use `tail`).
                 if let Some(resume) = c.resume.as_mut() {
-                    let live_for = lc.opened.elapsed().as_nanos() as i64;
-                    let ok = lc.dec.head().is_some_and(|h| h.is_success());
-                    if resume.last_ts.is_none() && ok && lc.messages == 0 && live_for >= 2 * MARGIN {
-                        // On Docker's clock (its `Date`) if it is behind ours.
-                        let date = lc.dec.head().and_then(|h| h.date);
-                        let asked = date.map_or(lc.requested_at_ns, |d| d.min(lc.requested_at_ns));
-                        resume.start_since = resume.start_since.max(asked - MARGIN);
-                    }
+                    let head = lc.dec.head();
+                    // "Asked" on Docker's clock (its `Date`) if it is behind ours.
+                    let asked = head
+                        .and_then(|h| h.date)
+                        .map_or(lc.rules.requested_at_ns, |d| d.min(lc.rules.requested_at_ns));
+                    lc.rules.on_close(
+                        resume,
+                        lc.dec.logs().map(|l| l.open_lines()),
+                        head.is_some_and(|h| h.is_success()),
+                        lc.opened.elapsed().as_nanos() as i64,
+                        asked,
+                    );
                 }
                 update_rate(c, &lc);
                 c.follow = Follow::Idle;
@@ -415,7 +310,8 @@ impl Agent {
             Some(Role::Logs(lc)) => lc.daemon_error.clone(),
             _ => None,
         };
-        let catchup = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.catchup);
+        let catchup =
+            matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.rules.catchup);
         let live = matches!(self.conns.get(key).map(|c| &c.role), Some(Role::Logs(lc)) if lc.live);
         let Some(id) = self.abandon_conn(key) else {
             return;
@@ -581,7 +477,7 @@ impl Agent {
 
 fn update_rate(c: &mut Container, lc: &LogConn) {
     let secs = lc.opened.elapsed().as_secs_f64().max(0.001);
-    let rate = lc.messages as f64 / secs;
+    let rate = lc.rules.messages as f64 / secs;
     c.rate = if c.rate == 0.0 { rate } else { 0.5 * c.rate + 0.5 * rate };
 }
 

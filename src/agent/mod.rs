@@ -24,3 +24,4 @@ pub mod resume;
 pub mod signals;
 pub mod sock;
 pub mod startup;
+pub mod stream;
