@@ -6,6 +6,7 @@
 //! containers, not the number of connections, is what the budget caps. The
 //! rest of the agent's fds are few and bounded; they are the reserve.
 
+use std::collections::BTreeSet;
 use std::io;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -82,10 +83,73 @@ pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(c) if c == nix::libc::EMFILE || c == nix::libc::ENFILE)
 }
 
-/// Which containers get the budget's slots: the oldest-created first (ties
-/// by id), so the choice does not depend on the order events arrive in. A
-/// followed container keeps its slot until it is drained, fails for good
-/// or is removed; none is dropped to make room for another.
+/// The budget's slots and the containers waiting for one. Which containers
+/// get them: the oldest-created first (ties by id), so the choice does not
+/// depend on the order events arrive in. A followed container keeps its
+/// slot until it is drained, fails for good or is removed; none is dropped
+/// to make room for another.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    pub budget: StreamBudget,
+    used: usize,
+    /// (created ns, id), oldest first.
+    waiting: BTreeSet<(i64, String)>,
+    /// The operator was told the budget is used up.
+    warned: bool,
+}
+
+/// What [`Slots::take`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    Granted,
+    /// Queued; `first_time`: the first container ever left waiting (say so).
+    Queued {
+        first_time: bool,
+    },
+}
+
+impl Slots {
+    pub(crate) fn new(budget: StreamBudget) -> Self {
+        Slots { budget, used: 0, waiting: BTreeSet::new(), warned: false }
+    }
+
+    /// A slot for the container created at `created_ns`, or a place in the
+    /// queue.
+    pub(crate) fn take(&mut self, created_ns: i64, id: &str) -> Take {
+        let key = (created_ns, id.to_owned());
+        if self.used < self.budget.streams {
+            self.used += 1;
+            self.waiting.remove(&key);
+            return Take::Granted;
+        }
+        self.waiting.insert(key);
+        Take::Queued { first_time: !std::mem::replace(&mut self.warned, true) }
+    }
+
+    /// A slot is free again.
+    pub(crate) fn give_back(&mut self) {
+        self.used -= 1;
+    }
+
+    /// The container no longer waits (removed).
+    pub(crate) fn unqueue(&mut self, created_ns: i64, id: String) {
+        self.waiting.remove(&(created_ns, id));
+    }
+
+    /// The oldest waiting container, taken out of the queue, if a slot is
+    /// free for it (it still has to [`Slots::take`] it).
+    pub(crate) fn next_waiting(&mut self) -> Option<String> {
+        if self.used >= self.budget.streams {
+            return None;
+        }
+        self.waiting.pop_first().map(|(_, id)| id)
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
 impl Agent {
     /// Take a slot for `id`, or queue it; true if it has one.
     pub(crate) fn take_slot(&mut self, id: &str) -> bool {
@@ -95,35 +159,31 @@ impl Agent {
         if c.slot {
             return true;
         }
-        let key = (c.created_ns, c.id.clone());
-        if self.slots_used < self.budget.streams {
-            c.slot = true;
-            self.slots_used += 1;
-            self.waiting.remove(&key);
-        } else {
-            c.follow = Follow::Waiting;
-            self.waiting.insert(key);
-            if !self.budget_warned {
-                self.budget_warned = true;
-                let cap = if self.budget.by_flag {
-                    "raise --max-streams".to_owned()
-                } else {
-                    format!(
-                        "the open-files limit allows no more; raise it (ulimit -n, LimitNOFILE=) or \
-                         lower what else runs, {} fds are held in reserve",
-                        RESERVE
-                    )
-                };
-                let who = if c.name.is_empty() { short(&c.id).to_owned() } else { c.name.clone() };
-                message!(
-                    "more containers than the stream budget of {}: not following {who} \
-                     and any others beyond it until a slot frees, oldest first \
-                     (log_capturer_containers_unfollowed counts them); {cap}",
-                    self.budget.streams,
-                );
+        match self.slots.take(c.created_ns, &c.id) {
+            Take::Granted => c.slot = true,
+            Take::Queued { first_time } => {
+                c.follow = Follow::Waiting;
+                if first_time {
+                    let budget = self.slots.budget;
+                    let cap = if budget.by_flag {
+                        "raise --max-streams".to_owned()
+                    } else {
+                        format!(
+                            "the open-files limit allows no more; raise it (ulimit -n, LimitNOFILE=) or \
+                             lower what else runs, {RESERVE} fds are held in reserve"
+                        )
+                    };
+                    let who = if c.name.is_empty() { short(&c.id).to_owned() } else { c.name.clone() };
+                    message!(
+                        "more containers than the stream budget of {}: not following {who} \
+                         and any others beyond it until a slot frees, oldest first \
+                         (log_capturer_containers_unfollowed counts them); {cap}",
+                        budget.streams,
+                    );
+                }
             }
         }
-        self.metrics.containers_unfollowed.set(self.waiting.len() as i64);
+        self.metrics.containers_unfollowed.set(self.slots.waiting() as i64);
         c.slot
     }
 
@@ -134,17 +194,14 @@ impl Agent {
             return;
         };
         if std::mem::take(&mut c.slot) {
-            self.slots_used -= 1;
-            self.admit_waiting();
+            self.slot_freed();
         }
     }
 
-    /// Give free slots to waiting containers, oldest first.
-    pub(crate) fn admit_waiting(&mut self) {
-        while self.slots_used < self.budget.streams {
-            let Some((_, id)) = self.waiting.pop_first() else {
-                break;
-            };
+    /// A slot came free: give it to the oldest waiting container.
+    pub(crate) fn slot_freed(&mut self) {
+        self.slots.give_back();
+        while let Some(id) = self.slots.next_waiting() {
             let start = match self.containers.get_mut(&id) {
                 Some(c) if c.follow == Follow::Waiting => {
                     c.follow = Follow::Idle;
@@ -154,7 +211,7 @@ impl Agent {
             };
             self.follow_container(&id, start, false, 0);
         }
-        self.metrics.containers_unfollowed.set(self.waiting.len() as i64);
+        self.metrics.containers_unfollowed.set(self.slots.waiting() as i64);
     }
 }
 
@@ -200,5 +257,31 @@ mod tests {
         assert!(l.soft <= l.hard);
         assert!(l.soft >= l.soft_before);
         assert!(open_fds().unwrap() >= 3);
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    fn slots(n: usize) -> Slots {
+        Slots::new(StreamBudget { streams: n, by_flag: true, fd_room: 100 })
+    }
+
+    #[test]
+    fn the_oldest_waiting_gets_a_freed_slot() {
+        let mut s = slots(1);
+        assert_eq!(s.take(5, "a"), Take::Granted);
+        assert_eq!(s.take(9, "young"), Take::Queued { first_time: true });
+        assert_eq!(s.take(1, "old"), Take::Queued { first_time: false });
+        assert_eq!(s.next_waiting(), None, "no slot is free");
+        s.give_back();
+        assert_eq!(s.next_waiting().as_deref(), Some("old"));
+        assert_eq!(s.take(1, "old"), Take::Granted);
+        assert_eq!(s.waiting(), 1);
+        // A removed container leaves the queue.
+        s.unqueue(9, "young".into());
+        s.give_back();
+        assert_eq!(s.next_waiting(), None);
     }
 }

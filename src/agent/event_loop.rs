@@ -6,7 +6,7 @@
 //! the fd itself, so no read can be left parked in the kernel. With nothing
 //! to do, `poll` sleeps until the next deadline.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::agent::budget::{self, NofileLimit, StreamBudget};
+use crate::agent::budget::{self, NofileLimit};
 use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Container, Filters, Rng};
 use crate::agent::signals::Signals;
@@ -163,12 +163,8 @@ pub struct Agent {
     /// containers are seen.
     pub(crate) loaded: HashMap<String, crate::checkpoint::ContainerCheckpoint>,
     pub(crate) nofile: NofileLimit,
-    pub(crate) budget: StreamBudget,
-    /// Containers holding a slot of the budget.
-    pub(crate) slots_used: usize,
-    /// Containers waiting for a slot, oldest first: (created ns, id).
-    pub(crate) waiting: BTreeSet<(i64, String)>,
-    pub(crate) budget_warned: bool,
+    /// The stream budget's slots and who waits for one.
+    pub(crate) slots: crate::agent::budget::Slots,
     /// A metrics client was left in the backlog at the client cap: accept
     /// again when one finishes.
     pub(crate) accept_pending: bool,
@@ -298,10 +294,7 @@ impl Agent {
             client_order: VecDeque::new(),
             loaded,
             nofile,
-            budget: stream_budget,
-            slots_used: 0,
-            waiting: BTreeSet::new(),
-            budget_warned: false,
+            slots: crate::agent::budget::Slots::new(stream_budget),
             accept_pending: false,
             accept_backoff: false,
             fd_warned_at: None,
@@ -326,8 +319,8 @@ impl Agent {
             "open-files limit {} (hard {}{raised}): following at most {} containers at once{}",
             n.soft,
             n.hard,
-            self.budget.streams,
-            if self.budget.by_flag { " (--max-streams)" } else { "" },
+            self.slots.budget.streams,
+            if self.slots.budget.by_flag { " (--max-streams)" } else { "" },
         );
         // A first run records when it began at once: if the output never
         // drains (a full disk), the next start must still know which

@@ -467,10 +467,9 @@ impl Agent {
         }
         self.loaded.remove(id);
         self.checkpoint_dirty = true;
-        self.waiting.remove(&(c.created_ns, c.id));
+        self.slots.unqueue(c.created_ns, c.id);
         if c.slot {
-            self.slots_used -= 1;
-            self.admit_waiting();
+            self.slot_freed();
         }
     }
 }
