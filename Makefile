@@ -60,12 +60,16 @@ soak-ci: ## the soak compressed as CI runs it: 3 minutes, streams reopened every
 
 ci: test lint fuzz-smoke soak-ci ## what .ci/run runs
 
-docker-up: ## start a private dockerd for tests (prints DOCKER_HOST)
-	tests/docker/up.sh
+# Silent recipe: stdout is only the export line, so `eval "$$(make docker-up)"` works.
+docker-up: ## start a private dockerd for tests (as root); prints the DOCKER_HOST line to export
+	@tests/docker/up.sh
 
-docker-down: ## stop it and remove its containers
-	tests/docker/down.sh
+# Purged by default: with vfs storage every container is a full copy of its
+# image, and a user trying the project expects nothing left behind. KEEP=1
+# keeps the daemon's directory (its images) for a faster next docker-up.
+docker-down: ## stop it, remove its containers and its directory (KEEP=1 keeps the directory)
+	tests/docker/down.sh $(if $(KEEP),,--purge)
 
-clean:
+clean: ## remove build outputs (target/) and fuzzing's targets, corpora and artifacts
 	$(CARGO) clean
 	rm -rf fuzz/target fuzz/corpus fuzz/artifacts

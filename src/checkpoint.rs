@@ -97,17 +97,51 @@ fn lock(file: File, dir: &Path) -> anyhow::Result<nix::fcntl::Flock<File>> {
     })
 }
 
+/// Why the state directory cannot be used (`doing` failed with `e`), worded
+/// so the operator knows what is wrong with it; `--state-dir` picks another.
+fn unusable(dir: &Path, doing: &str, e: std::io::Error) -> anyhow::Error {
+    use nix::libc::{EACCES, ENOTDIR, EPERM, EROFS};
+    let d = dir.display();
+    if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return anyhow::anyhow!(
+            "state directory {d} is a file, not a directory; move the file away or pass another --state-dir"
+        );
+    }
+    match e.raw_os_error() {
+        Some(ENOTDIR) => anyhow::anyhow!(
+            "state directory {d}: part of its path is a file, not a directory ({e}); pass another --state-dir"
+        ),
+        Some(EACCES | EPERM) if !dir.is_dir() => anyhow::anyhow!(
+            "this user cannot create state directory {d} ({e}); create it for the agent's user \
+             (install -d -m 700 -o USER {d}), run the agent as root, or pass another --state-dir"
+        ),
+        Some(EACCES | EPERM) => anyhow::anyhow!(
+            "state directory {d} is not writable by this user ({doing}: {e}); let the agent's user write \
+             there (or run it as root) or pass another --state-dir"
+        ),
+        Some(EROFS) => anyhow::anyhow!(
+            "state directory {d} is on a read-only filesystem ({doing}: {e}); pass a --state-dir on \
+             writable, persistent storage"
+        ),
+        _ => anyhow::anyhow!(
+            "cannot use state directory {d} ({doing}: {e}); fix it or pass another --state-dir"
+        ),
+    }
+}
+
 impl CheckpointStore {
     /// Create the directory if needed (0700) and take its lock.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| {
-            format!("cannot create state directory {}; create it or pass --state-dir", dir.display())
-        })?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| unusable(dir, "cannot create it", e))?;
         let handle = OpenOptions::new()
             .read(true)
             .custom_flags(nix::libc::O_DIRECTORY)
             .open(dir)
-            .with_context(|| format!("cannot open state directory {}", dir.display()))?;
+            .map_err(|e| unusable(dir, "cannot open it", e))?;
         let dir_lock = lock(handle, dir)?;
         if let Ok(meta) = dir_lock.metadata() {
             let mode = meta.permissions().mode() & 0o7777;
@@ -126,7 +160,7 @@ impl CheckpointStore {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+            .map_err(|e| unusable(dir, &format!("cannot open {}", lock_path.display()), e))?;
         let file_lock = lock(file, dir)?;
         let tmp = dir.join(".checkpoints.json.tmp");
         // Left by a crash, maybe by a version that created it 0666: `save`
@@ -229,6 +263,42 @@ mod tests {
         drop(store);
         CheckpointStore::open(&dir).expect("lock released on drop");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_directory_that_is_a_file_is_called_one() {
+        let dir = tmpdir("file");
+        fs::write(&dir, b"").unwrap();
+        let err = format!("{:#}", CheckpointStore::open(&dir).err().expect("a file is no state directory"));
+        assert!(err.contains("is a file, not a directory") && err.contains("--state-dir"), "{err}");
+        let below = dir.join("state");
+        let err = format!("{:#}", CheckpointStore::open(&below).err().expect("a file is no parent"));
+        assert!(err.contains("part of its path is a file") && err.contains("--state-dir"), "{err}");
+        fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn unusable_state_directories_name_the_flag_and_the_cause() {
+        use std::io::Error;
+        let dir = tmpdir("unusable");
+        fs::create_dir(&dir).unwrap();
+        let lock = format!("cannot open {}/lock", dir.display());
+        let cases = [
+            (Error::from_raw_os_error(nix::libc::EACCES), "is not writable by this user"),
+            (Error::from_raw_os_error(nix::libc::EROFS), "is on a read-only filesystem"),
+            (Error::from_raw_os_error(nix::libc::EIO), "cannot use state directory"),
+        ];
+        for (e, says) in cases {
+            let err = unusable(&dir, &lock, e).to_string();
+            assert!(err.contains(says) && err.contains(&lock) && err.contains("--state-dir"), "{err}");
+        }
+        // Permission denied on a directory that is not there yet: creating it.
+        let missing = dir.join("state");
+        let err =
+            unusable(&missing, "cannot create it", Error::from_raw_os_error(nix::libc::EACCES)).to_string();
+        assert!(err.contains("cannot create state directory") && err.contains("install -d"), "{err}");
+        assert!(err.contains("--state-dir"), "{err}");
+        fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

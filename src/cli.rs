@@ -2,7 +2,8 @@
 //! for durations, label selectors and name patterns.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,17 +39,32 @@ pub struct AgentArgs {
     /// Close and reopen each log stream after it has been open this long
     /// (with up to 10% random jitter so streams do not reopen together).
     /// A reopen resumes exactly where the stream was: nothing lost or repeated.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    /// From 100ms to 7d; each reopen costs dockerd a request.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30m",
+        value_parser = parse_reopen_period,
+        allow_hyphen_values = true
+    )]
     pub rotate_after: Duration,
 
     /// Reopen a log stream that has been silent this long. dockerd sends
     /// nothing on a quiet stream, so this is what notices a stream that died
-    /// without closing.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    /// without closing. From 100ms to 7d.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        value_parser = parse_reopen_period,
+        allow_hyphen_values = true
+    )]
     pub idle_timeout: Duration,
 
-    /// Serve /metrics (Prometheus) and /healthz on this address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9640")]
+    /// Serve /metrics (Prometheus) and /healthz on this address: an IP
+    /// address and port (0.0.0.0:9640 for every interface, [::1]:9640), or
+    /// localhost:PORT for 127.0.0.1. Host names are not looked up.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9640", value_parser = parse_metrics_addr)]
     pub metrics_addr: SocketAddr,
 
     /// Cut lines longer than this many bytes; the record is marked
@@ -79,15 +95,33 @@ pub struct AgentArgs {
     pub from_beginning: bool,
 
     /// Give up on a connection to Docker that is not established after this.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = parse_timeout,
+        allow_hyphen_values = true
+    )]
     pub connect_timeout: Duration,
 
     /// Give up on a request whose response head has not arrived after this.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_timeout)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15s",
+        value_parser = parse_timeout,
+        allow_hyphen_values = true
+    )]
     pub head_timeout: Duration,
 
     /// Give up on an API call (ping, list, inspect) not complete after this.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = parse_timeout,
+        allow_hyphen_values = true
+    )]
     pub api_timeout: Duration,
 
     /// Follow at most this many containers at once. Each followed container
@@ -158,6 +192,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err(bad());
     }
+    // The duration flags take values starting with `-` (clap would call
+    // `-5s` an unknown flag otherwise) so that this can say what is wrong.
+    if let Some(rest) = s.strip_prefix('-') {
+        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return Err(format!("`{s}`: durations cannot be negative"));
+        }
+        return Err(bad());
+    }
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
@@ -200,6 +242,106 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}`: a timeout must be from 10ms to 1h"));
     }
     Ok(d)
+}
+
+/// Shortest `--rotate-after` and `--idle-timeout`. Each reopen costs dockerd
+/// a request and a read of the container's log file from the resume point;
+/// at `0s` every stream is reopened as soon as it opens, hundreds of times a
+/// second. 100ms is the fastest the tests drive it; production wants
+/// minutes.
+pub const MIN_REOPEN_PERIOD: Duration = Duration::from_millis(100);
+/// Longest `--rotate-after` and `--idle-timeout`: a week covers a container
+/// that logs once a day; longer is a typo (and a deadline that far out
+/// could overflow the clock), not a setting.
+pub const MAX_REOPEN_PERIOD: Duration = Duration::from_secs(7 * 86_400);
+
+/// A [`parse_duration`] from [`MIN_REOPEN_PERIOD`] to [`MAX_REOPEN_PERIOD`]:
+/// how often a stream may be reopened.
+pub fn parse_reopen_period(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_REOPEN_PERIOD {
+        return Err(format!(
+            "`{s}` is too short: streams would be reopened more than 10 times a second each, and every \
+             reopen is a request dockerd answers by reading the log file; use 100ms to 7d (minutes in \
+             production)"
+        ));
+    }
+    if d > MAX_REOPEN_PERIOD {
+        return Err(format!("`{s}` is too long: use 100ms to 7d"));
+    }
+    Ok(d)
+}
+
+/// The metrics listener's address: an IP literal and port, or
+/// `localhost:PORT` for 127.0.0.1. Other host names are refused rather than
+/// looked up: a listen address names an interface of this host, a name can
+/// stand for several addresses (or none, later), and a static binary has no
+/// NSS to ask.
+pub fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let examples = "e.g. 127.0.0.1:9640 (this host only), 0.0.0.0:9640 (every interface) or [::1]:9640";
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        let with_port = SocketAddr::new(ip, 9640);
+        return Err(format!("`{s}` needs a port, e.g. {with_port}"));
+    }
+    if s.parse::<u16>().is_ok() {
+        return Err(format!("`{s}` needs an address before the port: 127.0.0.1:{s} or 0.0.0.0:{s}"));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("`{s}` is not an address and port: {examples}"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!("`{s}`: `{port}` is not a port number (0 to 65535)"));
+    };
+    if host.is_empty() {
+        return Err(format!("`{s}` needs an address before the port: 127.0.0.1:{port} or 0.0.0.0:{port}"));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(format!(
+        "`{s}`: the metrics address must be an IP address (host names other than localhost are not \
+         looked up): {examples}"
+    ))
+}
+
+/// Why the metrics listener could not bind `addr`, and what to do about it.
+pub fn metrics_listen_error(addr: SocketAddr, e: io::Error) -> anyhow::Error {
+    let privileged_below = unprivileged_port_start();
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "another process listens there (another agent?); stop it or choose another --metrics-addr"
+                .to_owned()
+        }
+        io::ErrorKind::PermissionDenied if addr.port() < privileged_below => format!(
+            "ports below {privileged_below} need root or CAP_NET_BIND_SERVICE; choose a higher port in \
+             --metrics-addr"
+        ),
+        io::ErrorKind::PermissionDenied => {
+            "a security policy refused it (SELinux, AppArmor, seccomp, systemd's SocketBindDeny=); \
+             choose another --metrics-addr or allow it"
+                .to_owned()
+        }
+        io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this host; use 127.0.0.1, 0.0.0.0 or one of its addresses in \
+             --metrics-addr",
+            addr.ip()
+        ),
+        _ => "choose another --metrics-addr".to_owned(),
+    };
+    anyhow::anyhow!("cannot listen on {addr} for metrics: {e}; {hint}")
+}
+
+/// The lowest port an unprivileged process may bind (Linux's
+/// `net.ipv4.ip_unprivileged_port_start`, 1024 unless changed).
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
 }
 
 /// A byte count: `1048576`, `64KiB`, `1MiB`, `1M` (powers of two).
@@ -297,6 +439,109 @@ mod tests {
         for bad in ["", "s", "5x", "m5", "-1s", "1..2s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn negative_durations_are_called_negative() {
+        for bad in ["-5s", "-1", "-0.5s", " -1m"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("cannot be negative"), "{bad}: {err}");
+        }
+        // A flag where a value was expected is not a negative duration.
+        assert!(parse_duration("--from-beginning").unwrap_err().contains("not a duration"));
+        assert!(parse_timeout("-1s").unwrap_err().contains("cannot be negative"));
+        assert!(parse_reopen_period("-5s").unwrap_err().contains("cannot be negative"));
+    }
+
+    #[test]
+    fn reopen_periods() {
+        assert_eq!(parse_reopen_period("100ms"), Ok(MIN_REOPEN_PERIOD));
+        assert_eq!(parse_reopen_period("7d"), Ok(MAX_REOPEN_PERIOD));
+        assert_eq!(parse_reopen_period("30m"), Ok(Duration::from_secs(1800)));
+        for short in ["0s", "0", "0ms", "99ms", "0.05s"] {
+            let err = parse_reopen_period(short).unwrap_err();
+            assert!(err.contains("too short") && err.contains("100ms to 7d"), "{short}: {err}");
+        }
+        for long in ["7d1s", "8d", "99999999999999h"] {
+            let err = parse_reopen_period(long).unwrap_err();
+            assert!(err.contains("100ms to 7d"), "{long}: {err}");
+        }
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        let ok = |s: &str| parse_metrics_addr(s).unwrap_or_else(|e| panic!("{s}: {e}")).to_string();
+        assert_eq!(ok("127.0.0.1:9640"), "127.0.0.1:9640");
+        assert_eq!(ok("0.0.0.0:0"), "0.0.0.0:0");
+        assert_eq!(ok("[::1]:9641"), "[::1]:9641");
+        assert_eq!(ok("localhost:9641"), "127.0.0.1:9641");
+        assert_eq!(ok("LocalHost:1"), "127.0.0.1:1");
+        let cases = [
+            ("example.com:9641", "must be an IP address"),
+            ("metrics.local:80", "not looked up"),
+            ("127.0.0.1", "needs a port, e.g. 127.0.0.1:9640"),
+            ("::1", "needs a port, e.g. [::1]:9640"),
+            ("9641", "127.0.0.1:9641 or 0.0.0.0:9641"),
+            (":9641", "127.0.0.1:9641 or 0.0.0.0:9641"),
+            ("localhost:http", "not a port number"),
+            ("localhost:65536", "not a port number"),
+            ("localhost", "not an address and port"),
+            ("", "not an address and port"),
+        ];
+        for (bad, says) in cases {
+            let err = parse_metrics_addr(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_errors_say_what_to_do_per_cause() {
+        use nix::libc::{EACCES, EADDRINUSE, EADDRNOTAVAIL, EINVAL};
+        let low: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let high: SocketAddr = "192.0.2.1:9640".parse().unwrap();
+        let say = |addr, errno| metrics_listen_error(addr, io::Error::from_raw_os_error(errno)).to_string();
+        let cases = [
+            (say(high, EADDRINUSE), "another process listens there"),
+            (say(low, EACCES), "need root or CAP_NET_BIND_SERVICE"),
+            (say(high, EACCES), "security policy"),
+            (say(high, EADDRNOTAVAIL), "192.0.2.1 is not an address of this host"),
+            (say(high, EINVAL), "choose another --metrics-addr"),
+        ];
+        for (err, says) in cases {
+            assert!(err.contains(says) && err.contains("--metrics-addr"), "{err}");
+            assert!(!err.contains("another agent running"), "{err}");
+        }
+    }
+
+    /// The flags as clap parses them, through the value parsers above.
+    fn parse_flags(flags: &[&str]) -> Result<AgentArgs, String> {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: AgentArgs,
+        }
+        let argv = std::iter::once("log-capturer").chain(flags.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.agent).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn duration_flags_take_negative_values_to_refuse_them() {
+        for flag in
+            ["--rotate-after", "--idle-timeout", "--connect-timeout", "--head-timeout", "--api-timeout"]
+        {
+            let err = parse_flags(&[flag, "-5s"]).unwrap_err();
+            assert!(err.contains("durations cannot be negative") && err.contains(flag), "{flag}: {err}");
+            assert!(!err.contains("unexpected argument"), "{flag}: {err}");
+        }
+        let ok = parse_flags(&["--rotate-after", "100ms", "--idle-timeout", "300ms"]).unwrap();
+        assert_eq!(
+            (ok.rotate_after, ok.idle_timeout),
+            (Duration::from_millis(100), Duration::from_millis(300))
+        );
+        let err = parse_flags(&["--idle-timeout", "0s"]).unwrap_err();
+        assert!(err.contains("--idle-timeout") && err.contains("too short"), "{err}");
+        let ok = parse_flags(&["--metrics-addr", "localhost:9641"]).unwrap();
+        assert_eq!(ok.metrics_addr, "127.0.0.1:9641".parse().unwrap());
     }
 
     #[test]

@@ -5,6 +5,9 @@ use clap::{Parser, Subcommand};
 use log_capturer::cli::AgentArgs;
 use log_capturer::decode_cmd::{self, DecodeArgs};
 
+/// `--version`: the release and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LOG_CAPTURER_COMMIT"), ")");
+
 /// Ships the logs of every Docker container on this host as JSON lines,
 /// from one thread and one poll loop, losing and duplicating nothing.
 ///
@@ -19,7 +22,7 @@ use log_capturer::decode_cmd::{self, DecodeArgs};
 /// and resumes exactly where it was; checkpoints in --state-dir carry that
 /// across restarts. Metrics: http://127.0.0.1:9640/metrics.
 #[derive(Debug, Parser)]
-#[command(name = "log-capturer", version, about, long_about, args_conflicts_with_subcommands = true)]
+#[command(name = "log-capturer", version = VERSION, about, long_about, args_conflicts_with_subcommands = true)]
 #[command(verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]

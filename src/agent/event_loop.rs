@@ -208,12 +208,8 @@ impl Agent {
             None => (true, now_ns, HashMap::new()),
         };
         let mut output = Output::open(&args.output)?;
-        let mut listener = TcpListener::bind(args.metrics_addr).with_context(|| {
-            format!(
-                "cannot listen on {} for metrics; is another agent running? choose another --metrics-addr",
-                args.metrics_addr
-            )
-        })?;
+        let mut listener = TcpListener::bind(args.metrics_addr)
+            .map_err(|e| crate::cli::metrics_listen_error(args.metrics_addr, e))?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         if output.make_pollable() {
             poll.registry().register(&mut SourceFd(&output.raw_fd()), OUTPUT, Interest::WRITABLE)?;
