@@ -91,6 +91,6 @@ impl Agent {
             short(id)
         );
         *resume = Resume::after_clock_step(clock.map(|(earliest, _)| earliest));
-        self.checkpoint_dirty = true;
+        self.checkpoints.dirty = true;
     }
 }

@@ -615,10 +615,11 @@ impl Agent {
     }
 
     fn list_taken(&mut self, list: Vec<ContainerSummary>) {
-        let first_run = std::mem::replace(&mut self.first_run, false);
+        let first_run = std::mem::replace(&mut self.checkpoints.first_run, false);
         let present: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
         // Checkpoints of containers destroyed while we were away.
         let gone: Vec<String> = self
+            .checkpoints
             .loaded
             .keys()
             .chain(self.containers.keys())
@@ -640,7 +641,7 @@ impl Agent {
             }
             let running = s.state == "running" || s.state == "paused" || s.state == "restarting";
             let start = if first_run {
-                StartPoint::At(if self.cfg.from_beginning { 0 } else { self.first_run_at })
+                StartPoint::At(if self.cfg.from_beginning { 0 } else { self.checkpoints.first_run_at })
             } else {
                 StartPoint::ContainerCreated
             };
@@ -650,16 +651,16 @@ impl Agent {
             }
             // Stopped. Ship what it wrote since our checkpoint, or all of
             // it if it was created since our first run and never seen.
-            let undrained = match (self.loaded.get(&s.id), self.containers.get(&s.id)) {
+            let undrained = match (self.checkpoints.loaded.get(&s.id), self.containers.get(&s.id)) {
                 (Some(ck), _) => !ck.drained,
                 (None, Some(c)) => !c.drained && c.follow == Follow::Idle && c.resume.is_some(),
-                (None, None) => !first_run && created_ns >= self.first_run_at,
+                (None, None) => !first_run && created_ns >= self.checkpoints.first_run_at,
             };
             if undrained {
                 self.follow_container(&s.id, start, false, created_ns);
             }
         }
-        self.checkpoint_dirty = true;
+        self.checkpoints.dirty = true;
     }
 
     // ---- inspect --------------------------------------------------------
@@ -683,7 +684,7 @@ impl Agent {
         } else {
             let mut c = Container::new(id, start);
             c.created_ns = created_ns;
-            if let Some(ck) = self.loaded.remove(id) {
+            if let Some(ck) = self.checkpoints.loaded.remove(id) {
                 c.resume = Some(ck.resume);
                 c.drained = ck.drained && !started;
                 c.set_identity(&ck.name, "");
@@ -798,7 +799,7 @@ impl Agent {
                 c.ending = Ending::None;
                 c.drained = true;
                 c.follow = Follow::Idle;
-                self.checkpoint_dirty = true;
+                self.checkpoints.dirty = true;
                 self.release_slot(id);
             }
             AfterEnd::Drain => self.open_logs(id),

@@ -6,7 +6,7 @@
 //! the fd itself, so no read can be left parked in the kernel. With nothing
 //! to do, `poll` sleeps until the next deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,9 +20,10 @@ use slab::Slab;
 use crate::agent::budget::{self, NofileLimit};
 use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Container, Filters, Rng};
+use crate::agent::metrics_http::ScrapeServer;
+use crate::agent::persist::Checkpointer;
 use crate::agent::signals::Signals;
 use crate::agent::sock::{Endpoint, Sock};
-use crate::checkpoint::CheckpointStore;
 use crate::cli::{AgentArgs, DockerHost};
 use crate::docker::request::Api;
 use crate::message;
@@ -125,26 +126,21 @@ pub struct Agent {
     pub(crate) containers: HashMap<String, Container>,
     pub(crate) docker: DockerState,
     pub(crate) output: Output,
-    pub(crate) store: CheckpointStore,
-    pub(crate) first_run_at: i64,
-    pub(crate) first_run: bool,
+    /// The checkpoint file and when to write it.
+    pub(crate) checkpoints: Checkpointer,
     pub(crate) metrics: Metrics,
     pub(crate) read_buf: Vec<u8>,
     pub(crate) rng: Rng,
     pub(crate) own_id: Option<String>,
-    pub(crate) listener: TcpListener,
+    /// The `/metrics` and `/healthz` listener and its clients.
+    pub(crate) scrape: ScrapeServer,
     pub(crate) signals: Signals,
     pub(crate) flush_armed: bool,
-    pub(crate) checkpoint_armed: bool,
-    pub(crate) checkpoint_dirty: bool,
-    pub(crate) checkpoint_every: Duration,
     pub(crate) output_blocked_since: Option<Instant>,
     /// The output's filesystem has been full since then.
     pub(crate) output_no_space_since: Option<Instant>,
     /// Last look at whether the output file was deleted.
     pub(crate) output_checked_at: Instant,
-    /// Rate limit of "cannot sync the output" messages.
-    pub(crate) sync_warn: crate::messages::Limiter,
     /// The output failed for good: stop and return this.
     pub(crate) fatal: Option<OutputFailed>,
     pub(crate) shutdown: bool,
@@ -154,22 +150,9 @@ pub struct Agent {
     /// so this queue is the only thing that brings them back; no scan of
     /// every connection.
     pub(crate) paused: Vec<(usize, u64)>,
-    /// Scrapers (metrics clients) connected now.
-    pub(crate) scrapers: usize,
-    /// Metrics clients by age, (key, gen), oldest first: who is evicted at
-    /// the cap. May hold entries of clients gone or answered (skipped).
-    pub(crate) client_order: VecDeque<(usize, u64)>,
-    /// Records of containers' checkpoints loaded at start, consumed as the
-    /// containers are seen.
-    pub(crate) loaded: HashMap<String, crate::checkpoint::ContainerCheckpoint>,
     pub(crate) nofile: NofileLimit,
     /// The stream budget's slots and who waits for one.
     pub(crate) slots: crate::agent::budget::Slots,
-    /// A metrics client was left in the backlog at the client cap: accept
-    /// again when one finishes.
-    pub(crate) accept_pending: bool,
-    /// An accept failed for lack of fds; the `Accept` timer retries.
-    pub(crate) accept_backoff: bool,
     pub(crate) fd_warned_at: Option<Instant>,
     /// Docker's clock, from the `Date` of its answers.
     pub(crate) docker_clock: crate::agent::clock::DockerClock,
@@ -181,32 +164,13 @@ pub(crate) fn wall_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Checkpoints by container id, without those whose id is not one: ids
-/// become request paths, and the file may have been edited by hand (or by
-/// someone hostile).
-fn valid_checkpoints(
-    loaded: std::collections::BTreeMap<String, crate::checkpoint::ContainerCheckpoint>,
-) -> HashMap<String, crate::checkpoint::ContainerCheckpoint> {
-    let before = loaded.len();
-    let valid: HashMap<_, _> =
-        loaded.into_iter().filter(|(id, _)| crate::docker::api::is_container_id(id)).collect();
-    if valid.len() < before {
-        message!("ignored {} checkpoint(s) whose container id is not 64 hex digits", before - valid.len());
-    }
-    valid
-}
-
 impl Agent {
     /// Set everything up: state directory, output, metrics listener,
     /// signals. Reaching Docker is checked by the caller before this.
     pub fn new(args: &AgentArgs, endpoint: Endpoint, api: Api, nofile: NofileLimit) -> anyhow::Result<Self> {
         let poll = Poll::new().context("cannot create the poll instance")?;
-        let store = CheckpointStore::open(&args.state_dir)?;
         let now_ns = wall_ns();
-        let (first_run, first_run_at, loaded) = match store.load()? {
-            Some(state) => (false, state.first_run_at, valid_checkpoints(state.containers)),
-            None => (true, now_ns, HashMap::new()),
-        };
+        let checkpoints = Checkpointer::open(&args.state_dir, now_ns)?;
         let mut output = Output::open(&args.output)?;
         let mut listener = TcpListener::bind(args.metrics_addr)
             .map_err(|e| crate::cli::metrics_listen_error(args.metrics_addr, e))?;
@@ -266,33 +230,22 @@ impl Agent {
                 discovery: Default::default(),
             },
             output,
-            store,
-            first_run_at,
-            first_run,
+            checkpoints,
             metrics,
             read_buf: vec![0; READ_BUF],
             rng: Rng::new(seed),
             own_id: crate::agent::container::own_container_id(),
-            listener,
+            scrape: ScrapeServer::new(listener),
             signals,
             flush_armed: false,
-            checkpoint_armed: false,
-            checkpoint_dirty: first_run,
-            checkpoint_every: CHECKPOINT_EVERY,
             output_blocked_since: None,
             output_no_space_since: None,
             output_checked_at: Instant::now(),
-            sync_warn: crate::messages::Limiter::new(Duration::from_secs(60)),
             fatal: None,
             shutdown: false,
             paused: Vec::new(),
-            scrapers: 0,
-            client_order: VecDeque::new(),
-            loaded,
             nofile,
             slots: crate::agent::budget::Slots::new(stream_budget),
-            accept_pending: false,
-            accept_backoff: false,
             fd_warned_at: None,
             docker_clock: Default::default(),
         })
@@ -304,9 +257,9 @@ impl Agent {
             "following containers of {} (API {}), metrics on http://{}/metrics, state in {}{}",
             self.cfg.host,
             self.docker.api.version,
-            self.listener.local_addr()?,
-            self.store.dir().display(),
-            if self.first_run { " (first run)" } else { "" },
+            self.scrape.listener.local_addr()?,
+            self.checkpoints.store.dir().display(),
+            if self.checkpoints.first_run { " (first run)" } else { "" },
         );
         let n = self.nofile;
         let raised =
@@ -321,7 +274,7 @@ impl Agent {
         // A first run records when it began at once: if the output never
         // drains (a full disk), the next start must still know which
         // containers started since, or it would begin "from now" again.
-        if self.first_run {
+        if self.checkpoints.first_run {
             self.write_checkpoint();
         }
         self.docker_connected();
@@ -373,16 +326,16 @@ impl Agent {
             self.flush_armed = true;
             self.timers.insert(Instant::now() + FLUSH_EVERY, Timer::Flush);
         }
-        if self.checkpoint_dirty && !self.checkpoint_armed {
-            self.checkpoint_armed = true;
-            self.timers.insert(Instant::now() + self.checkpoint_every, Timer::Checkpoint);
+        if self.checkpoints.dirty && !self.checkpoints.armed {
+            self.checkpoints.armed = true;
+            self.timers.insert(Instant::now() + self.checkpoints.every, Timer::Checkpoint);
         }
         if !self.paused.is_empty() && self.output.has_room() {
             self.resume_paused_reads();
         }
-        if self.accept_pending
-            && !self.accept_backoff
-            && self.scrapers < crate::agent::metrics_http::MAX_CLIENTS
+        if self.scrape.accept_pending
+            && !self.scrape.accept_backoff
+            && self.scrape.clients < crate::agent::metrics_http::MAX_CLIENTS
         {
             self.accept_clients();
         }
@@ -414,12 +367,12 @@ impl Agent {
                 self.flush_output();
             }
             Timer::Checkpoint => {
-                self.checkpoint_armed = false;
+                self.checkpoints.armed = false;
                 self.write_checkpoint();
             }
             Timer::FinalRead { id } => self.final_read(&id),
             Timer::Accept => {
-                self.accept_backoff = false;
+                self.scrape.accept_backoff = false;
                 self.accept_clients();
             }
         }
@@ -521,7 +474,7 @@ impl Agent {
     pub(crate) fn close_conn(&mut self, key: usize) -> Option<Role> {
         let mut conn = self.conns.try_remove(key)?;
         if let Role::Scraper(_) = conn.role {
-            self.scrapers -= 1;
+            self.scrape.clients -= 1;
         }
         let _ = self.poll.registry().deregister(&mut conn.sock);
         for t in conn.deadlines.drain() {
@@ -804,7 +757,7 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_millis(1500);
         match self.output.flush_blocking(deadline) {
             Ok(true) => {
-                self.checkpoint_dirty = true;
+                self.checkpoints.dirty = true;
                 self.write_checkpoint();
             }
             Ok(false) => message!(

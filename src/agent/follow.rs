@@ -135,7 +135,7 @@ impl Agent {
         key: usize,
         feed: impl FnOnce(&mut ResponseDecoder, &mut Delivery<'_>) -> R,
     ) -> Option<R> {
-        let Agent { conns, containers, output, metrics, checkpoint_dirty, .. } = self;
+        let Agent { conns, containers, output, metrics, checkpoints, .. } = self;
         let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
         let c = containers.get_mut(&lc.id)?;
         let resume = c.resume.as_mut()?;
@@ -151,7 +151,7 @@ impl Agent {
         };
         let r = feed(dec, &mut delivery);
         if delivery.delivered {
-            *checkpoint_dirty = true;
+            checkpoints.dirty = true;
         }
         Some(r)
     }
@@ -465,8 +465,8 @@ impl Agent {
             }
             _ => {}
         }
-        self.loaded.remove(id);
-        self.checkpoint_dirty = true;
+        self.checkpoints.loaded.remove(id);
+        self.checkpoints.dirty = true;
         self.slots.unqueue(c.created_ns, c.id);
         if c.slot {
             self.slot_freed();

@@ -9,8 +9,11 @@
 //! the newest is the one most likely to be a prober about to ask). Only a
 //! client being answered keeps its slot, for at most [`WRITE_DEADLINE`].
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
 
 use crate::agent::conn::{Conn, ConnTimer, Role};
 use crate::agent::container::Follow;
@@ -42,6 +45,33 @@ pub(crate) struct ScraperConn {
     req: Vec<u8>,
 }
 
+/// The listener and what the loop knows of its clients.
+pub(crate) struct ScrapeServer {
+    pub listener: TcpListener,
+    /// Clients connected now.
+    pub clients: usize,
+    /// Clients by age, (key, gen), oldest first: who is evicted at the cap.
+    /// May hold entries of clients gone or answered (skipped).
+    pub order: VecDeque<(usize, u64)>,
+    /// A client was left in the backlog at the cap: accept again when one
+    /// finishes.
+    pub accept_pending: bool,
+    /// An accept failed for lack of fds; the `Accept` timer retries.
+    pub accept_backoff: bool,
+}
+
+impl ScrapeServer {
+    pub(crate) fn new(listener: TcpListener) -> Self {
+        ScrapeServer {
+            listener,
+            clients: 0,
+            order: VecDeque::new(),
+            accept_pending: false,
+            accept_backoff: false,
+        }
+    }
+}
+
 impl Agent {
     /// Accept waiting scraper connections, up to [`MAX_CLIENTS`] at once,
     /// evicting clients that have not sent their request head to make room.
@@ -50,16 +80,16 @@ impl Agent {
     /// no new event, so whoever leaves one there makes sure this runs again
     /// (a client closing, see `after_turn`, or the [`ACCEPT_BACKOFF`] timer).
     pub(crate) fn accept_clients(&mut self) {
-        self.accept_pending = false;
+        self.scrape.accept_pending = false;
         loop {
             // Accept before evicting: an eviction for a backlog that turns
             // out empty would cut off a client for nothing. The one fd this
             // briefly takes beyond the cap is in `budget::RESERVE`.
-            if self.scrapers >= MAX_CLIENTS && self.oldest_unanswered_client().is_none() {
-                self.accept_pending = true;
+            if self.scrape.clients >= MAX_CLIENTS && self.oldest_unanswered_client().is_none() {
+                self.scrape.accept_pending = true;
                 return;
             }
-            let (mut stream, _) = match self.listener.accept() {
+            let (mut stream, _) = match self.scrape.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -72,14 +102,14 @@ impl Agent {
                     } else {
                         message!("cannot accept a metrics client: {e}");
                     }
-                    if !self.accept_backoff {
-                        self.accept_backoff = true;
+                    if !self.scrape.accept_backoff {
+                        self.scrape.accept_backoff = true;
                         self.timers.insert(Instant::now() + ACCEPT_BACKOFF, Timer::Accept);
                     }
                     return;
                 }
             };
-            if self.scrapers >= MAX_CLIENTS {
+            if self.scrape.clients >= MAX_CLIENTS {
                 if let Some(old) = self.oldest_unanswered_client() {
                     self.close_conn(old);
                     self.metrics.clients_evicted.inc();
@@ -107,13 +137,13 @@ impl Agent {
                 paused: false,
                 role: Role::Scraper(Box::default()),
             });
-            self.scrapers += 1;
-            self.client_order.push_back((key, gen));
-            if self.client_order.len() > 2 * MAX_CLIENTS {
+            self.scrape.clients += 1;
+            self.scrape.order.push_back((key, gen));
+            if self.scrape.order.len() > 2 * MAX_CLIENTS {
                 // Entries of clients gone or answered are otherwise dropped
                 // only by an eviction: keep the queue bounded without one.
                 let conns = &self.conns;
-                self.client_order.retain(|&(k, g)| unanswered(conns.get(k), g));
+                self.scrape.order.retain(|&(k, g)| unanswered(conns.get(k), g));
             }
             self.add_timer(key, Instant::now() + HEAD_DEADLINE, ConnTimer::Scraper);
         }
@@ -123,11 +153,11 @@ impl Agent {
     /// head. Entries of clients closed or being answered are dropped on the
     /// way: an answered client never needs a head again.
     fn oldest_unanswered_client(&mut self) -> Option<usize> {
-        while let Some(&(key, gen)) = self.client_order.front() {
+        while let Some(&(key, gen)) = self.scrape.order.front() {
             if unanswered(self.conns.get(key), gen) {
                 return Some(key);
             }
-            self.client_order.pop_front();
+            self.scrape.order.pop_front();
         }
         None
     }
