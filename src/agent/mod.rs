@@ -11,9 +11,9 @@
 //! | --- | --- | --- |
 //! | Docker and discovery | up/down, API version, ping, the events stream's and the list's own backoffs | [`discovery`], `DockerState` |
 //! | the containers | follow state, resume point, slot | [`container`] |
-//! | the stream budget | slots in use, containers waiting (oldest first) | [`budget::Slots`] |
-//! | the checkpointer | the locked state directory, what was loaded, dirty/armed, pacing | [`persist::Checkpointer`] |
-//! | the scrape server | the listener, its clients by age, accept backoff | [`metrics_http::ScrapeServer`] |
+//! | the stream budget | slots in use, containers waiting (oldest first) | `budget::Slots` |
+//! | the checkpointer | the locked state directory, what was loaded, dirty/armed, pacing | `persist::Checkpointer` |
+//! | the scrape server | the listener, its clients by age, accept backoff | `metrics_http::ScrapeServer` |
 //! | the output | its buffer and what each write error means | [`crate::output`] |
 //!
 //! The rules that decide every line and every reopen do no I/O and are
@@ -22,7 +22,7 @@
 //! [`resume`] (where a stream resumes; recognising replays). [`follow`] is
 //! the thin driver that feeds them a stream's bytes and acts on what they
 //! say (rotation included: age and idle deadlines close a stream and
-//! reopen it from [`stream::OpenPlan`]).
+//! reopen it from `stream::OpenPlan`).
 //!
 //! - [`event_loop`]: the driver: poll, slab, wheel, dispatch, output flushing
 //! - [`conn`]: one connection: role, deadlines by kind, typed failures
