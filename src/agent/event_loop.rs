@@ -153,7 +153,8 @@ pub struct Agent {
     pub(crate) nofile: NofileLimit,
     /// The stream budget's slots and who waits for one.
     pub(crate) slots: crate::agent::budget::Slots,
-    pub(crate) fd_warned_at: Option<Instant>,
+    /// Rate limit of "out of file descriptors" messages.
+    pub(crate) fd_says: crate::messages::Limiter,
     /// Docker's clock, from the `Date` of its answers.
     pub(crate) docker_clock: crate::agent::clock::DockerClock,
 }
@@ -246,7 +247,7 @@ impl Agent {
             paused: Vec::new(),
             nofile,
             slots: crate::agent::budget::Slots::new(stream_budget),
-            fd_warned_at: None,
+            fd_says: crate::messages::Limiter::new(Duration::from_secs(1)),
             docker_clock: Default::default(),
         })
     }
@@ -433,12 +434,11 @@ impl Agent {
             return;
         }
         self.metrics.fd_exhaustion.inc();
-        let now = Instant::now();
-        if !self.fd_warned_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-            self.fd_warned_at = Some(now);
+        if let Some(held) = self.fd_says.allow(Instant::now()) {
             message!(
                 "out of file descriptors ({e}); retrying with backoff. Raise the open-files \
-                 limit (ulimit -n, LimitNOFILE=) or lower --max-streams"
+                 limit (ulimit -n, LimitNOFILE=) or lower --max-streams{}",
+                crate::messages::held_back(held)
             );
         }
     }
