@@ -61,6 +61,41 @@ pub struct ResponseHead {
     /// The server's clock when it answered (`Date`, ns since the epoch,
     /// whole seconds): for dockerd, the clock that stamps log lines.
     pub date: Option<i64>,
+    /// `Retry-After` (429, 503): when the server asks to be tried again.
+    pub retry_after: Option<RetryAfter>,
+}
+
+/// A `Retry-After` value (RFC 9110 10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `delay-seconds`.
+    Seconds(u64),
+    /// An HTTP-date, ns since the epoch on the server's clock: compare it
+    /// with the same response's `Date`, not with ours.
+    At(i64),
+}
+
+impl RetryAfter {
+    fn parse(v: &[u8]) -> Option<Self> {
+        let v = v.trim_ascii();
+        if !v.is_empty() && v.iter().all(u8::is_ascii_digit) {
+            // A value too long for u64 is "a very long time".
+            return Some(Self::Seconds(std::str::from_utf8(v).ok()?.parse().unwrap_or(u64::MAX)));
+        }
+        crate::docker::timestamp::parse_http_date(v).map(Self::At)
+    }
+
+    /// The wait it asks for, given the response's `Date` (`None`: the
+    /// HTTP-date form without a `Date` to compare it with).
+    pub fn wait(self, date: Option<i64>) -> Option<std::time::Duration> {
+        match self {
+            Self::Seconds(s) => Some(std::time::Duration::from_secs(s)),
+            Self::At(at) => {
+                let ns = at.saturating_sub(date?).max(0);
+                Some(std::time::Duration::from_nanos(ns as u64))
+            }
+        }
+    }
 }
 
 impl ResponseHead {
@@ -117,6 +152,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
     let mut content_type = None;
     let mut api_version = None;
     let mut date = None;
+    let mut retry_after = None;
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
@@ -129,6 +165,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
             api_version = ApiVersion::parse(h.value);
         } else if name.eq_ignore_ascii_case("date") {
             date = crate::docker::timestamp::parse_http_date(h.value);
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = RetryAfter::parse(h.value);
         } else if name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
                 .ok()
@@ -173,7 +211,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
         close = true;
         BodyKind::UntilClose
     };
-    Ok(Some((ResponseHead { status, content_type, body, api_version, close, date }, len)))
+    Ok(Some((ResponseHead { status, content_type, body, api_version, close, date, retry_after }, len)))
 }
 
 /// Collects a response head that may arrive in any number of pieces, and
@@ -223,6 +261,26 @@ mod tests {
         let (h, n) = parse(s.as_bytes()).unwrap().unwrap();
         assert_eq!(n, s.len());
         h
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date_on_the_servers_clock() {
+        let h = head("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.retry_after, Some(RetryAfter::Seconds(7)));
+        assert_eq!(h.retry_after.unwrap().wait(None), Some(std::time::Duration::from_secs(7)));
+        let h = head(
+            "HTTP/1.1 503 Service Unavailable\r\nDate: Fri, 27 Nov 2026 19:48:22 GMT\r\n\
+             Retry-After: Fri, 27 Nov 2026 19:48:52 GMT\r\nContent-Length: 0\r\n\r\n",
+        );
+        // 30 s after the server's own Date, whatever our clock says.
+        assert_eq!(h.retry_after.unwrap().wait(h.date), Some(std::time::Duration::from_secs(30)));
+        // A date in the past is "now"; garbage is ignored; huge is saturated.
+        let past = RetryAfter::At(0);
+        assert_eq!(past.wait(Some(1_000_000_000)), Some(std::time::Duration::ZERO));
+        assert_eq!(RetryAfter::parse(b"soon"), None);
+        assert_eq!(RetryAfter::parse(b"-5"), None);
+        assert_eq!(RetryAfter::parse(b"99999999999999999999999"), Some(RetryAfter::Seconds(u64::MAX)));
+        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").retry_after, None);
     }
 
     #[test]
