@@ -220,7 +220,7 @@ impl Agent {
         }
     }
 
-    fn ping_done(&mut self, result: Result<Response, String>) {
+    fn ping_done(&mut self, result: Result<Response, ExchangeError>) {
         self.docker.pinging = false;
         match result {
             Ok(resp) => {
@@ -237,7 +237,7 @@ impl Agent {
                     self.arm_ping(HEALTH_PING_EVERY);
                 }
             }
-            Err(e) => self.docker_down(&e),
+            Err(e) => self.docker_down(&e.to_string()),
         }
     }
 
@@ -867,7 +867,7 @@ impl Agent {
 
     fn api_result(&mut self, call: ApiCall, result: Result<Response, ExchangeError>) {
         match call {
-            ApiCall::Ping => self.ping_done(result.map_err(|e| e.to_string())),
+            ApiCall::Ping => self.ping_done(result),
             ApiCall::List => match result {
                 Ok(r) => {
                     self.docker.last_contact = Instant::now();
