@@ -218,7 +218,8 @@ pub fn error(status: u16, message: &str, extra: &[(&str, String)], date: &str, c
 pub fn ok_head(len: usize, date: &str) -> Vec<u8> {
     let mut s = String::with_capacity(128);
     status_line(&mut s, 200);
-    let _ = write!(s, "Content-Type: text/plain; charset=utf-8\r\nDate: {date}\r\nContent-Length: {len}\r\n\r\n");
+    let _ =
+        write!(s, "Content-Type: text/plain; charset=utf-8\r\nDate: {date}\r\nContent-Length: {len}\r\n\r\n");
     s.into_bytes()
 }
 
@@ -252,7 +253,10 @@ mod tests {
             assert_eq!(parse_head(&raw[..split]).unwrap().map(|x| x.1), None, "{split}");
         }
         assert!(parse_head(b"POST / HTTP/1.1\r\n\r\n").is_err());
-        assert!(parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        assert!(parse_head(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .is_err());
         let (h, _) = parse_head(b"POST / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(h.close);
     }

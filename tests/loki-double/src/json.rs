@@ -37,7 +37,10 @@ fn stream(s: &Value) -> Result<RawStream, String> {
 }
 
 fn entry(v: &Value) -> Result<RawEntry, String> {
-    let a = v.as_array().filter(|a| a.len() == 2 || a.len() == 3).ok_or("JSON: a value is not [ts, line] or [ts, line, {metadata}]")?;
+    let a = v
+        .as_array()
+        .filter(|a| a.len() == 2 || a.len() == 3)
+        .ok_or("JSON: a value is not [ts, line] or [ts, line, {metadata}]")?;
     let ts = a[0].as_str().ok_or("JSON: a timestamp is not a string")?;
     let ts_ns: i128 = ts.parse().map_err(|_| format!("JSON: timestamp {ts:?} is not an integer"))?;
     let line = a[1].as_str().ok_or("JSON: a line is not a string")?.as_bytes().to_vec();

@@ -197,7 +197,10 @@ impl Cursor<'_> {
     fn digits(&mut self, n: usize, radix: u32) -> Result<u32, ParseError> {
         let mut v = 0u32;
         for _ in 0..n {
-            let d = self.peek().and_then(|c| (c as char).to_digit(radix)).ok_or_else(|| self.err("invalid escape"))?;
+            let d = self
+                .peek()
+                .and_then(|c| (c as char).to_digit(radix))
+                .ok_or_else(|| self.err("invalid escape"))?;
             v = v * radix + d;
             self.i += 1;
         }

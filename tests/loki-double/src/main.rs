@@ -60,7 +60,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--listen" => {
                 let v = value()?;
-                cfg.listen = v.parse::<SocketAddr>().map_err(|_| format!("--listen: {v:?} is not IP:PORT"))?;
+                cfg.listen =
+                    v.parse::<SocketAddr>().map_err(|_| format!("--listen: {v:?} is not IP:PORT"))?;
             }
             "--tls-dir" => tls_dir = Some(PathBuf::from(value()?)),
             "--wrong-ca" => wrong_ca = true,

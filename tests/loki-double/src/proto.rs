@@ -31,7 +31,10 @@ pub enum DecodeError {
     /// Wire types 3 and 4 (groups) and 6, 7: not in this schema.
     BadWireType(u8),
     /// A known field with the wrong wire type.
-    WrongType { field: u32, wire: u8 },
+    WrongType {
+        field: u32,
+        wire: u8,
+    },
     FieldZero,
     NotUtf8(&'static str),
 }
@@ -272,6 +275,9 @@ mod tests {
         assert_eq!(decode(&[0x08, 1]), Err(DecodeError::WrongType { field: 1, wire: 0 }));
         assert_eq!(decode(&[0x02, 0]), Err(DecodeError::FieldZero));
         assert_eq!(decode(&[0x10; 11]).unwrap_err(), DecodeError::Truncated);
-        assert_eq!(decode(&[0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), Err(DecodeError::VarintTooLong));
+        assert_eq!(
+            decode(&[0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(DecodeError::VarintTooLong)
+        );
     }
 }

@@ -108,7 +108,8 @@ pub(crate) fn start(cfg: Config, tls: Option<Arc<ServerConfig>>) -> io::Result<(
         next_conn: AtomicU64::new(0),
     });
     let s = shared.clone();
-    let t = std::thread::Builder::new().name("loki-double-accept".into()).spawn(move || accept(s, listener))?;
+    let t =
+        std::thread::Builder::new().name("loki-double-accept".into()).spawn(move || accept(s, listener))?;
     shared.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
     Ok((shared, addr))
 }
@@ -198,9 +199,17 @@ impl Write for Io {
 
 /// What to do with the connection after a request.
 enum Action {
-    Send { bytes: Vec<u8>, close: bool },
+    Send {
+        bytes: Vec<u8>,
+        close: bool,
+    },
     /// Write `now` at once, then `slowly` one byte every `every`.
-    Dribble { now: Vec<u8>, slowly: Vec<u8>, every: Duration, close: bool },
+    Dribble {
+        now: Vec<u8>,
+        slowly: Vec<u8>,
+        every: Duration,
+        close: bool,
+    },
     /// Answer nothing; hold the socket until the client leaves.
     Silence,
     /// Write these bytes, then reset the connection.
@@ -343,10 +352,10 @@ fn serve(shared: &Shared, mut tcp: TcpStream, id: u64) {
 /// Close with RST: `SO_LINGER` of zero, then close.
 fn reset(tcp: &TcpStream) {
     use nix::sys::socket::{setsockopt, sockopt::Linger};
+    // No shutdown(2) here: it would send a FIN first. The last descriptor
+    // (the registry's clone, dropped right after the thread's) closing
+    // with a zero linger sends the RST.
     let _ = setsockopt(&tcp.as_fd(), Linger, &nix::libc::linger { l_onoff: 1, l_linger: 0 });
-    // The descriptor closes when the thread drops the stream; shut both
-    // directions now so a clone held elsewhere does not keep it open.
-    let _ = tcp.shutdown(Shutdown::Both);
 }
 
 struct Decoded {
@@ -374,7 +383,8 @@ fn decode(head: &Head, body: &[u8], max: usize) -> Result<Decoded, (u16, String)
         }
         other => return Err((415, format!("Content-Encoding {other:?} not supported"))),
     };
-    let media = head.get("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media =
+        head.get("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let suffix = if encoding == "gzip" { "+gzip" } else { "" };
     if media == "application/json" {
         let streams = json::decode(raw).map_err(|e| (400, e))?;
@@ -532,7 +542,8 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
                 tenant.as_deref().unwrap_or("fake"),
                 body.len()
             );
-            let extra: Vec<(&str, String)> = retry_after.map(|n| ("Retry-After", n.to_string())).into_iter().collect();
+            let extra: Vec<(&str, String)> =
+                retry_after.map(|n| ("Retry-After", n.to_string())).into_iter().collect();
             let m = Some(m);
             (Action::Send { bytes: render(429, &m, &extra), close }, 429, m)
         }
@@ -543,7 +554,8 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
         Some(Fault::NeverAnswer) => (Action::Silence, 0, None),
         Some(Fault::SlowBody { len, every }) => {
             let (_, m) = normal(&mut st, None);
-            let action = Action::Dribble { now: http::ok_head(len, &date), slowly: vec![b'.'; len], every, close };
+            let action =
+                Action::Dribble { now: http::ok_head(len, &date), slowly: vec![b'.'; len], every, close };
             (action, 200, m)
         }
         Some(Fault::SlowResponse { every }) => {

@@ -24,9 +24,9 @@ impl Match {
             Match::Any => true,
             Match::Push => p.push,
             Match::Tenant(t) => p.push && p.tenant == Some(t.as_str()),
-            Match::LineContains(m) => p.streams.is_some_and(|ss| {
-                ss.iter().flat_map(|s| &s.entries).any(|e| memfind(&e.line, m.as_bytes()))
-            }),
+            Match::LineContains(m) => p
+                .streams
+                .is_some_and(|ss| ss.iter().flat_map(|s| &s.entries).any(|e| memfind(&e.line, m.as_bytes()))),
         }
     }
 }

@@ -50,7 +50,8 @@ pub fn rfc3339(ns: i128) -> String {
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(ns: i128) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let (days, h, m, s, _) = split(ns);
     let (y, mo, d) = civil(days);
     let wd = DAYS[days.rem_euclid(7) as usize];

@@ -11,7 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
@@ -57,7 +59,8 @@ fn ca(name: &str) -> io::Result<(rcgen::Certificate, KeyPair)> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     p.distinguished_name.push(DnType::CommonName, name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let cert = p.self_signed(&key).map_err(err)?;
     Ok((cert, key))
 }
@@ -70,7 +73,8 @@ fn issue(
     ca: &(rcgen::Certificate, KeyPair),
 ) -> io::Result<Issued> {
     let key = KeyPair::generate().map_err(err)?;
-    let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(err)?;
+    let mut p =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).map_err(err)?;
     p.distinguished_name.push(DnType::CommonName, stem);
     p.extended_key_usages = vec![usage];
     let cert = p.signed_by(&key, &ca.0, &ca.1).map_err(err)?;
@@ -79,7 +83,14 @@ fn issue(
     let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
     std::fs::write(&cert_file, &cert_pem)?;
     std::fs::write(&key_file, &key_pem)?;
-    Ok(Issued { cert_der: cert.der().to_vec(), key_der: key.serialize_der(), cert_pem, key_pem, cert_file, key_file })
+    Ok(Issued {
+        cert_der: cert.der().to_vec(),
+        key_der: key.serialize_der(),
+        cert_pem,
+        key_pem,
+        cert_file,
+        key_file,
+    })
 }
 
 impl Pki {
@@ -120,7 +131,9 @@ pub fn server_config(pki: &Pki, wrong_ca: bool, mtls: bool) -> io::Result<Arc<Se
     let issued = if wrong_ca { &pki.wrong_server } else { &pki.server };
     let chain = vec![CertificateDer::from(issued.cert_der.clone())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_der.clone()));
-    let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().map_err(tls_err)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?;
     let mut cfg = if mtls {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(pki.ca_der.clone())).map_err(tls_err)?;

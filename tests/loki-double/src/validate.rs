@@ -246,14 +246,18 @@ mod tests {
         assert!(entry(&l, "{a=\"b\"}", &e(NOW - week, 1), NOW).is_ok());
         let r = entry(&l, "{a=\"b\"}", &e(NOW - week - 1, 1), NOW).unwrap_err();
         assert_eq!(r.reason, Reason::GreaterThanMaxSampleAge);
-        assert!(r.message.starts_with("entry for stream '{a=\"b\"}' has timestamp too old: 2023-11-07T22:13:19"));
+        assert!(r
+            .message
+            .starts_with("entry for stream '{a=\"b\"}' has timestamp too old: 2023-11-07T22:13:19"));
         let grace = 600 * 1_000_000_000i128;
         assert!(entry(&l, "s", &e(NOW + grace, 1), NOW).is_ok());
         assert_eq!(entry(&l, "s", &e(NOW + grace + 1, 1), NOW).unwrap_err().reason, Reason::TooFarInFuture);
         assert!(entry(&l, "s", &e(NOW, 256 * 1024), NOW).is_ok());
         let r = entry(&l, "s", &e(NOW, 256 * 1024 + 1), NOW).unwrap_err();
         assert_eq!(r.reason, Reason::LineTooLong);
-        assert!(r.message.contains("'262144' bytes exceeded") && r.message.ends_with("length '262145' bytes"));
+        assert!(
+            r.message.contains("'262144' bytes exceeded") && r.message.ends_with("length '262145' bytes")
+        );
         // Age is checked before size, as Loki does.
         assert_eq!(entry(&l, "s", &e(0, 300_000), NOW).unwrap_err().reason, Reason::GreaterThanMaxSampleAge);
         let mut m = e(NOW, 1);
