@@ -98,8 +98,11 @@ pub fn gzip(b: &[u8]) -> Vec<u8> {
     z.finish().unwrap()
 }
 
+/// A stream's label map and its entries, for [`json`].
+pub type JsonStream<'a> = (&'a [(&'a str, &'a str)], Vec<E>);
+
 /// Loki's JSON push body.
-pub fn json(streams: &[(&[(&str, &str)], Vec<E>)]) -> Vec<u8> {
+pub fn json(streams: &[JsonStream]) -> Vec<u8> {
     let streams: Vec<serde_json::Value> = streams
         .iter()
         .map(|(labels, entries)| {
