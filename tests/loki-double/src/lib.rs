@@ -381,7 +381,8 @@ impl Double {
         m
     }
 
-    /// Every request read so far, in order.
+    /// Every request read so far, in order (kept only with
+    /// [`Config::keep_entries`]).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.with(|st| st.requests.clone())
     }

@@ -132,6 +132,7 @@ impl State {
                 }
             };
             let name_hash = hash(&name);
+            let st = self.streams.entry(name.clone()).or_default();
             for e in s.entries {
                 let check = match reject {
                     Some((marker, reason)) if memfind(&e.line, marker.as_bytes()) => {
@@ -148,7 +149,6 @@ impl State {
                         continue;
                     }
                 };
-                let st = self.streams.entry(name.clone()).or_default();
                 if let Some(r) = validate::behind(limits, &name, ts, st.newest) {
                     *self.stats.entries_rejected.entry(r.reason.as_str().to_owned()).or_default() += 1;
                     out.rejected.push(r);
