@@ -1,0 +1,178 @@
+//! What the double holds: accepted entries in arrival order, the dedup
+//! index, per-stream newest timestamps, counters, and the fault queue. A
+//! push is validated and stored in one step under the lock, so a test that
+//! sees the counters move sees the entries too.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use crate::labels;
+use crate::proto::RawStream;
+use crate::validate::{self, Limits, Reason, Rejection};
+use crate::{Entry, Fault, Match, RequestRecord, Stats};
+
+/// A request as far as fault matching needs it.
+pub struct Probe<'a> {
+    pub push: bool,
+    pub tenant: Option<&'a str>,
+    pub streams: Option<&'a [RawStream]>,
+}
+
+impl Match {
+    fn matches(&self, p: &Probe) -> bool {
+        match self {
+            Match::Any => true,
+            Match::Push => p.push,
+            Match::Tenant(t) => p.push && p.tenant == Some(t.as_str()),
+            Match::LineContains(m) => p
+                .streams
+                .is_some_and(|ss| ss.iter().flat_map(|s| &s.entries).any(|e| memfind(&e.line, m.as_bytes()))),
+        }
+    }
+}
+
+pub fn memfind(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The outcome of one push.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The distributor's refusals, in request order.
+    pub rejected: Vec<Rejection>,
+}
+
+impl Outcome {
+    /// The 400 body, if any: like Loki, the last refusal's message; an
+    /// ingester refusal (too far behind) wins over the distributor's.
+    pub fn message(&self) -> Option<&str> {
+        self.rejected
+            .iter()
+            .rev()
+            .find(|r| r.reason == Reason::TooFarBehind)
+            .or(self.rejected.last())
+            .map(|r| r.message.as_str())
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    newest: Option<i64>,
+}
+
+pub struct State {
+    pub stats: Stats,
+    pub entries: Vec<Entry>,
+    pub requests: Vec<RequestRecord>,
+    pub faults: Vec<(Match, Fault, u32)>,
+    streams: HashMap<String, StreamState>,
+    /// (stream labels hash, timestamp, line hash): identical entries seen.
+    seen: HashSet<(u64, i64, u64)>,
+    /// Keep entries and the dedup index (off for long benchmarks).
+    pub keep: bool,
+    pub shutdown: bool,
+}
+
+fn hash<T: Hash + ?Sized>(t: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.hash(&mut h);
+    h.finish()
+}
+
+impl State {
+    pub fn new(keep: bool) -> State {
+        State {
+            stats: Stats::default(),
+            entries: Vec::new(),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            streams: HashMap::new(),
+            seen: HashSet::new(),
+            keep,
+            shutdown: false,
+        }
+    }
+
+    /// Take the first queued fault matching this request, if any.
+    pub fn take_fault(&mut self, p: &Probe) -> Option<Fault> {
+        let i = self.faults.iter().position(|(m, _, n)| *n > 0 && m.matches(p))?;
+        let f = self.faults[i].1.clone();
+        self.faults[i].2 -= 1;
+        if self.faults[i].2 == 0 {
+            self.faults.remove(i);
+        }
+        self.stats.faults_fired += 1;
+        Some(f)
+    }
+
+    /// Validate and store, as the distributor then the ingester would.
+    /// `reject` is an injected refusal of lines containing a marker.
+    pub fn push(
+        &mut self,
+        limits: &Limits,
+        streams: Vec<RawStream>,
+        tenant: Option<&str>,
+        request: u64,
+        reject: Option<(&str, Reason)>,
+        now_ns: i128,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        for s in streams {
+            let n = s.entries.len() as u64;
+            self.stats.entries_received += n;
+            if s.entries.is_empty() {
+                continue;
+            }
+            let name = match labels::validate(&s.labels, limits) {
+                Ok((name, _)) => name,
+                Err(r) => {
+                    *self.stats.entries_rejected.entry(r.reason.as_str().to_owned()).or_default() += n;
+                    out.rejected.push(r);
+                    continue;
+                }
+            };
+            let name_hash = hash(&name);
+            let st = self.streams.entry(name.clone()).or_default();
+            for e in s.entries {
+                let check = match reject {
+                    Some((marker, reason)) if memfind(&e.line, marker.as_bytes()) => {
+                        Err(validate::injected(limits, reason, &name, &e))
+                    }
+                    _ => validate::entry(limits, &name, &e, now_ns),
+                };
+                // Validated timestamps are within days of now: they fit.
+                let ts = match check {
+                    Ok(()) => e.ts_ns as i64,
+                    Err(r) => {
+                        *self.stats.entries_rejected.entry(r.reason.as_str().to_owned()).or_default() += 1;
+                        out.rejected.push(r);
+                        continue;
+                    }
+                };
+                if let Some(r) = validate::behind(limits, &name, ts, st.newest) {
+                    *self.stats.entries_rejected.entry(r.reason.as_str().to_owned()).or_default() += 1;
+                    out.rejected.push(r);
+                    continue;
+                }
+                st.newest = Some(st.newest.map_or(ts, |n| n.max(ts)));
+                if self.keep && !self.seen.insert((name_hash, ts, hash(&e.line[..]))) {
+                    self.stats.duplicates_dropped += 1;
+                    continue;
+                }
+                self.stats.entries_stored += 1;
+                self.stats.bytes_stored += e.line.len() as u64;
+                if self.keep {
+                    self.entries.push(Entry {
+                        labels: name.clone(),
+                        ts_ns: ts,
+                        line: e.line,
+                        metadata: e.metadata,
+                        tenant: tenant.map(str::to_owned),
+                        request,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
