@@ -8,8 +8,14 @@ FUZZ_SECONDS ?= 60
 SOAK_MINUTES ?= 30
 SOAK_ROTATE ?= 30s
 SOAK_CONTAINERS ?= 55
+# The static build (README, "Install"): aarch64-unknown-linux-gnu and
+# armv7-unknown-linux-gnueabihf build the same way with their linker set.
+TARGET ?= x86_64-unknown-linux-gnu
+STATIC_BIN := target/$(TARGET)/release/log-capturer
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= log-capturer:$(VERSION)
 
-.PHONY: help demo build release test lint fmt fuzz-smoke bench ceiling peers soak soak-ci ci docker-up docker-down clean
+.PHONY: help demo build release static image image-test unit-check test lint fmt fuzz-smoke bench ceiling peers soak soak-ci ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +28,26 @@ build: ## debug build
 
 release: ## optimised build: target/release/log-capturer
 	$(CARGO) build --locked --release
+
+# glibc's static libc: name resolution needs no NSS modules for /etc/hosts
+# and DNS (built in). Symbols are kept (readable panics), debug info not.
+static: ## fully static binary: target/<TARGET>/release/log-capturer (TARGET=x86_64-unknown-linux-gnu)
+	RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_DEBUG=0 \
+		$(CARGO) build --locked --release --target $(TARGET) --bin log-capturer
+	tests/deploy/static.sh $(STATIC_BIN) $(TARGET)
+
+# The context is the binary alone (target/ is gigabytes).
+image: static ## the FROM scratch image log-capturer:<version> (IMAGE=), built on $DOCKER_HOST
+	rm -rf target/image && mkdir -p target/image
+	cp $(STATIC_BIN) target/image/log-capturer
+	docker build -q -f deploy/Dockerfile -t $(IMAGE) target/image
+	@docker image inspect -f '$(IMAGE): {{.Size}} bytes' $(IMAGE)
+
+image-test: image ## run the image on $DOCKER_HOST: siblings' lines exactly once, none of its own
+	LC_IMAGE=$(IMAGE) $(CARGO) test --locked --test docker_image
+
+unit-check: ## systemd-analyze verify + security of deploy/log-capturer.service; deploy/logrotate
+	tests/deploy/unit.sh
 
 # `make test` includes the end-to-end tests against a real dockerd
 # (tests/docker_*.rs, about 3 minutes): they use $$DOCKER_HOST (unix://) or
@@ -58,7 +84,7 @@ soak: ## soak on a real dockerd: SOAK_MINUTES (30), SOAK_ROTATE (30s), SOAK_CONT
 soak-ci: ## the soak compressed as CI runs it: 3 minutes, streams reopened every 2 s
 	$(MAKE) soak SOAK_MINUTES=3 SOAK_ROTATE=2s
 
-ci: test lint fuzz-smoke soak-ci ## what .ci/run runs
+ci: test lint fuzz-smoke soak-ci image-test unit-check ## what .ci/run runs
 
 # Silent recipe: stdout is only the export line, so `eval "$$(make docker-up)"` works.
 docker-up: ## start a private dockerd for tests (as root); prints the DOCKER_HOST line to export

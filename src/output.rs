@@ -226,9 +226,15 @@ impl Output {
         if !self.reserve {
             return Ok(all);
         }
-        let size = self.file().metadata()?.len() as i64;
+        let size = self.file().metadata()?.len();
         let reserve = |len: usize| {
-            nix::fcntl::fallocate(self.file(), FallocateFlags::FALLOC_FL_KEEP_SIZE, size, len as i64)
+            // off_t is 32 bits on armv7 glibc: past 2 GiB (or for a write
+            // that large) it cannot say where; write without reserving.
+            let (Ok(at), Ok(len)) = (nix::libc::off_t::try_from(size), nix::libc::off_t::try_from(len))
+            else {
+                return Err(Errno::EOVERFLOW);
+            };
+            nix::fcntl::fallocate(self.file(), FallocateFlags::FALLOC_FL_KEEP_SIZE, at, len)
         };
         match reserve(all - self.written) {
             Ok(()) => return Ok(all),
@@ -239,6 +245,8 @@ impl Output {
                 self.reserve = false;
                 return Ok(all);
             }
+            // Only from the off_t conversion above: this write unreserved.
+            Err(Errno::EOVERFLOW) => return Ok(all),
             Err(e) => return Err(e.into()),
         }
         let one = memchr::memchr(b'\n', &self.buf[self.written..]).map_or(all, |i| self.written + i + 1);

@@ -38,13 +38,20 @@ pub struct NofileLimit {
 /// the budget is then derived from the soft limit.
 pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let (soft_64, hard_64) = (widen(soft), widen(hard));
     if soft < hard {
         match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => return Ok(NofileLimit { soft_before: soft, soft: hard, hard }),
+            Ok(()) => return Ok(NofileLimit { soft_before: soft_64, soft: hard_64, hard: hard_64 }),
             Err(e) => message!("cannot raise the open-files limit from {soft} to {hard}: {e}"),
         }
     }
-    Ok(NofileLimit { soft_before: soft, soft, hard })
+    Ok(NofileLimit { soft_before: soft_64, soft: soft_64, hard: hard_64 })
+}
+
+/// rlim_t is 32 bits on armv7 (the cast is a no-op on 64-bit targets).
+#[allow(clippy::unnecessary_cast)]
+fn widen(v: nix::libc::rlim_t) -> u64 {
+    v as u64
 }
 
 /// How many containers the agent may follow at once, and why.
