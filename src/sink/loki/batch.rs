@@ -49,6 +49,10 @@ pub const DEFAULT_MAX_LINE: usize = 256 * 1024;
 pub const TRUNCATION_MARK: &str = "…[truncated]";
 /// Smallest accepted `max_line`: the mark and some text.
 pub const MIN_MAX_LINE: usize = 64;
+/// Largest accepted `max_bytes` and `max_line`: far above what Loki takes
+/// in one push (its default ingestion burst is 6 MB), and what keeps a
+/// batch's offsets in 32 bits.
+pub const MAX_LIMIT: usize = 64 << 20;
 /// Bytes counted per entry on top of its line and metadata: about what its
 /// framing and timestamp take in protobuf.
 pub const ENTRY_OVERHEAD: usize = 16;
@@ -75,6 +79,7 @@ pub enum LimitsError {
     ZeroBytes,
     ZeroAge,
     LineTooShort { max_line: usize },
+    TooBig { what: &'static str, value: usize },
 }
 
 impl fmt::Display for LimitsError {
@@ -86,6 +91,11 @@ impl fmt::Display for LimitsError {
                 f,
                 "a line limit of {max_line} bytes leaves no room for the text of a cut line: use at \
                  least {MIN_MAX_LINE} (Loki's default is {DEFAULT_MAX_LINE})"
+            ),
+            Self::TooBig { what, value } => write!(
+                f,
+                "a {what} of {value} bytes is more than Loki takes in one push; the most accepted \
+                 is {MAX_LIMIT} bytes"
             ),
         }
     }
@@ -103,6 +113,12 @@ impl Limits {
         }
         if self.max_line < MIN_MAX_LINE {
             return Err(LimitsError::LineTooShort { max_line: self.max_line });
+        }
+        if self.max_bytes > MAX_LIMIT {
+            return Err(LimitsError::TooBig { what: "batch size", value: self.max_bytes });
+        }
+        if self.max_line > MAX_LIMIT {
+            return Err(LimitsError::TooBig { what: "line limit", value: self.max_line });
         }
         Ok(())
     }
@@ -180,9 +196,9 @@ impl<T> Batch<T> {
     /// are raised to the smallest that work.
     pub fn new(limits: Limits, encoding: Encoding) -> Self {
         let limits = Limits {
-            max_bytes: limits.max_bytes.max(1),
+            max_bytes: limits.max_bytes.clamp(1, MAX_LIMIT),
             max_age: limits.max_age,
-            max_line: limits.max_line.max(MIN_MAX_LINE),
+            max_line: limits.max_line.clamp(MIN_MAX_LINE, MAX_LIMIT),
         };
         Self {
             limits,
@@ -413,6 +429,10 @@ mod tests {
             Err(LimitsError::ZeroAge)
         );
         assert_eq!(small(1, 63).check(), Err(LimitsError::LineTooShort { max_line: 63 }));
+        assert_eq!(small(1, 64).check(), Ok(()));
+        assert_eq!(small(MAX_LIMIT, MAX_LIMIT).check(), Ok(()));
+        assert!(matches!(small(MAX_LIMIT + 1, 100).check(), Err(LimitsError::TooBig { .. })));
+        assert!(matches!(small(100, MAX_LIMIT + 1).check(), Err(LimitsError::TooBig { .. })));
     }
 
     #[test]

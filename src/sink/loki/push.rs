@@ -119,8 +119,8 @@ impl PushRequest {
         let group = self.sources[index as usize].1;
         self.groups[group as usize].entries.push(RawEntry {
             timestamp_ns,
-            start: u32::try_from(start).expect("a push request stays far below 4 GiB"),
-            end: u32::try_from(self.arena.len()).expect("a push request stays far below 4 GiB"),
+            start: u32::try_from(start).expect("a batch holds at most 128 MiB of lines"),
+            end: u32::try_from(self.arena.len()).expect("a batch holds at most 128 MiB of lines"),
             source: index,
             truncated,
         });
