@@ -13,6 +13,7 @@
 //! - [`docker::api`]: the JSON bodies of the Docker API the agent reads
 //! - [`response`]: a whole logs response, head to records
 //! - [`record`]: the record type and its JSON form
+//! - [`sink::loki`]: Loki label sets, push encodings and batches
 
 pub mod agent;
 pub mod checkpoint;
@@ -25,4 +26,5 @@ pub mod metrics;
 pub mod output;
 pub mod record;
 pub mod response;
+pub mod sink;
 pub mod timer_wheel;

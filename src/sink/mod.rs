@@ -1,0 +1,20 @@
+//! Sinks: where records go when they leave the agent over the network, and
+//! whose acknowledgements decide what counts as delivered.
+//!
+//! A sink is a peer of the poll loop, like the Docker connections: its
+//! sockets live in the same slab with deadlines on the same timer wheel, and
+//! it never blocks. What sets it apart from the file output is that writing
+//! a record proves nothing: only the receiver's answer does. So records go
+//! out in batches, each batch carries the resume positions of the lines in
+//! it (its "ack tokens"), and a container's checkpoint advances over a line
+//! only once the batch holding it has been acknowledged. Until then the
+//! bounded queue holds the batch, and when the queue is full the loop stops
+//! reading: dockerd's own log file is the buffer.
+//!
+//! The modules here are sans-IO building blocks: they turn records into
+//! request bodies and keep the accounting, and leave sockets, retries and
+//! checkpoints to the loop.
+//!
+//! - [`loki`]: Grafana Loki's push API (labels, encodings, batches)
+
+pub mod loki;
