@@ -429,12 +429,17 @@ impl Lookup {
             return;
         }
         for qi in 0..self.queries.len() {
-            if matches!(self.queries[qi].state, Err(until) if until <= now) {
+            let Err(until) = self.queries[qi].state else { continue };
+            if until <= now {
                 let e = self.queries[qi].exchanges.last().expect("a waiting query has an exchange");
                 let outcome = e.malformed.map_or(ServerOutcome::NoAnswer, ServerOutcome::Malformed);
                 let silent = outcome == ServerOutcome::NoAnswer;
                 self.reports[e.server].1 = outcome;
-                self.next_try(qi, silent, now);
+                // The next try's wait counts from when this one was due, not
+                // from when the loop came round to it, so that the tries of
+                // a silent server fit the deadline they were sized for.
+                let due = until.max(now.checked_sub(self.timeout / 2).unwrap_or(now));
+                self.next_try(qi, silent, due);
             }
         }
         self.check_candidate(now);
@@ -970,9 +975,11 @@ mod tests {
             e.to_string(),
             "cannot resolve loki.example: no answer from 10.0.0.2:53, 10.0.0.3:53 within 5s each (2 attempts)"
         );
-        // One server, one family.
+        // One server, one family, and a loop that comes round late: the
+        // second try is due 5 s after the first was, not after the loop woke.
         let mut l = lookup("loki.example", Family::V4, &conf(&[S1], 5, 2), t0);
-        l.handle_timeout(t0 + s(5));
+        l.handle_timeout(t0 + Duration::from_millis(5200));
+        assert_eq!(l.poll_timeout(), Some(t0 + s(10)));
         l.handle_timeout(t0 + s(10));
         assert_eq!(
             error(&mut l).to_string(),
