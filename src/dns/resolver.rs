@@ -393,6 +393,11 @@ impl Lookup {
         self.deadline = deadline;
     }
 
+    /// When the lookup ends at the latest.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// The next datagram or TCP exchange to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -1007,7 +1012,7 @@ mod tests {
         // Never longer than MAX_DEADLINE, whatever resolv.conf says.
         let l = lookup("x.example", Family::Any, &conf(&[S1, S2, "10.0.0.4:53"], 30, 5), t0);
         assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(30)));
-        assert_eq!(l.deadline, t0 + MAX_DEADLINE);
+        assert_eq!(l.deadline(), t0 + MAX_DEADLINE);
     }
 
     #[test]
