@@ -9,7 +9,9 @@
 //! - [`message`]: the DNS wire format, queries and responses, TCP framing
 //! - [`resolver`]: one lookup's state machine: hosts, search list, servers,
 //!   retries, deadlines, TCP fallback
+//! - [`cache`]: answers kept for their TTL, clamped, bounded
 
+pub mod cache;
 pub mod hosts;
 pub mod message;
 pub mod resolv_conf;

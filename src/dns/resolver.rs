@@ -369,7 +369,7 @@ impl Lookup {
             candidate: 0,
             queries: Vec::new(),
             started: now,
-            deadline: now + budget.clamp(conf.timeout, MAX_DEADLINE),
+            deadline: now + budget.max(conf.timeout).min(MAX_DEADLINE),
             rng: seed,
             next_exchange: 0,
             transmits: VecDeque::new(),
@@ -594,7 +594,12 @@ impl Lookup {
             }
         };
         let proto = if tcp_to.is_some() || self.use_tcp { Proto::Tcp } else { Proto::Udp };
-        let dns_id = self.next_u16();
+        // Unique among this lookup's exchanges, so that an answer's id
+        // names one query (A and AAAA go to the same server together).
+        let mut dns_id = self.next_u16();
+        while self.queries.iter().flat_map(|q| &q.exchanges).any(|e| e.dns_id == dns_id) {
+            dns_id = self.next_u16();
+        }
         let id = ExchangeId(self.next_exchange);
         self.next_exchange += 1;
         let query = build_query(dns_id, &self.candidates[self.candidate], self.queries[qi].qtype);
@@ -1235,6 +1240,27 @@ mod tests {
         l.handle_udp(sa(S1), &reply(&t[1], 0x80, &["2001:db8::7"], 60), now);
         l.handle_timeout(now + Duration::from_secs(2));
         assert_eq!(addrs(&mut l), ips(&["2001:db8::7"]));
+    }
+
+    #[test]
+    fn query_ids_are_unique_within_a_lookup() {
+        let t0 = Instant::now();
+        let c = conf(&[S1, S2], 5, 2);
+        // 28 pairs of ids per lookup: a collision is expected about every
+        // 2 300 lookups if nothing prevents it.
+        for seed in 0..10_000 {
+            let mut l = Lookup::new("loki.example", Family::Any, &c, &Hosts::default(), seed, t0);
+            let mut ids = Vec::new();
+            for k in 1..=4 {
+                ids.extend(drain(&mut l).iter().map(|t| u16::from_be_bytes([t.bytes[0], t.bytes[1]])));
+                l.handle_timeout(t0 + Duration::from_secs(5 * k));
+            }
+            assert_eq!(ids.len(), 8);
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), 8, "seed {seed}: {ids:?}");
+        }
     }
 
     #[test]
