@@ -11,7 +11,8 @@ captures:
 - chunked:   the bodies after the head of every chunked capture;
 - frame:     the de-chunked bodies of the non-TTY logs captures;
 - timestamp: timestamps found in the captures, and a few other forms;
-- lines:     TTY output and frame payloads (message text).
+- lines:     TTY output and frame payloads (message text);
+- dns:       hand-built DNS answers (no capture: see dns_seeds()).
 """
 
 import pathlib
@@ -73,11 +74,48 @@ def u16(v):
     return bytes([v & 0xFF, v >> 8])
 
 
+def rr(owner, rtype, ttl, data):
+    """A class IN resource record; `owner` is wire bytes (maybe a pointer)."""
+    return owner + rtype.to_bytes(2, "big") + b"\x00\x01" + ttl.to_bytes(4, "big") + len(data).to_bytes(2, "big") + data
+
+
+def dns_seeds():
+    """Seeds for the dns target: [mode, flags_hi, flags_lo, an, ns, ar,
+    family, cut] + bytes. In mode 1 the target writes the header and the
+    lookup's question (loki.example, at offset 12, so "example" is at 17)
+    and the bytes are the records, starting at offset 30."""
+    q = 0xC00C.to_bytes(2, "big")
+    a = lambda ip: bytes(ip)
+    v6 = bytes([0x20, 0x01, 0x0D, 0xB8] + [0] * 11 + [1])
+    out = {}
+    out["a-records"] = bytes([1, 0x81, 0x80, 2, 0, 0, 1, 5]) + rr(q, 1, 300, a([10, 0, 0, 1])) + rr(q, 1, 60, a([10, 0, 0, 2]))
+    # loki.example CNAME lb.example (lb at 42), lb.example A and AAAA.
+    chain = rr(q, 5, 30, b"\x02lb\xc0\x11")
+    chain += rr(b"\xc0\x2a", 1, 120, a([10, 0, 0, 9])) + rr(b"\xc0\x2a", 28, 120, v6)
+    out["cname-chain"] = bytes([1, 0x81, 0x80, 3, 0, 0, 0, 40]) + chain
+    out["aaaa"] = bytes([1, 0x81, 0x80, 1, 0, 0, 2, 0]) + rr(q, 28, 5, v6)
+    out["search"] = bytes([3, 0x81, 0x80, 1, 0, 0, 1, 2]) + rr(q, 1, 5, a([10, 0, 0, 3]))
+    out["nxdomain"] = bytes([1, 0x81, 0x83, 0, 0, 0, 0, 0])
+    out["servfail"] = bytes([1, 0x81, 0x82, 0, 0, 0, 1, 0])
+    # TC: the lookup asks again over TCP; the same records then answer.
+    out["truncated"] = bytes([1, 0x83, 0x80, 1, 0, 0, 1, 9]) + rr(q, 1, 5, a([10, 0, 0, 4]))
+    out["pointer-loop"] = bytes([1, 0x81, 0x80, 1, 0, 0, 1, 0]) + rr(b"\xc0\x1e", 1, 5, a([1, 2, 3, 4]))
+    # A whole response (mode 0): answer, authority NS, additional OPT.
+    whole = b"\x00\x00\x81\x80\x00\x01\x00\x01\x00\x01\x00\x01"
+    whole += b"\x04loki\x07example\x00\x00\x01\x00\x01"
+    whole += rr(q, 1, 300, a([10, 0, 0, 5]))
+    whole += rr(b"\xc0\x11", 2, 300, b"\x02ns\xc0\x11")
+    whole += b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+    out["whole-response"] = bytes([0, 0, 0, 0, 0, 0, 1, 3]) + whole
+    return out
+
+
 def main():
     captures = sorted(DATA.glob("*.http"))
     if not captures:
         sys.exit(f"no captures in {DATA}")
     seeds = {t: {} for t in ("response", "chunked", "frame", "timestamp", "lines")}
+    seeds["dns"] = dns_seeds()
     timestamps = set()
 
     for path in captures:

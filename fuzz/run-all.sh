@@ -25,7 +25,7 @@ shift || true
 cd "$(dirname "$0")/.."
 root=$PWD
 fuzz_dir=$root/fuzz
-all_targets=(frame chunked response timestamp lines)
+all_targets=(frame chunked response timestamp lines dns)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all_targets[@]}")
 

@@ -14,11 +14,14 @@
 //! - [`response`]: a whole logs response, head to records
 //! - [`record`]: the record type and its JSON form
 //! - [`sink::loki`]: Loki label sets, push encodings and batches
+//! - [`dns`]: host names resolved inside the loop (`/etc/hosts`,
+//!   `/etc/resolv.conf`, DNS over UDP and TCP), no `getaddrinfo`
 
 pub mod agent;
 pub mod checkpoint;
 pub mod cli;
 pub mod decode_cmd;
+pub mod dns;
 pub mod docker;
 pub mod http;
 pub mod messages;
