@@ -485,6 +485,9 @@ impl Resume {
     }
 
     /// Record a delivered line (one [`Resume::admit`] let through).
+    // Runs once per line: inlined into the delivery loop it saves ~25
+    // instructions a line (benches/callgrind.sh).
+    #[inline]
     pub fn delivered(&mut self, fp: Fingerprint, replay: &mut Replay) {
         let s = fp.slot();
         replay.first[s].get_or_insert(fp);
@@ -496,7 +499,12 @@ impl Resume {
             }
             self.last_ts = Some(self.last_ts.map_or(fp.ts, |l| l.max(fp.ts)));
         } else {
-            let highest = [self.newest[s], self.high[s]].into_iter().flatten().max_by_key(Fingerprint::pos);
+            // The highest mark so far (on a tie the older mark), kept only
+            // while this line is below it. Written out: this runs per line.
+            let highest = match (self.newest[s], self.high[s]) {
+                (Some(n), Some(h)) => Some(if n.pos() > h.pos() { n } else { h }),
+                (n, h) => n.or(h),
+            };
             self.high[s] = highest.filter(|h| h.pos() > fp.pos());
             self.newest[s] = Some(fp);
             // The line a cut stream had begun comes again with its first
