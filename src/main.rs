@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // A run that stopped on a failure is 1; a start that failed
         // (flags, Docker unreachable, state directory) is 2.
-        Err(e) if e.is::<log_capturer::agent::event_loop::OutputFailed>() => ExitCode::from(1),
+        Err(e) if e.is::<log_capturer::agent::writer::OutputFailed>() => ExitCode::from(1),
         Err(e) => {
             log_capturer::message_blocking!("{e:#}");
             ExitCode::from(2)

@@ -24,11 +24,12 @@ use crate::agent::metrics_http::ScrapeServer;
 use crate::agent::persist::Checkpointer;
 use crate::agent::signals::Signals;
 use crate::agent::sock::{Endpoint, Sock};
+use crate::agent::writer::Writer;
 use crate::cli::{AgentArgs, DockerHost};
 use crate::docker::request::Api;
 use crate::message;
 use crate::metrics::Metrics;
-use crate::output::{Flushed, Output};
+use crate::output::Output;
 use crate::timer_wheel::{TimerId, TimerWheel};
 
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);
@@ -40,8 +41,6 @@ pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Checkpoints are written at most this often while anything changed (less
 /// often when writing them takes long, see `persist.rs`).
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// A file output is checked this often for having been deleted.
-pub(crate) const OUTPUT_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Docker is pinged this often to notice a daemon that went away quietly.
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
 /// Bytes read from a socket at once, into the loop's one shared buffer.
@@ -126,6 +125,9 @@ pub struct Agent {
     pub(crate) containers: HashMap<String, Container>,
     pub(crate) docker: DockerState,
     pub(crate) output: Output,
+    /// The output as the loop sees it: when it flushes, how long it has
+    /// been blocked, whether it failed.
+    pub(crate) writer: Writer,
     /// The checkpoint file and when to write it.
     pub(crate) checkpoints: Checkpointer,
     pub(crate) metrics: Metrics,
@@ -135,14 +137,6 @@ pub struct Agent {
     /// The `/metrics` and `/healthz` listener and its clients.
     pub(crate) scrape: ScrapeServer,
     pub(crate) signals: Signals,
-    pub(crate) flush_armed: bool,
-    pub(crate) output_blocked_since: Option<Instant>,
-    /// The output's filesystem has been full since then.
-    pub(crate) output_no_space_since: Option<Instant>,
-    /// Last look at whether the output file was deleted.
-    pub(crate) output_checked_at: Instant,
-    /// The output failed for good: stop and return this.
-    pub(crate) fatal: Option<OutputFailed>,
     pub(crate) shutdown: bool,
     /// Connections left readable, (key, gen): while the output was full
     /// (read again when it drains), or after their reads for one turn (read
@@ -231,6 +225,7 @@ impl Agent {
                 discovery: Default::default(),
             },
             output,
+            writer: Writer::default(),
             checkpoints,
             metrics,
             read_buf: vec![0; READ_BUF],
@@ -238,11 +233,6 @@ impl Agent {
             own_id: crate::agent::container::own_container_id(),
             scrape: ScrapeServer::new(listener),
             signals,
-            flush_armed: false,
-            output_blocked_since: None,
-            output_no_space_since: None,
-            output_checked_at: Instant::now(),
-            fatal: None,
             shutdown: false,
             paused: Vec::new(),
             nofile,
@@ -312,7 +302,7 @@ impl Agent {
             self.after_turn();
         }
         self.shut_down();
-        match self.fatal.take() {
+        match self.writer.fatal.take() {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
@@ -323,8 +313,8 @@ impl Agent {
         if self.output.pending() >= crate::output::EAGER_FLUSH {
             self.flush_output();
         }
-        if self.output.pending() > 0 && !self.flush_armed {
-            self.flush_armed = true;
+        if self.output.pending() > 0 && !self.writer.flush_armed {
+            self.writer.flush_armed = true;
             self.timers.insert(Instant::now() + FLUSH_EVERY, Timer::Flush);
         }
         if self.checkpoints.dirty && !self.checkpoints.armed {
@@ -360,12 +350,8 @@ impl Agent {
             Timer::EventsRetry => self.events_retry(),
             Timer::ListRetry => self.list_retry(),
             Timer::Flush => {
-                self.flush_armed = false;
-                if self.output_checked_at.elapsed() >= OUTPUT_CHECK_EVERY {
-                    self.output_checked_at = Instant::now();
-                    self.check_output_deleted();
-                }
-                self.flush_output();
+                self.writer.flush_armed = false;
+                self.flush_tick();
             }
             Timer::Checkpoint => {
                 self.checkpoints.armed = false;
@@ -661,75 +647,6 @@ impl Agent {
         self.paused.extend(anew);
     }
 
-    pub(crate) fn flush_output(&mut self) {
-        let result = self.output.flush();
-        self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
-        match result {
-            Ok(Flushed::All) => {
-                if let Some(since) = self.output_blocked_since.take() {
-                    self.metrics.output_blocked(since.elapsed());
-                }
-                if let Some(since) = self.output_no_space_since.take() {
-                    message!(
-                        "output {}: space is available again; writing resumed after {:.0?} without",
-                        self.output.describe(),
-                        since.elapsed()
-                    );
-                }
-            }
-            Ok(Flushed::Blocked) => {
-                self.output_blocked_since.get_or_insert_with(Instant::now);
-            }
-            Ok(Flushed::NoSpace) => {
-                self.output_blocked_since.get_or_insert_with(Instant::now);
-                if self.output_no_space_since.is_none() {
-                    self.output_no_space_since = Some(Instant::now());
-                    self.metrics.output_no_space.inc();
-                    message!(
-                        "output {}: no space left; log streams are paused (their lines wait in \
-                         dockerd's log files, checkpoints stay where they are) and writing is \
-                         retried every {FLUSH_EVERY:?}; free some space",
-                        self.output.describe()
-                    );
-                }
-            }
-            Err(e) => self.output_failed(e),
-        }
-    }
-
-    /// The output cannot be written (a reader that went away, an I/O
-    /// error): stop with a non-zero status. Checkpoints stay where they
-    /// were, so the next run writes the unwritten lines again.
-    pub(crate) fn output_failed(&mut self, e: io::Error) {
-        if self.fatal.is_some() {
-            return;
-        }
-        let what = self.output.describe();
-        let why = if e.raw_os_error() == Some(nix::errno::Errno::EPIPE as i32) {
-            format!("the reader of {what} went away ({e})")
-        } else {
-            format!("cannot write {what}: {e}")
-        };
-        message!("{why}; stopping (lines not written are read again from the checkpoint on the next start)");
-        self.fatal = Some(OutputFailed(why));
-        self.shutdown = true;
-    }
-
-    /// A file output deleted (not renamed) while open: reopen it by its
-    /// path, or everything written from now on would vanish with the fd.
-    fn check_output_deleted(&mut self) {
-        if !self.output.is_deleted() {
-            return;
-        }
-        self.metrics.output_reopened.inc();
-        match self.output.reopen() {
-            Ok(_) => message!("output {} was deleted; created it again", self.output.describe()),
-            Err(e) => {
-                message!("output {} was deleted and cannot be created again: {e:#}", self.output.describe())
-            }
-        }
-    }
-
     fn on_signals(&mut self) {
         for sig in self.signals.read() {
             match sig {
@@ -751,7 +668,7 @@ impl Agent {
         for key in keys {
             self.abandon_conn(key);
         }
-        if self.fatal.is_some() {
+        if self.writer.fatal.is_some() {
             return;
         }
         let deadline = Instant::now() + Duration::from_millis(1500);
@@ -770,16 +687,3 @@ impl Agent {
         }
     }
 }
-
-/// The output failed for good: [`Agent::run`] returns it, and the process
-/// exits with status 1 (not 0: a supervisor must see a failure).
-#[derive(Debug)]
-pub struct OutputFailed(pub String);
-
-impl std::fmt::Display for OutputFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OutputFailed {}

@@ -15,6 +15,7 @@
 //! | the checkpointer | the locked state directory, what was loaded, dirty/armed, pacing | `persist::Checkpointer` |
 //! | the scrape server | the listener, its clients by age, accept backoff | `metrics_http::ScrapeServer` |
 //! | the output | its buffer and what each write error means | [`crate::output`] |
+//! | the writer | flush ticks, blocked/no-space state, a deleted file, fatal failures | [`writer`] |
 //!
 //! The rules that decide every line and every reopen do no I/O and are
 //! tested on their own: [`stream`] (how a stream is opened, what each line
@@ -24,7 +25,8 @@
 //! say (rotation included: age and idle deadlines close a stream and
 //! reopen it from `stream::OpenPlan`).
 //!
-//! - [`event_loop`]: the driver: poll, slab, wheel, dispatch, output flushing
+//! - [`event_loop`]: the driver: poll, slab, wheel, dispatch
+//! - [`writer`]: the output on the loop: flushing, backpressure, failures
 //! - [`conn`]: one connection: role, deadlines by kind, typed failures
 //! - [`discovery`]: ping, events, list, inspect
 //! - [`follow`]: one container's log stream on the loop: open, deliver, rotate, recover
@@ -53,3 +55,4 @@ pub mod signals;
 pub mod sock;
 pub mod startup;
 pub mod stream;
+pub mod writer;
