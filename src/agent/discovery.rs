@@ -83,24 +83,14 @@ pub(crate) struct EventsConn {
 
 /// Discovery's state besides the events connection (in `DockerState`).
 pub(crate) struct Discovery {
-    events_backoff: Backoff,
-    list_backoff: Backoff,
+    pub events: Retries,
+    pub list: Retries,
     /// When the current events stream's 2xx head arrived.
     events_up_since: Option<Instant>,
-    /// The events stream is reopened when this fires.
-    events_timer: Option<TimerId>,
-    /// The list is taken again when this fires.
-    list_timer: Option<TimerId>,
     /// A list call is in flight.
     listing: bool,
     /// A list is due: the events stream (re)opened, or the last list failed.
     list_wanted: bool,
-    /// Why the events stream is not up, while it is not: for `/healthz`.
-    pub events_trouble: Option<String>,
-    /// Why the last list failed, until one succeeds: for `/healthz`.
-    pub list_trouble: Option<String>,
-    events_says: Limiter,
-    list_says: Limiter,
     recovered_says: Limiter,
     ids_says: Limiter,
 }
@@ -108,20 +98,42 @@ pub(crate) struct Discovery {
 impl Default for Discovery {
     fn default() -> Self {
         Self {
-            events_backoff: Backoff::default(),
-            list_backoff: Backoff::default(),
+            events: Retries::default(),
+            list: Retries::default(),
             events_up_since: None,
-            events_timer: None,
-            list_timer: None,
             listing: false,
             list_wanted: false,
-            events_trouble: None,
-            list_trouble: None,
-            events_says: Limiter::new(SAY_EVERY),
-            list_says: Limiter::new(SAY_EVERY),
             recovered_says: Limiter::new(SAY_EVERY),
             ids_says: Limiter::new(SAY_IDS_EVERY),
         }
+    }
+}
+
+/// One discovery call's retries (the events stream's, the list's): its own
+/// backoff, which a ping never resets, the timer of its next try, what is
+/// wrong (for `/healthz`), and how often that is said.
+#[derive(Debug)]
+pub(crate) struct Retries {
+    backoff: Backoff,
+    timer: Option<TimerId>,
+    /// Why it is failing, while it is: for `/healthz`.
+    pub trouble: Option<String>,
+    says: Limiter,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries { backoff: Backoff::default(), timer: None, trouble: None, says: Limiter::new(SAY_EVERY) }
+    }
+}
+
+impl Retries {
+    /// It works again: the next failure starts the backoff over and is
+    /// said at once. True if it had been failing.
+    fn recovered(&mut self) -> bool {
+        self.backoff.reset();
+        self.says.reset();
+        self.trouble.take().is_some()
     }
 }
 
@@ -257,7 +269,7 @@ impl Agent {
             self.close_conn(key);
             self.docker.discovery.events_up_since = None;
         }
-        if self.docker.discovery.events_timer.is_none() {
+        if self.docker.discovery.events.timer.is_none() {
             self.open_events();
         }
         let waiting: Vec<String> =
@@ -305,7 +317,7 @@ impl Agent {
 
     /// The events retry timer fired.
     pub(crate) fn events_retry(&mut self) {
-        self.docker.discovery.events_timer = None;
+        self.docker.discovery.events.timer = None;
         // Docker down: its ping's success opens the stream.
         if self.docker.up && self.docker.events.is_none() {
             self.open_events();
@@ -413,7 +425,9 @@ impl Agent {
     fn events_established(&mut self) {
         let d = &mut self.docker.discovery;
         d.events_up_since = Some(Instant::now());
-        if d.events_trouble.take().is_some() {
+        // (Its backoff starts over only once it stayed up: see
+        // `events_attempt_failed`.)
+        if d.events.trouble.take().is_some() {
             if let Some(held) = d.recovered_says.allow(Instant::now()) {
                 message!("watching Docker events again{}", held_back(held));
             }
@@ -436,23 +450,35 @@ impl Agent {
         let now = Instant::now();
         let d = &mut self.docker.discovery;
         if d.events_up_since.take().is_some_and(|t| now.duration_since(t) >= EVENTS_STABLE) {
-            d.events_backoff.reset();
-            d.events_says.reset();
+            d.events.backoff.reset();
+            d.events.says.reset();
         }
-        let wait = d.events_backoff.next(&mut self.rng);
-        self.metrics.discovery_failure(DiscoveryCall::Events, why.kind());
         if let DiscoveryError::Status(s, _) = why {
             self.metrics.docker_error(if s >= 500 { "status_5xx" } else { "status_4xx" });
         }
+        self.retry_discovery(DiscoveryCall::Events, why);
+    }
+
+    /// A discovery call failed: count it, say why (rate-limited), and try it
+    /// again after its own backoff; ping if the daemon may be gone.
+    fn retry_discovery(&mut self, call: DiscoveryCall, why: DiscoveryError) {
+        let now = Instant::now();
+        let d = &mut self.docker.discovery;
+        let (r, what, timer) = match call {
+            DiscoveryCall::Events => (&mut d.events, "cannot watch Docker events", Timer::EventsRetry),
+            DiscoveryCall::List => (&mut d.list, "cannot read the container list", Timer::ListRetry),
+        };
+        let wait = r.backoff.next(&mut self.rng);
+        self.metrics.discovery_failure(call, why.kind());
         let text = why.to_string();
-        if let Some(held) = d.events_says.allow(now) {
-            message!("cannot watch Docker events: {text}; retrying in {}{}", secs(wait), held_back(held));
+        if let Some(held) = r.says.allow(now) {
+            message!("{what}: {text}; retrying in {}{}", secs(wait), held_back(held));
         }
-        d.events_trouble = Some(text);
-        if let Some(t) = d.events_timer.take() {
+        r.trouble = Some(text);
+        if let Some(t) = r.timer.take() {
             self.timers.cancel(t);
         }
-        d.events_timer = Some(self.timers.insert(now + wait, Timer::EventsRetry));
+        r.timer = Some(self.timers.insert(now + wait, timer));
         if why.daemon_maybe_gone() {
             self.ping();
         }
@@ -526,7 +552,7 @@ impl Agent {
         let d = &self.docker.discovery;
         if !d.list_wanted
             || d.listing
-            || d.list_timer.is_some()
+            || d.list.timer.is_some()
             || d.events_up_since.is_none()
             || !self.docker.up
         {
@@ -546,31 +572,17 @@ impl Agent {
 
     /// The list retry timer fired.
     pub(crate) fn list_retry(&mut self) {
-        self.docker.discovery.list_timer = None;
+        self.docker.discovery.list.timer = None;
         self.maybe_list();
     }
 
     /// The list failed: take it again after its backoff. The events stream
     /// stays up meanwhile, so containers that start are still followed.
     fn list_failed(&mut self, why: DiscoveryError) {
-        let now = Instant::now();
         let d = &mut self.docker.discovery;
         d.listing = false;
         d.list_wanted = true;
-        let wait = d.list_backoff.next(&mut self.rng);
-        self.metrics.discovery_failure(DiscoveryCall::List, why.kind());
-        let text = why.to_string();
-        if let Some(held) = d.list_says.allow(now) {
-            message!("cannot read the container list: {text}; retrying in {}{}", secs(wait), held_back(held));
-        }
-        d.list_trouble = Some(text);
-        if let Some(t) = d.list_timer.take() {
-            self.timers.cancel(t);
-        }
-        d.list_timer = Some(self.timers.insert(now + wait, Timer::ListRetry));
-        if why.daemon_maybe_gone() {
-            self.ping();
-        }
+        self.retry_discovery(DiscoveryCall::List, why);
     }
 
     /// An id that is not a container id came from the daemon: never let it
@@ -596,9 +608,7 @@ impl Agent {
         };
         let d = &mut self.docker.discovery;
         d.listing = false;
-        d.list_backoff.reset();
-        d.list_says.reset();
-        if d.list_trouble.take().is_some() {
+        if d.list.recovered() {
             if let Some(held) = d.recovered_says.allow(Instant::now()) {
                 message!("container list read again{}", held_back(held));
             }

@@ -248,9 +248,9 @@ impl Agent {
         let d = &self.docker.discovery;
         let why = if !(self.docker.up && fresh) {
             "Docker is unreachable".to_owned()
-        } else if let Some(e) = &d.events_trouble {
+        } else if let Some(e) = &d.events.trouble {
             format!("cannot watch Docker events ({e}): containers that start are not followed")
-        } else if let Some(e) = &d.list_trouble {
+        } else if let Some(e) = &d.list.trouble {
             format!("cannot list containers ({e}): containers already there are not followed")
         } else {
             return plain(200, "OK", "ok\n");
