@@ -212,33 +212,53 @@ fn fill(fs: &Path, leave: u64) -> PathBuf {
     filler
 }
 
+/// An agent writing to a nearly full tmpfs, and a container `name` that
+/// writes `total` lines of 150 bytes at `rate`: run until the agent has
+/// found the disk full. `None` where no tmpfs can be mounted.
+struct FullDisk {
+    dir: TempDir,
+    /// Mounted until dropped.
+    _fs: Tmpfs,
+    filler: PathBuf,
+    d: Double,
+    out: PathBuf,
+    child: Child,
+}
+
+impl FullDisk {
+    fn start(tag: &str, name: &str, total: u64, rate: f64, stderr: Stdio) -> Option<FullDisk> {
+        let dir = TempDir::new(tag);
+        let fs = Tmpfs::mount(&dir.0, "8m")?;
+        let filler = fill(&fs.0, 64 << 10);
+        let d = Double::start(Config::in_temp_dir()).unwrap();
+        let out = fs.0.join("out.jsonl");
+        let port = free_port();
+        let mut child = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
+        let w = Writer { lines_per_sec: rate, stderr_every: 0, line_len: 150, max_lines: Some(total) };
+        d.create_and_start(ContainerSpec::new(name).writer(w));
+        assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0
+            || child.try_wait().unwrap().is_some()));
+        assert!(child.try_wait().unwrap().is_none(), "the agent exited on a full disk");
+        Some(FullDisk { dir, _fs: fs, filler, d, out, child })
+    }
+}
+
 /// The output's filesystem fills: the agent pauses (no exit, a message, a
 /// metric), writes no torn record, and when space returns it goes on with
 /// every line exactly once.
 #[test]
 fn a_full_filesystem_pauses_and_resumes_without_loss_or_tears() {
-    let dir = TempDir::new("enospc");
-    let Some(fs) = Tmpfs::mount(&dir.0, "8m") else { return };
-    let filler = fill(&fs.0, 64 << 10);
-    let d = Double::start(Config::in_temp_dir()).unwrap();
     let total = 8_000u64;
-    let out = fs.0.join("out.jsonl");
-    let port = free_port();
-    let mut child = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
-    d.create_and_start(ContainerSpec::new("f").writer(Writer {
-        lines_per_sec: 4_000.0,
-        stderr_every: 0,
-        line_len: 150,
-        max_lines: Some(total),
-    }));
-    assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0
-        || child.try_wait().unwrap().is_some()));
-    assert!(child.try_wait().unwrap().is_none(), "the agent exited on a full disk");
+    let Some(mut disk) = FullDisk::start("enospc", "f", total, 4_000.0, Stdio::piped()) else {
+        return;
+    };
+    let (filler, out) = (disk.filler.clone(), disk.out.clone());
+    let child = &mut disk.child;
     // Stays up and paused for a while; the file holds whole records only.
     let full_since = Instant::now();
     while full_since.elapsed() < Duration::from_secs(2) {
@@ -261,8 +281,8 @@ fn a_full_filesystem_pauses_and_resumes_without_loss_or_tears() {
             .unwrap_or(false)),
         "not every line arrived after space returned"
     );
-    sigterm(&child);
-    let st = wait_exit(&mut child, Duration::from_secs(10)).expect("no exit on SIGTERM");
+    sigterm(child);
+    let st = wait_exit(child, Duration::from_secs(10)).expect("no exit on SIGTERM");
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(st.success(), "exit status {st}; stderr:\n{err}");
@@ -277,32 +297,16 @@ fn a_full_filesystem_pauses_and_resumes_without_loss_or_tears() {
 /// stuck).
 #[test]
 fn stopped_on_a_full_disk_and_restarted_loses_nothing() {
-    let dir = TempDir::new("enospc2");
-    let Some(fs) = Tmpfs::mount(&dir.0, "8m") else { return };
-    let filler = fill(&fs.0, 64 << 10);
-    let d = Double::start(Config::in_temp_dir()).unwrap();
     let total = 6_000u64;
-    let out = fs.0.join("out.jsonl");
-    let port = free_port();
-    let mut child = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
-    d.create_and_start(ContainerSpec::new("g").writer(Writer {
-        lines_per_sec: 3_000.0,
-        stderr_every: 0,
-        line_len: 150,
-        max_lines: Some(total),
-    }));
-    assert!(wait_for(T, || metric(port, "log_capturer_output_no_space_total") >= 1.0
-        || child.try_wait().unwrap().is_some()));
-    assert!(child.try_wait().unwrap().is_none(), "the agent exited on a full disk");
-    sigterm(&child);
-    let st = wait_exit(&mut child, Duration::from_secs(10)).expect("no exit on SIGTERM");
+    let Some(mut disk) = FullDisk::start("enospc2", "g", total, 3_000.0, Stdio::null()) else {
+        return;
+    };
+    let (filler, out) = (disk.filler.clone(), disk.out.clone());
+    sigterm(&disk.child);
+    let st = wait_exit(&mut disk.child, Duration::from_secs(10)).expect("no exit on SIGTERM");
     assert!(st.success(), "exit status {st}");
     assert!(std::fs::read_to_string(&out).unwrap().ends_with('\n'), "torn record left by the stop");
+    let (dir, d) = (&disk.dir, &disk.d);
     std::fs::remove_file(&filler).unwrap();
     let port = free_port();
     let mut child = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
