@@ -26,6 +26,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 
 use nix::sys::resource::{getrusage, UsageWho};
 
+use log_capturer::agent::container::Rng;
 use log_capturer::docker::frame::StreamId;
 use log_capturer::sink::loki::batch::{Batch, Full, Limits, Line};
 use log_capturer::sink::loki::encoding::Encoding;
@@ -37,26 +38,6 @@ const RECORDS: usize = 200_000;
 const LINE: usize = 100;
 /// First timestamp: 2026-11-27T19:48:22.687468145Z.
 const T0: i64 = 1_795_808_902_687_468_145;
-
-/// xorshift64*: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 const PATHS: &[&str] = &["/", "/healthz", "/api/v1/items", "/api/v1/users/me", "/static/app.js", "/login"];
 const AGENTS: &[&str] = &["curl/8.5.0", "Go-http-client/1.1", "kube-probe/1.29", "python-requests/2.31"];
@@ -116,7 +97,7 @@ fn input(streams: usize) -> Input {
             Rc::new(cfg.stream(&c, stream))
         })
         .collect();
-    let mut rng = Rng(0x5eed_1012 + streams as u64);
+    let mut rng = Rng::new(0x5eed_1012 + streams as u64);
     let mut records = Vec::with_capacity(RECORDS);
     let mut ts = T0;
     while records.len() < RECORDS {

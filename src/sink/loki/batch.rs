@@ -567,21 +567,7 @@ mod tests {
         assert_eq!(b.deadline(), Some(t1 + DEFAULT_MAX_AGE));
     }
 
-    /// xorshift64*, deterministic.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::agent::container::Rng;
 
     /// Records from several streams pushed through a run of batches, cut
     /// at size, at age and at random points: every line arrives once, each
@@ -591,7 +577,7 @@ mod tests {
     fn splitting_across_batches_preserves_order_and_count() {
         for encoding in [Encoding::Protobuf, Encoding::Json] {
             for seed in 1..=6u64 {
-                let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng = Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let srcs = sources(5);
                 let max_line = 200;
                 let limits = Limits {
