@@ -27,16 +27,9 @@ pub fn encode(req: &PushRequest, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"stream\":{");
-        for (j, (name, value)) in stream.labels().labels().iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            string(out, name);
-            out.push(b':');
-            string(out, value);
-        }
-        out.extend_from_slice(b"},\"values\":[");
+        out.extend_from_slice(b"{\"stream\":");
+        object(out, stream.labels().labels().iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        out.extend_from_slice(b",\"values\":[");
         for (j, e) in stream.entries().enumerate() {
             if j > 0 {
                 out.push(b',');
@@ -46,24 +39,29 @@ pub fn encode(req: &PushRequest, out: &mut Vec<u8>) {
             out.extend_from_slice(b"\",");
             string(out, e.line);
             if !e.metadata.is_empty() || e.truncated {
-                out.extend_from_slice(b",{");
+                out.push(b',');
                 let pairs = e.metadata.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-                let mark = e.truncated.then_some(TRUNCATED_METADATA);
-                for (k, (name, value)) in pairs.chain(mark).enumerate() {
-                    if k > 0 {
-                        out.push(b',');
-                    }
-                    string(out, name);
-                    out.push(b':');
-                    string(out, value);
-                }
-                out.push(b'}');
+                object(out, pairs.chain(e.truncated.then_some(TRUNCATED_METADATA)));
             }
             out.push(b']');
         }
         out.extend_from_slice(b"]}");
     }
     out.extend_from_slice(b"]}");
+}
+
+/// `{"name":"value",…}`.
+fn object<'a>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push(b'{');
+    for (i, (name, value)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, name);
+        out.push(b':');
+        string(out, value);
+    }
+    out.push(b'}');
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
