@@ -343,13 +343,15 @@ impl Output {
         let mut last = [0u8; 1];
         let read = std::os::unix::fs::FileExt::read_at(file, &mut last, len - 1);
         // Opened append-only (no read access): nothing to check.
-        if read.is_ok_and(|n| n == 1) && last[0] != b'\n' && self.written == 0 {
+        if read.is_ok_and(|n| n == 1) && last[0] != b'\n' {
             crate::message!(
                 "output {} ends with an incomplete record (an earlier run stopped while writing it); \
                  starting on a new line, the record follows again whole",
                 path.display()
             );
-            self.buf.insert(0, b'\n');
+            // Before what is still to be written (a reopen may keep
+            // records written to the old file at the front).
+            self.buf.insert(self.written, b'\n');
         }
         Ok(())
     }
