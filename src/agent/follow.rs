@@ -128,7 +128,7 @@ impl Agent {
         }
     }
 
-    /// Feed the stream's decoder through a sink that drops replays and
+    /// Feed the stream's decoder through a [`Delivery`] that drops replays and
     /// writes the rest. `None` if the connection or container is gone.
     fn deliver<R>(
         &mut self,
@@ -157,7 +157,7 @@ impl Agent {
     }
 
     pub(crate) fn logs_data(&mut self, key: usize, data: &[u8]) -> bool {
-        let Some(result) = self.deliver(key, |dec, sink| dec.push(data, &mut |ev| sink.on_event(ev))) else {
+        let Some(result) = self.deliver(key, |dec, to| dec.push(data, &mut |ev| to.on_event(ev))) else {
             return false;
         };
         let Some(Role::Logs(lc)) = self.conns.get_mut(key).map(|c| &mut c.role) else { return false };
@@ -294,7 +294,7 @@ impl Agent {
     pub(crate) fn logs_eof(&mut self, key: usize) {
         // A clean end (the terminating chunk) flushes a last line that had
         // no newline: the container's final output.
-        let Some(result) = self.deliver(key, |dec, sink| dec.finish(&mut |ev| sink.on_event(ev))) else {
+        let Some(result) = self.deliver(key, |dec, to| dec.finish(&mut |ev| to.on_event(ev))) else {
             return;
         };
         match result {
