@@ -49,6 +49,10 @@ image-test: image ## run the image on $DOCKER_HOST: siblings' lines exactly once
 unit-check: ## systemd-analyze verify + security of deploy/log-capturer.service; deploy/logrotate
 	tests/deploy/unit.sh
 
+# The dashboard's queries run against a real Prometheus in tests/dashboard.rs (`make test`).
+rules-check: ## promtool check + unit tests of the alert rules (deploy/prometheus)
+	tests/deploy/rules.sh
+
 # `make test` includes the end-to-end tests against a real dockerd
 # (tests/docker_*.rs, about 3 minutes): they use $$DOCKER_HOST (unix://) or
 # the private daemon of `make docker-up`; without one they print
@@ -84,7 +88,7 @@ soak: ## soak on a real dockerd: SOAK_MINUTES (30), SOAK_ROTATE (30s), SOAK_CONT
 soak-ci: ## the soak compressed as CI runs it: 3 minutes, streams reopened every 2 s
 	$(MAKE) soak SOAK_MINUTES=3 SOAK_ROTATE=2s
 
-ci: test lint fuzz-smoke soak-ci image-test unit-check ## what .ci/run runs
+ci: test lint fuzz-smoke soak-ci image-test unit-check rules-check ## what .ci/run runs
 
 # Silent recipe: stdout is only the export line, so `eval "$$(make docker-up)"` works.
 docker-up: ## start a private dockerd for tests (as root); prints the DOCKER_HOST line to export
