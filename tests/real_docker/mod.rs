@@ -486,16 +486,25 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// None when the `prometheus` binary is missing.
+    /// Scraping `target` as job `agent`. None when the `prometheus` binary
+    /// is missing.
     pub fn start(target: &str) -> Option<Prometheus> {
+        Self::start_job(target, "agent", &[])
+    }
+
+    /// Scraping `target` as job `job`, with `rule_files` loaded (evaluated
+    /// every second). None when the `prometheus` binary is missing.
+    pub fn start_job(target: &str, job: &str, rule_files: &[&Path]) -> Option<Prometheus> {
         Command::new("prometheus").arg("--version").output().ok()?;
         let dir = crate::common::TempDir::new("prom");
         let config = dir.0.join("prometheus.yml");
+        let rules: String = rule_files.iter().map(|r| format!("  - '{}'\n", r.display())).collect();
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-                 scrape_configs:\n  - job_name: agent\n    static_configs:\n      - targets: ['{target}']\n"
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+                 rule_files:\n{rules}\
+                 scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
             ),
         )
         .unwrap();
@@ -516,6 +525,11 @@ impl Prometheus {
         });
         assert!(ready, "prometheus not ready within 60 s; its log:\n{}", p.log());
         Some(p)
+    }
+
+    /// GET a path of Prometheus's HTTP API: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.addr, path).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn log(&self) -> String {
