@@ -76,6 +76,9 @@ pub struct LogConfig {
     /// `json-file`, `local`, `journald`, `none`…
     #[serde(rename = "Type", default)]
     pub kind: String,
+    /// The driver's log-opts (`max-size`, `cache-disabled`…), all strings.
+    #[serde(rename = "Config", default, deserialize_with = "null_as_default")]
+    pub config: BTreeMap<String, String>,
 }
 
 /// One object of the `GET /events` stream.
