@@ -476,9 +476,10 @@ const READ_BACK: &[&str] = &["json-file", "local", "journald"];
 /// What `driver` with log-opts `opts` means for the agent, on a daemon
 /// speaking `daemon_api`. Assumes, as Docker documents, that dual logging
 /// is on for every other driver from Docker 20.10 (API 1.41) unless the
-/// container's log-opts say `cache-disabled=true` (a daemon-wide
-/// `cache-disabled` in daemon.json is copied into each container's
-/// log-opts when it is created).
+/// container's log-opts say `cache-disabled=true`. Also assumed, not
+/// checked against a real dockerd: a daemon-wide `cache-disabled` in
+/// daemon.json shows in the log-opts of the containers it applies to; if
+/// it does not, such a container is wrongly reported as followable.
 pub fn readable(driver: &str, opts: &BTreeMap<String, String>, daemon_api: Option<ApiVersion>) -> Readable {
     if READ_BACK.contains(&driver) {
         return Readable::Yes;
