@@ -18,6 +18,7 @@
 //!   `/etc/resolv.conf`, DNS over UDP and TCP), no `getaddrinfo`
 
 pub mod agent;
+pub mod check_cmd;
 pub mod checkpoint;
 pub mod cli;
 pub mod decode_cmd;

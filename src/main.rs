@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use log_capturer::check_cmd::{self, CheckArgs};
 use log_capturer::cli::AgentArgs;
 use log_capturer::decode_cmd::{self, DecodeArgs};
 
@@ -44,12 +45,24 @@ enum Command {
     /// Malformed input: everything decoded before the fault is printed, then
     /// a one-line error with the byte offset; exit status 1.
     Decode(DecodeArgs),
+    /// Diagnose this node for the agent: Docker reachable (socket
+    /// permissions, API version), each running container's logging driver
+    /// (followable or not), the open-files limit against the containers,
+    /// the state directory (writable, in use). Changes nothing.
+    ///
+    /// Prints a table, or with --json an array of
+    /// {"check","status","detail","fix"}. Status OK, INFO (nothing to fix),
+    /// WARN (the agent runs, but something will not be shipped) or FAIL
+    /// (the agent cannot start or do its job). Exit status 1 if a check
+    /// FAILs (or WARNs, with --strict), 0 otherwise, 2 for bad flags.
+    Check(CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Decode(args)) => decode_cmd::run(&args),
+        Some(Command::Check(args)) => check_cmd::run(&args),
         None => match log_capturer::agent::startup::run(&cli.agent) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => Err(e),

@@ -76,6 +76,9 @@ pub struct LogConfig {
     /// `json-file`, `local`, `journald`, `none`…
     #[serde(rename = "Type", default)]
     pub kind: String,
+    /// The driver's log-opts (`max-size`, `cache-disabled`…), all strings.
+    #[serde(rename = "Config", default, deserialize_with = "null_as_default")]
+    pub config: BTreeMap<String, String>,
 }
 
 /// One object of the `GET /events` stream.
@@ -184,6 +187,11 @@ mod tests {
         )
         .unwrap();
         assert!(i.config.tty && i.state.running);
+        let lc = |json: &str| serde_json::from_str::<LogConfig>(json).unwrap();
+        assert!(lc(r#"{"Type":"json-file","Config":null}"#).config.is_empty());
+        assert!(lc(r#"{"Type":"json-file"}"#).config.is_empty());
+        let gelf = lc(r#"{"Type":"gelf","Config":{"cache-disabled":"true","gelf-address":"udp://h:12201"}}"#);
+        assert_eq!((gelf.kind.as_str(), gelf.config["cache-disabled"].as_str()), ("gelf", "true"));
     }
 
     #[test]
