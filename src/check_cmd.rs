@@ -13,7 +13,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::agent::budget::{self, RESERVE};
 use crate::agent::exchange::{Exchange, Response, MAX_API_BODY, MAX_INSPECT_BODY, MAX_LIST_BODY};
 use crate::agent::sock::Endpoint;
+use crate::agent::startup::connect_unix;
 use crate::checkpoint;
 use crate::cli::{parse_docker_host, parse_timeout, DockerHost, DEFAULT_DOCKER_HOST};
 use crate::docker::api::{self, ContainerInspect, ContainerSummary};
@@ -256,20 +257,6 @@ impl Conn {
             Conn::Tcp(s) => s.read(b),
         }
     }
-}
-
-/// A unix connect bounded by `timeout`: one to a daemon that stopped
-/// accepting waits while the listen backlog is full, and the kernel bounds
-/// that wait by the socket's send timeout.
-fn connect_unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    use nix::sys::socket::{
-        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
-    };
-    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-    let t = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros().max(1) as _);
-    setsockopt(&fd, sockopt::SendTimeout, &t)?;
-    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-    Ok(UnixStream::from(fd))
 }
 
 impl Docker {

@@ -115,7 +115,7 @@ fn check_docker(
 /// A blocking unix connect that gives up after `timeout`: one to a daemon
 /// that stopped accepting waits while its listen backlog is full, and the
 /// kernel bounds that wait by the socket's send timeout.
-fn connect_unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+pub(crate) fn connect_unix(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
     use nix::sys::socket::{
         connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
     };
