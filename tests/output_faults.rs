@@ -13,6 +13,39 @@ use common::*;
 
 const T: Duration = Duration::from_secs(60);
 
+/// A spawned process killed when the test ends, however it ends: a failed
+/// assertion must not leave an agent running (or a tmpfs busy).
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills `pid` (a process that is not our child) when dropped.
+struct KillPid(String);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0]).status();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -93,11 +126,13 @@ fn a_pausing_reader_of_stdout_and_stderr_is_backpressure() {
     let total = 3_000u64;
     let (r, w) = nix::unistd::pipe().unwrap();
     let port = free_port();
-    let mut child = agent_cmd(d.socket(), &dir.0, "-", port)
-        .stdout(Stdio::from(w.try_clone().unwrap()))
-        .stderr(Stdio::from(w))
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        agent_cmd(d.socket(), &dir.0, "-", port)
+            .stdout(Stdio::from(w.try_clone().unwrap()))
+            .stderr(Stdio::from(w))
+            .spawn()
+            .unwrap(),
+    );
     // A container started after the agent: all its lines are shipped.
     assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
     // Long lines: records are far larger than a pipe's atomic write, so
@@ -158,8 +193,9 @@ fn a_reader_that_goes_away_is_a_failure() {
     let dir = TempDir::new("epipe");
     let d = Double::start(Config::in_temp_dir()).unwrap();
     d.create_and_start(ContainerSpec::new("e").writer(Writer::new(200.0)));
-    let mut child =
-        agent_cmd(d.socket(), &dir.0, "-", 0).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Running(
+        agent_cmd(d.socket(), &dir.0, "-", 0).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
@@ -222,7 +258,7 @@ struct FullDisk {
     filler: PathBuf,
     d: Double,
     out: PathBuf,
-    child: Child,
+    child: Running,
 }
 
 impl FullDisk {
@@ -233,11 +269,13 @@ impl FullDisk {
         let d = Double::start(Config::in_temp_dir()).unwrap();
         let out = fs.0.join("out.jsonl");
         let port = free_port();
-        let mut child = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let mut child = Running(
+            agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap(),
+        );
         assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
         let w = Writer { lines_per_sec: rate, stderr_every: 0, line_len: 150, max_lines: Some(total) };
         d.create_and_start(ContainerSpec::new(name).writer(w));
@@ -309,11 +347,13 @@ fn stopped_on_a_full_disk_and_restarted_loses_nothing() {
     let (dir, d) = (&disk.dir, &disk.d);
     std::fs::remove_file(&filler).unwrap();
     let port = free_port();
-    let mut child = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let delivered = || {
         let (recs, _) = parse_lines(&std::fs::read_to_string(&out).unwrap(), false);
         let mut seqs: Vec<u64> =
@@ -372,7 +412,7 @@ fn the_output_file_is_not_world_readable() {
         out.display(),
         dir.0.join("state").display()
     );
-    let mut child = Command::new("sh").args(["-c", &sh]).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Running(Command::new("sh").args(["-c", &sh]).stderr(Stdio::null()).spawn().unwrap());
     assert!(wait_for(T, || out.exists()));
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     sigterm(&child);
@@ -399,24 +439,28 @@ fn the_output_file_is_synced_before_each_checkpoint() {
     let trace = dir.0.join("trace.txt");
     let port = free_port();
     let agent = agent_cmd(d.socket(), &dir.0, out.to_str().unwrap(), port);
-    let mut strace = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat,fdatasync,fsync,rename,renameat,renameat2", "-o"])
-        .arg(&trace)
-        .arg(agent.get_program())
-        .args(agent.get_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut strace = Running(
+        Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=openat,fdatasync,fsync,rename,renameat,renameat2", "-o"])
+            .arg(&trace)
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(wait_for(T, || metric(port, "log_capturer_docker_up") == 1.0));
+    // Killing strace would leave its tracee running: the agent is killed
+    // itself if the test fails.
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", strace.id(), strace.id())).unwrap();
+    let agent_pid = KillPid(children.split_whitespace().next().expect("the agent under strace").to_owned());
     d.create_and_start(ContainerSpec::new("s").writer(Writer::new(100.0)));
     // A few checkpoints, each covering new lines.
     assert!(wait_for(T, || metric(port, "log_capturer_checkpoint_writes_total") >= 4.0));
-    let children =
-        std::fs::read_to_string(format!("/proc/{}/task/{}/children", strace.id(), strace.id())).unwrap();
-    let agent_pid = children.split_whitespace().next().expect("the agent under strace");
-    Command::new("kill").args(["-TERM", agent_pid]).status().unwrap();
+    Command::new("kill").args(["-TERM", &agent_pid.0]).status().unwrap();
     wait_exit(&mut strace, Duration::from_secs(10)).expect("the agent did not stop");
     let text = std::fs::read_to_string(&trace).unwrap();
     let out_fd = text
