@@ -762,40 +762,30 @@ impl State {
         for (key, v) in extra {
             attrs.insert((*key).to_owned(), v.clone());
         }
-        // Strictly increasing, so `since` replays are exact in tests.
-        let time_ns = self.now_ns().max(self.last_event_ns + 1);
-        self.last_event_ns = time_ns;
-        let ev = Event {
-            time_ns,
-            action: action.to_owned(),
-            id: c.id.clone(),
-            image: c.image.clone(),
-            name: c.name.clone(),
-            attrs,
-        };
-        self.events.push_back(ev);
-        if self.events.len() > EVENT_RING {
-            self.events.pop_front();
-            self.events_base += 1;
-        }
-        self.events_dirty = true;
+        let (id, image, name) = (c.id.clone(), c.image.clone(), c.name.clone());
+        self.push_event(action, id, image, name, attrs);
     }
 
     /// An event not tied to a stored container (see `Double::emit_event`).
     pub fn emit_raw(&mut self, action: &str, id: &str, name: &str) {
-        let time_ns = time::now_ns().max(self.last_event_ns + 1);
-        self.last_event_ns = time_ns;
         let mut attrs = BTreeMap::new();
         attrs.insert("name".to_owned(), name.to_owned());
-        let ev = Event {
-            time_ns,
-            action: action.to_owned(),
-            id: id.to_owned(),
-            image: String::new(),
-            name: name.to_owned(),
-            attrs,
-        };
-        self.events.push_back(ev);
+        self.push_event(action, id.to_owned(), String::new(), name.to_owned(), attrs);
+    }
+
+    /// Stamp an event on the daemon's clock and keep it in the ring.
+    fn push_event(
+        &mut self,
+        action: &str,
+        id: String,
+        image: String,
+        name: String,
+        attrs: BTreeMap<String, String>,
+    ) {
+        // Strictly increasing, so `since` replays are exact in tests.
+        let time_ns = self.now_ns().max(self.last_event_ns + 1);
+        self.last_event_ns = time_ns;
+        self.events.push_back(Event { time_ns, action: action.to_owned(), id, image, name, attrs });
         if self.events.len() > EVENT_RING {
             self.events.pop_front();
             self.events_base += 1;
