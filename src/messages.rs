@@ -131,13 +131,12 @@ macro_rules! message_blocking {
 /// Returns whether it was written.
 pub fn write(args: fmt::Arguments<'_>, wait: Duration) -> bool {
     let line = format_line(args);
-    if SHARED.load(Ordering::Relaxed) {
-        // Never inside a record, and never ahead of older messages.
-        if MID_RECORD.load(Ordering::Relaxed) || (wait.is_zero() && !release_held()) {
-            hold(line);
-            return true;
-        }
-        release_held();
+    // Never inside a record, and never ahead of older messages (waiting
+    // for them, if this write may wait).
+    let shared = SHARED.load(Ordering::Relaxed);
+    if shared && (MID_RECORD.load(Ordering::Relaxed) || (!release_held() && wait.is_zero())) {
+        hold(line);
+        return true;
     }
     let stderr = std::io::stderr();
     let ok = write_fd(stderr.as_fd(), line.as_bytes(), wait);

@@ -71,6 +71,9 @@ pub struct Output {
     written: usize,
     /// The fd was made nonblocking by us (restored when dropped).
     made_nonblocking: bool,
+    /// The output is a regular file (not a pipe, socket or device): it is
+    /// synced before checkpoints and checked for a torn last record.
+    regular: bool,
     /// A regular file whose filesystem supports `fallocate`: each write's
     /// space is reserved first.
     reserve: bool,
@@ -95,10 +98,12 @@ impl Output {
             buf: Vec::with_capacity(64 << 10),
             written: 0,
             made_nonblocking: false,
+            regular: false,
             reserve: false,
             shares_stderr: false,
         };
-        out.reserve = out.is_regular_file();
+        out.regular = out.is_regular_file();
+        out.reserve = out.regular;
         out.shares_stderr = crate::messages::share_with_output(out.file().as_fd());
         out.start_on_fresh_line()?;
         Ok(out)
@@ -296,7 +301,7 @@ impl Output {
     /// nothing to sync), before a checkpoint says it was delivered.
     pub fn sync(&self) -> io::Result<()> {
         match &self.target {
-            Target::File { file, .. } if self.reserve || self.is_regular_file() => file.sync_data(),
+            Target::File { file, .. } if self.regular => file.sync_data(),
             _ => Ok(()),
         }
     }
@@ -309,7 +314,8 @@ impl Output {
             // A record cut by the switch goes to the new file whole (the
             // old one keeps its first part, torn as a killed run leaves it).
             self.written = self.record_start();
-            self.reserve = self.is_regular_file();
+            self.regular = self.is_regular_file();
+            self.reserve = self.regular;
             self.start_on_fresh_line()?;
             return Ok(true);
         }
@@ -333,7 +339,7 @@ impl Output {
         let Target::File { path, file } = &self.target else {
             return Ok(());
         };
-        if !self.reserve {
+        if !self.regular {
             return Ok(());
         }
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -444,6 +450,7 @@ mod tests {
             buf: Vec::new(),
             written: 0,
             made_nonblocking: false,
+            regular: false,
             reserve: false,
             shares_stderr: false,
         };
