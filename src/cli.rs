@@ -138,6 +138,9 @@ pub struct AgentArgs {
     /// tuning knob for thousands of busy streams on a small host.
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub stream_rcvbuf: Option<usize>,
+
+    #[command(flatten)]
+    pub loki: crate::sink::loki::config::LokiArgs,
 }
 
 /// Where dockerd listens.

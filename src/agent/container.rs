@@ -64,8 +64,13 @@ pub struct Container {
     pub tty: bool,
     pub running: bool,
     pub follow: Follow,
-    /// None until the first inspect decides where to start.
+    /// None until the first inspect decides where to start. Where its next
+    /// stream resumes: past every line read.
     pub resume: Option<Resume>,
+    /// With a sink: the resume point past the lines the sink acknowledged,
+    /// while some of its lines wait for an acknowledgement (`None` when
+    /// none do, and always with the file output).
+    pub acked: Option<Resume>,
     pub start: StartPoint,
     /// Its stream ended with the container stopped: all shipped.
     pub drained: bool,
@@ -103,6 +108,7 @@ impl Container {
             running: false,
             follow: Follow::Idle,
             resume: None,
+            acked: None,
             start,
             drained: false,
             backoff: Backoff::default(),
@@ -118,6 +124,17 @@ impl Container {
         };
         c.set_identity("", "");
         c
+    }
+
+    /// What a checkpoint may record for it: never past a line that was not
+    /// delivered (written to the output, or acknowledged by the sink).
+    pub fn checkpoint_resume(&self) -> Option<&Resume> {
+        self.acked.as_ref().or(self.resume.as_ref())
+    }
+
+    /// Drained, and every line of it delivered.
+    pub fn checkpoint_drained(&self) -> bool {
+        self.drained && self.acked.is_none()
     }
 
     /// Set name and image and precompute the record fields they go into.

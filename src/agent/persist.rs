@@ -91,8 +91,9 @@ impl Agent {
             state.containers.insert(id, ck.into());
         }
         for c in self.containers.values() {
-            if let Some(resume) = &c.resume {
-                state.containers.insert(&c.id, CheckpointView { name: &c.name, drained: c.drained, resume });
+            if let Some(resume) = c.checkpoint_resume() {
+                let drained = c.checkpoint_drained();
+                state.containers.insert(&c.id, CheckpointView { name: &c.name, drained, resume });
             }
         }
         match self.checkpoints.store.save(&state) {

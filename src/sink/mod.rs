@@ -15,6 +15,8 @@
 //! request bodies and keep the accounting, and leave sockets, retries and
 //! checkpoints to the loop.
 //!
-//! - [`loki`]: Grafana Loki's push API (labels, encodings, batches)
+//! - [`loki`]: Grafana Loki's push API (labels, encodings, batches, flags)
+//! - [`url`]: a sink's address
 
 pub mod loki;
+pub mod url;

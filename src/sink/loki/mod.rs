@@ -41,6 +41,7 @@
 //!   (as Promtail sends) stay well below it.
 
 pub mod batch;
+pub mod config;
 pub mod encoding;
 pub mod json;
 pub mod labels;
