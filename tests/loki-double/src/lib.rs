@@ -204,6 +204,8 @@ impl Entry {
 pub struct RequestRecord {
     /// 1-based, in the order requests were complete.
     pub seq: u64,
+    /// When the request was complete (its body read).
+    pub at: Instant,
     /// Which connection it came on (1-based, in accept order).
     pub conn: u64,
     pub method: String,
@@ -224,6 +226,10 @@ pub struct RequestRecord {
     /// An injected fault was applied.
     pub fault: Option<Fault>,
 }
+
+/// An entry's identity for Loki's dedup: stream (canonical labels),
+/// nanosecond timestamp, line.
+pub type EntryKey = (String, i64, Vec<u8>);
 
 /// Counters of what the double has seen. Snapshot with [`Double::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -404,10 +410,30 @@ impl Double {
         }
     }
 
+    /// How many times each entry reached validation (stored, refused, or
+    /// dropped as a duplicate): a count above one is a repeat, whether or
+    /// not Loki's dedup absorbed it. Entries of requests answered by a fault
+    /// that stores nothing (429, a status, NeverAnswer, a reset before
+    /// storing) are not counted. Kept only with [`Config::keep_entries`].
+    pub fn arrivals(&self) -> std::collections::HashMap<EntryKey, u32> {
+        self.shared.with(|st| st.arrivals.clone())
+    }
+
     /// Close every open connection now (a Loki restart as the client sees
     /// it; the listener stays).
     pub fn drop_connections(&self) {
         self.shared.drop_connections();
+    }
+
+    /// Loki goes down: stop listening and close every connection, so
+    /// connecting is refused until [`Double::resume`]. What was stored stays.
+    pub fn outage(&self) {
+        self.shared.outage(self.addr);
+    }
+
+    /// Loki comes back, listening on the same address as before.
+    pub fn resume(&self) -> io::Result<()> {
+        self.shared.listen(self.addr)
     }
 }
 

@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     /// A handle on every open connection's socket, to shut them down.
     sockets: Mutex<HashMap<u64, TcpStream>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The accept thread, while listening (none during an outage).
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped to make the accept thread drop its listener: an outage.
+    listen_gen: AtomicU64,
     next_conn: AtomicU64,
 }
 
@@ -64,8 +68,7 @@ impl Shared {
     pub fn stop(&self, addr: SocketAddr) {
         self.stopping.store(true, Ordering::SeqCst);
         self.with(|st| st.shutdown = true);
-        // Wake the accept thread out of `accept`.
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        self.join_acceptor(addr);
         self.drop_connections();
         loop {
             let t = self.threads.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -78,6 +81,45 @@ impl Shared {
                 None => break,
             }
         }
+    }
+
+    /// Wake the accept thread out of `accept` (it then sees why) and wait
+    /// until it has dropped its listener.
+    fn join_acceptor(&self, addr: SocketAddr) {
+        let t = self.acceptor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+            let _ = t.join();
+        }
+    }
+
+    /// Stop listening and close every connection: connecting is refused
+    /// until [`Shared::listen`] (Loki down, as its clients see it).
+    pub fn outage(&self, addr: SocketAddr) {
+        self.listen_gen.fetch_add(1, Ordering::SeqCst);
+        self.join_acceptor(addr);
+        self.drop_connections();
+    }
+
+    /// Listen on `addr` again (after an outage). The port may still be held
+    /// for a moment by the old socket: retried for up to 5 s.
+    pub fn listen(self: &Arc<Self>, addr: SocketAddr) -> io::Result<()> {
+        let mut slot = self.acceptor.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        *slot = Some(spawn_acceptor(self.clone(), listener)?);
+        Ok(())
     }
 
     fn stopping(&self) -> bool {
@@ -105,18 +147,27 @@ pub(crate) fn start(cfg: Config, tls: Option<Arc<ServerConfig>>) -> io::Result<(
         stopping: AtomicBool::new(false),
         sockets: Mutex::new(HashMap::new()),
         threads: Mutex::new(Vec::new()),
+        acceptor: Mutex::new(None),
+        listen_gen: AtomicU64::new(0),
         next_conn: AtomicU64::new(0),
     });
-    let s = shared.clone();
-    let t =
-        std::thread::Builder::new().name("loki-double-accept".into()).spawn(move || accept(s, listener))?;
-    shared.threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    let t = spawn_acceptor(shared.clone(), listener)?;
+    *shared.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
     Ok((shared, addr))
 }
 
-fn accept(shared: Arc<Shared>, listener: TcpListener) {
+fn spawn_acceptor(shared: Arc<Shared>, listener: TcpListener) -> io::Result<JoinHandle<()>> {
+    let generation = shared.listen_gen.load(Ordering::SeqCst);
+    std::thread::Builder::new()
+        .name("loki-double-accept".into())
+        .spawn(move || accept(shared, listener, generation))
+}
+
+/// Accept until the double stops or an outage begins (the listener is
+/// dropped on return, so connecting is refused from then on).
+fn accept(shared: Arc<Shared>, listener: TcpListener, generation: u64) {
     for tcp in listener.incoming() {
-        if shared.stopping() {
+        if shared.stopping() || shared.listen_gen.load(Ordering::SeqCst) != generation {
             return;
         }
         let tcp = match tcp {
@@ -465,6 +516,7 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
     let fault = st.take_fault(&probe);
     let mut rec = RequestRecord {
         seq,
+        at: std::time::Instant::now(),
         conn,
         method: head.method.clone(),
         path: head.path.clone(),

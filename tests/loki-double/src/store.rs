@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use crate::labels;
 use crate::proto::RawStream;
 use crate::validate::{self, Limits, Reason, Rejection};
-use crate::{Entry, Fault, Match, RequestRecord, Stats};
+use crate::{Entry, EntryKey, Fault, Match, RequestRecord, Stats};
 
 /// A request as far as fault matching needs it.
 pub struct Probe<'a> {
@@ -68,6 +68,8 @@ pub struct State {
     streams: HashMap<String, StreamState>,
     /// (stream labels hash, timestamp, line hash): identical entries seen.
     seen: HashSet<(u64, i64, u64)>,
+    /// Times each entry reached validation (with `keep` only).
+    pub arrivals: HashMap<EntryKey, u32>,
     /// Keep entries and the dedup index (off for long benchmarks).
     pub keep: bool,
     pub shutdown: bool,
@@ -88,6 +90,7 @@ impl State {
             faults: Vec::new(),
             streams: HashMap::new(),
             seen: HashSet::new(),
+            arrivals: HashMap::new(),
             keep,
             shutdown: false,
         }
@@ -134,6 +137,10 @@ impl State {
             let name_hash = hash(&name);
             let st = self.streams.entry(name.clone()).or_default();
             for e in s.entries {
+                if self.keep {
+                    let ts = e.ts_ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+                    *self.arrivals.entry((name.clone(), ts, e.line.clone())).or_default() += 1;
+                }
                 let check = match reject {
                     Some((marker, reason)) if memfind(&e.line, marker.as_bytes()) => {
                         Err(validate::injected(limits, reason, &name, &e))

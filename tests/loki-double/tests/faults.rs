@@ -179,3 +179,32 @@ fn drop_connections_closes_every_client() {
     let mut c = Client::plain(d.addr());
     assert_eq!(c.push_pb(&batch("z")).status, 204);
 }
+
+#[test]
+fn an_outage_refuses_connections_then_the_same_port_serves_again() {
+    let d = double();
+    let mut a = Client::plain(d.addr());
+    let ts = now_ns();
+    let b1 = vec![(r#"{a="b"}"#, vec![e(ts, "x")])];
+    assert_eq!(a.push_pb(&b1).status, 204);
+    d.outage();
+    assert!(d.wait_until(WAIT, |s| s.connections_open == 0));
+    assert!(a.rest().0.is_empty(), "the open connection was closed");
+    let refused = std::net::TcpStream::connect(d.addr()).map_err(|e| e.kind());
+    assert_eq!(refused.err(), Some(io::ErrorKind::ConnectionRefused));
+    d.resume().unwrap();
+    let mut c = Client::plain(d.addr());
+    // The same entry again: stored once, arrived twice.
+    assert_eq!(c.push_pb(&b1).status, 204);
+    let s = d.stats();
+    assert_eq!((s.entries_stored, s.duplicates_dropped), (1, 1));
+    let arrivals = d.arrivals();
+    assert_eq!(arrivals.get(&(r#"{a="b"}"#.to_owned(), ts, b"x".to_vec())), Some(&2));
+    // A 429 stores nothing and counts no arrival.
+    d.inject(Match::Push, Fault::RateLimited { retry_after: None }, 1);
+    let b2 = vec![(r#"{a="b"}"#, vec![e(ts + 1, "y")])];
+    assert_eq!(c.push_pb(&b2).status, 429);
+    assert!(!d.arrivals().contains_key(&(r#"{a="b"}"#.to_owned(), ts + 1, b"y".to_vec())));
+    let reqs = d.requests();
+    assert!(reqs.windows(2).all(|w| w[0].at <= w[1].at));
+}
