@@ -129,6 +129,8 @@ label_enum! {
         /// A metrics client that did not send its request head or take its
         /// response in time.
         Client => "client",
+        /// A push to the sink that was not answered in time.
+        Sink => "sink",
     }
 }
 
@@ -673,6 +675,12 @@ impl Metrics {
         let mut om = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode_registry(&mut om, &self.registry)?;
         openmetrics_to_text(&om, out)
+    }
+
+    /// The registry, for the parts registered only when configured (the
+    /// sink's metrics).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Appends the whole exposition as OpenMetrics text, `# EOF` included

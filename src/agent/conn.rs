@@ -9,6 +9,7 @@ use crate::agent::discovery::{ApiCall, EventsConn};
 use crate::agent::exchange::Exchange;
 use crate::agent::follow::LogConn;
 use crate::agent::metrics_http::ScraperConn;
+use crate::agent::sink_conn::SinkConn;
 use crate::agent::sock::Sock;
 use crate::metrics::DeadlineKind;
 use crate::response::ResponseError;
@@ -30,10 +31,12 @@ pub(crate) enum ConnTimer {
     /// A metrics scraper that did not send its request head, or did not
     /// take its response, in time.
     Scraper,
+    /// A push to the sink must be answered by then (`--sink-timeout`).
+    Push,
 }
 
 impl ConnTimer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 
     pub(crate) fn metric(self) -> DeadlineKind {
         match self {
@@ -43,6 +46,7 @@ impl ConnTimer {
             ConnTimer::Scraper => DeadlineKind::Client,
             ConnTimer::Age => DeadlineKind::Age,
             ConnTimer::Idle => DeadlineKind::Idle,
+            ConnTimer::Push => DeadlineKind::Sink,
         }
     }
 }
@@ -94,6 +98,8 @@ pub(crate) enum Role {
     Events(Box<EventsConn>),
     /// A scraper of `/metrics` or a `/healthz` probe.
     Scraper(Box<ScraperConn>),
+    /// The connection to the sink (Loki).
+    Sink(Box<SinkConn>),
 }
 
 pub(crate) struct Conn {

@@ -71,6 +71,8 @@ pub struct Container {
     /// while some of its lines wait for an acknowledgement (`None` when
     /// none do, and always with the file output).
     pub acked: Option<Resume>,
+    /// Its part in the sink (Loki streams, lines not yet acknowledged).
+    pub sink: crate::agent::sink::ContainerSink,
     pub start: StartPoint,
     /// Its stream ended with the container stopped: all shipped.
     pub drained: bool,
@@ -109,6 +111,7 @@ impl Container {
             follow: Follow::Idle,
             resume: None,
             acked: None,
+            sink: Default::default(),
             start,
             drained: false,
             backoff: Backoff::default(),

@@ -765,6 +765,9 @@ impl Agent {
             return;
         };
         c.set_identity(&info.name, &info.config.image);
+        if let Some(sink) = &self.sink {
+            c.sink.streams = crate::agent::sink::container_streams(&sink.cfg, c, &info.config.labels);
+        }
         c.tty = info.config.tty;
         c.running = info.state.running;
         if c.resume.is_none() {

@@ -80,6 +80,14 @@ pub(crate) enum Timer {
     FinalRead {
         id: String,
     },
+    /// The sink's batch is old enough to send.
+    SinkBatch,
+    /// The sink's backoff (or Retry-After) has passed: push again.
+    SinkRetry,
+    /// The sink's DNS lookup has a deadline or a retry due.
+    SinkDns,
+    /// Once a second with a sink: gauges, and streams paused too long.
+    SinkTick,
 }
 
 /// Settings derived from the command line.
@@ -151,6 +159,8 @@ pub struct Agent {
     pub(crate) fd_says: crate::messages::Limiter,
     /// Docker's clock, from the `Date` of its answers.
     pub(crate) docker_clock: crate::agent::clock::DockerClock,
+    /// Where records go instead of the output, when a sink is configured.
+    pub(crate) sink: Option<crate::agent::sink::Sink>,
 }
 
 /// Wall-clock now in nanoseconds since the epoch: Docker's timestamps are
@@ -175,7 +185,13 @@ impl Agent {
         }
         let signals = Signals::new().context("cannot set up signal handling")?;
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
+        let sink = match crate::sink::loki::config::LokiConfig::from_args(&args.loki, &host_name(), |k| {
+            std::env::var(k).ok()
+        })? {
+            Some(cfg) => Some(crate::agent::sink::Sink::new(cfg, metrics.registry_mut())?),
+            None => None,
+        };
         // Everything the agent keeps open for its whole life is open now.
         let in_use = budget::open_fds().context("cannot count open files in /proc/self/fd")?;
         let max_streams = args.max_streams.map(|m| m as usize);
@@ -239,6 +255,7 @@ impl Agent {
             slots: crate::agent::budget::Slots::new(stream_budget),
             fd_says: crate::messages::Limiter::new(Duration::from_secs(1)),
             docker_clock: Default::default(),
+            sink,
         })
     }
 
@@ -269,12 +286,15 @@ impl Agent {
             self.write_checkpoint();
         }
         self.docker_connected();
+        if self.sink.is_some() {
+            self.timers.insert(Instant::now() + crate::agent::sink::TICK, Timer::SinkTick);
+        }
         let mut events = Events::with_capacity(1024);
         let mut fired = Vec::new();
         while !self.shutdown {
             // Connections still readable are served after a look at what
             // else is ready, not after a sleep.
-            let timeout = if !self.paused.is_empty() && self.output.has_room() {
+            let timeout = if !self.paused.is_empty() && self.room_for_lines() {
                 Some(Duration::ZERO)
             } else {
                 self.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()))
@@ -290,6 +310,12 @@ impl Agent {
                     SIGNALS => self.on_signals(),
                     LISTENER => self.accept_clients(),
                     OUTPUT => self.flush_output(),
+                    t if t == crate::agent::resolve::DNS_UDP
+                        || (crate::agent::resolve::DNS_TCP - 8..=crate::agent::resolve::DNS_TCP)
+                            .contains(&t.0) =>
+                    {
+                        self.on_dns_event(t)
+                    }
                     Token(key) => {
                         self.on_conn_event(key, ev.is_readable() || ev.is_read_closed(), ev.is_writable())
                     }
@@ -321,7 +347,10 @@ impl Agent {
             self.checkpoints.armed = true;
             self.timers.insert(Instant::now() + self.checkpoints.every, Timer::Checkpoint);
         }
-        if !self.paused.is_empty() && self.output.has_room() {
+        if self.sink.as_ref().is_some_and(|s| s.paused_since.is_some() && s.has_room()) {
+            self.sink_room_again();
+        }
+        if !self.paused.is_empty() && self.room_for_lines() {
             self.resume_paused_reads();
         }
         if self.scrape.accept_pending
@@ -358,6 +387,10 @@ impl Agent {
                 self.write_checkpoint();
             }
             Timer::FinalRead { id } => self.final_read(&id),
+            Timer::SinkBatch => self.sink_batch_due(),
+            Timer::SinkRetry => self.sink_retry_due(),
+            Timer::SinkDns => self.sink_dns_timer(),
+            Timer::SinkTick => self.sink_tick(),
             Timer::Accept => {
                 self.scrape.accept_backoff = false;
                 self.accept_clients();
@@ -366,6 +399,9 @@ impl Agent {
     }
 
     fn on_conn_deadline(&mut self, key: usize, kind: ConnTimer) {
+        if let Some(Role::Sink(_)) = self.conns.get(key).map(|c| &c.role) {
+            return self.sink_deadline(key, kind);
+        }
         match kind {
             ConnTimer::Age => self.rotate(key, crate::metrics::RotationReason::Age),
             ConnTimer::Idle => self.idle_check(key),
@@ -473,6 +509,9 @@ impl Agent {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let Role::Sink(_) = conn.role {
+            return self.sink_event(key, readable, writable);
+        }
         if writable && !conn.connected {
             match conn.sock.finish_connect() {
                 Ok(true) => self.on_connected(key),
@@ -504,8 +543,9 @@ impl Agent {
         }
         let (kind, after) = match &conn.role {
             Role::Api { .. } => (ConnTimer::Api, self.cfg.api_timeout),
-            // Accepted connections start connected, with their deadline.
-            Role::Scraper(_) => return,
+            // Accepted connections start connected, with their deadline;
+            // the sink's connection has its own path.
+            Role::Scraper(_) | Role::Sink(_) => return,
             Role::Events(_) => (ConnTimer::Head, self.cfg.head_timeout),
             // A daemon too busy to answer within the head deadline would
             // start the same work over on every retry and never converge:
@@ -556,10 +596,11 @@ impl Agent {
                     self.flush_output();
                 }
             }
+            let blocked = self.lines_blocked();
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            let out_full = matches!(conn.role, Role::Logs(_)) && self.output.is_full();
+            let out_full = matches!(conn.role, Role::Logs(_)) && blocked;
             if out_full || reads == READS_PER_TURN {
                 if !conn.paused {
                     conn.paused = true;
@@ -593,6 +634,7 @@ impl Agent {
             Role::Logs(_) => self.logs_data(key, data),
             Role::Events(_) => self.events_data(key, data),
             Role::Scraper(_) => self.scraper_data(key, data),
+            Role::Sink(_) => false,
         }
     }
 
@@ -604,7 +646,7 @@ impl Agent {
             Role::Api { .. } => self.api_eof(key),
             Role::Logs(_) => self.logs_eof(key),
             Role::Events(_) => self.events_eof(key),
-            Role::Scraper(_) => {
+            Role::Scraper(_) | Role::Sink(_) => {
                 self.close_conn(key);
             }
         }
@@ -624,6 +666,7 @@ impl Agent {
             Role::Scraper(_) => {
                 self.close_conn(key);
             }
+            Role::Sink(_) => self.sink_conn_failed(key, why, None),
         }
     }
 
@@ -635,9 +678,9 @@ impl Agent {
                 c.paused = false;
                 self.read_conn(key);
             }
-            if !self.output.has_room() {
+            if !self.room_for_lines() {
                 self.flush_output();
-                if !self.output.has_room() {
+                if !self.room_for_lines() {
                     break;
                 }
             }
@@ -645,6 +688,27 @@ impl Agent {
         // Those not reached go first next time, then any queued anew.
         let anew = std::mem::replace(&mut self.paused, rest.collect());
         self.paused.extend(anew);
+    }
+
+    /// Lines can be taken: the output and the sink's queue are below
+    /// their low-water marks.
+    pub(crate) fn room_for_lines(&self) -> bool {
+        self.output.has_room() && self.sink.as_ref().map_or(true, |s| s.has_room())
+    }
+
+    /// Lines cannot be taken: stop reading log streams. With a sink, the
+    /// pause is timed (see `sink::PAUSED_CLOSE_AFTER`).
+    pub(crate) fn lines_blocked(&mut self) -> bool {
+        if self.output.is_full() {
+            return true;
+        }
+        match self.sink.as_mut() {
+            Some(s) if s.is_full() => {
+                s.paused_since.get_or_insert_with(Instant::now);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn on_signals(&mut self) {
@@ -686,4 +750,15 @@ impl Agent {
             Err(e) => self.output_failed(e),
         }
     }
+}
+
+/// This machine's name, for the sink's `host` label: the kernel's (in a
+/// container, the container's own unless it shares the host's UTS
+/// namespace; `--loki-label host=NAME` sets it).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

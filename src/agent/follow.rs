@@ -7,6 +7,7 @@ use crate::agent::conn::{ConnFailure, ConnTimer, Role};
 use crate::agent::container::{Container, Ending, Follow};
 use crate::agent::event_loop::{wall_ns, Agent, Timer};
 use crate::agent::resume::Resume;
+use crate::agent::sink::{ContainerSinkRef, Sink};
 use crate::agent::stream::{OpenPlan, Opening, StreamRules, Verdict};
 use crate::docker::logstream::{Framing, LogEvent, LogStreamConfig};
 use crate::docker::request::LogsQuery;
@@ -38,6 +39,8 @@ struct Delivery<'a> {
     resume: &'a mut Resume,
     identity_json: &'a [u8],
     output: &'a mut Output,
+    /// With a sink, lines go there instead of the output.
+    sink: Option<(&'a mut Sink, ContainerSinkRef<'a>)>,
     metrics: &'a Metrics,
     delivered: bool,
 }
@@ -51,6 +54,17 @@ impl Delivery<'_> {
                 return;
             }
         };
+        // The resume point before this line is what a checkpoint records
+        // while the sink holds the line (and none before it is pending).
+        let before = match &mut self.sink {
+            Some((sink, c)) => {
+                if sink.batch.is_full() {
+                    sink.seal(Some((c.id, self.resume)));
+                }
+                (c.acked.is_none() && c.sink.pending == 0).then(|| self.resume.clone())
+            }
+            None => None,
+        };
         match self.rules.on_record(self.resume, &rec) {
             Verdict::Deliver => {}
             Verdict::Replay => {
@@ -59,7 +73,15 @@ impl Delivery<'_> {
             }
             Verdict::CatchUp => return,
         }
-        self.output.push(&rec, self.identity_json);
+        match &mut self.sink {
+            None => self.output.push(&rec, self.identity_json),
+            Some((sink, c)) => {
+                if c.acked.is_none() {
+                    *c.acked = before;
+                }
+                sink.push(c, &rec, Instant::now());
+            }
+        }
         if let Some(s) = LogStream::from_stream_id(rec.stream) {
             self.metrics.line(s, rec.message.len());
         }
@@ -73,6 +95,9 @@ impl Delivery<'_> {
 impl Agent {
     /// Open a log stream for a container whose resume point is known.
     pub(crate) fn open_logs(&mut self, id: &str) {
+        if self.must_wait_for_room(id) {
+            return;
+        }
         self.vet_resume(id);
         let now_ns = wall_ns();
         let api = self.docker.api;
@@ -135,23 +160,29 @@ impl Agent {
         key: usize,
         feed: impl FnOnce(&mut ResponseDecoder, &mut Delivery<'_>) -> R,
     ) -> Option<R> {
-        let Agent { conns, containers, output, metrics, checkpoints, .. } = self;
+        let Agent { conns, containers, output, metrics, checkpoints, sink, .. } = self;
         let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
         let c = containers.get_mut(&lc.id)?;
-        let resume = c.resume.as_mut()?;
+        let Container { id, resume, identity_json, acked, sink: c_sink, .. } = c;
+        let resume = resume.as_mut()?;
         let LogConn { dec, rules, daemon_error, .. } = &mut **lc;
+        let with_sink = sink.is_some();
         let mut delivery = Delivery {
             rules,
             daemon_error,
             resume,
-            identity_json: &c.identity_json,
+            identity_json,
             output,
+            sink: sink.as_mut().map(|s| (s, ContainerSinkRef { id, sink: c_sink, acked })),
             metrics,
             delivered: false,
         };
         let r = feed(dec, &mut delivery);
-        if delivery.delivered {
+        if delivery.delivered && !with_sink {
             checkpoints.dirty = true;
+        }
+        if delivery.delivered && with_sink {
+            self.after_sink_push();
         }
         Some(r)
     }
@@ -287,6 +318,7 @@ impl Agent {
                 None
             }
             Role::Scraper(_) => None,
+            Role::Sink(_) => None,
         }
     }
 

@@ -234,6 +234,9 @@ impl Agent {
             .count();
         self.metrics.containers_followed.set(followed as i64);
         self.metrics.output_buffer_bytes.set(self.output.pending() as i64);
+        if let Some(s) = &self.sink {
+            s.update_gauges();
+        }
         self.metrics.sync_stderr_dropped();
         let format = Format::from_accept(accept);
         let mut body = String::with_capacity(16 * 1024);
@@ -252,6 +255,8 @@ impl Agent {
             format!("cannot watch Docker events ({e}): containers that start are not followed")
         } else if let Some(e) = &d.list.trouble {
             format!("cannot list containers ({e}): containers already there are not followed")
+        } else if let Some(t) = self.sink.as_ref().and_then(|s| s.trouble()) {
+            t
         } else {
             return plain(200, "OK", "ok\n");
         };

@@ -16,6 +16,7 @@
 //! | the scrape server | the listener, its clients by age, accept backoff | `metrics_http::ScrapeServer` |
 //! | the output | its buffer and what each write error means | [`crate::output`] |
 //! | the writer | flush ticks, blocked/no-space state, a deleted file, fatal failures | [`writer`] |
+//! | the sink | the batch, the queue of unacknowledged batches, the connection, retries, addresses | [`sink`], [`sink_conn`], [`resolve`] |
 //!
 //! The rules that decide every line and every reopen do no I/O and are
 //! tested on their own: [`stream`] (how a stream is opened, what each line
@@ -37,6 +38,9 @@
 //! - [`persist`]: the checkpointer
 //! - [`metrics_http`]: `/metrics` and `/healthz`
 //! - [`exchange`]: one short API call's response, head to body
+//! - [`sink`]: lines into batches, batches into the queue, acknowledgements into checkpoints
+//! - [`sink_conn`]: the sink's connection: push, answer, retry
+//! - [`resolve`]: the sink's host name, resolved on the loop
 //! - [`sock`], [`signals`]: the unix/TCP socket and the signalfd
 //! - [`startup`]: the checks before the loop starts (reach Docker, clear errors)
 
@@ -50,8 +54,11 @@ pub mod exchange;
 pub mod follow;
 pub mod metrics_http;
 pub mod persist;
+pub mod resolve;
 pub mod resume;
 pub mod signals;
+pub mod sink;
+pub mod sink_conn;
 pub mod sock;
 pub mod startup;
 pub mod stream;

@@ -19,4 +19,10 @@
 //! - [`url`]: a sink's address
 
 pub mod loki;
+pub mod metrics;
+pub mod outcome;
+pub mod queue;
+pub mod response;
+pub mod tls;
+pub mod transport;
 pub mod url;

@@ -209,7 +209,10 @@ impl LokiConfig {
             );
         }
         if a.sink_queue_bytes > 4 << 30 {
-            bail!("--sink-queue-bytes {} is more than 4 GiB; dockerd's log files are the buffer", a.sink_queue_bytes);
+            bail!(
+                "--sink-queue-bytes {} is more than 4 GiB; dockerd's log files are the buffer",
+                a.sink_queue_bytes
+            );
         }
         let auth = if let Some(user) = &a.loki_username {
             if user.contains(':') {
@@ -281,7 +284,8 @@ const OWN_HEADERS: [&str; 7] = [
 fn parse_header(h: &str) -> Result<(String, String), String> {
     let (name, value) = h.split_once(':').ok_or("write it as `Name: value`")?;
     let (name, value) = (name.trim(), value.trim());
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
         return Err(format!("`{name}` is not a header name"));
     }
     if OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
@@ -316,6 +320,17 @@ fn read_secret(path: &Path, flag: &str) -> anyhow::Result<String> {
     }
     check_header_value(line).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
     Ok(line.to_owned())
+}
+
+/// `16 MiB`, `512 KiB`, `100 B`: sizes in messages.
+pub fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
 }
 
 /// The value of `Loki`'s default `max_line_size` in this module's terms.

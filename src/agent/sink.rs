@@ -1,0 +1,428 @@
+//! The sink on the loop: lines go into a batch, batches into a bounded
+//! queue, and a container's checkpoint moves only when the batch holding
+//! its lines is acknowledged.
+//!
+//! - **One push in flight.** The queue's front batch is the only one on
+//!   the wire; the next goes when it is answered. Acknowledgements thus
+//!   come in order, and each batch carries, per container with lines in
+//!   it, the resume point *after* its last line in that batch ([`Ack`]):
+//!   applying it is the whole checkpoint update. One push at a time costs
+//!   throughput only on a slow link (a ~1 MiB batch per round trip).
+//! - **A container's two positions.** `Container::resume` is where its
+//!   next stream starts (past every line read, acknowledged or not: the
+//!   queue is never read twice); `Container::acked` is what a checkpoint
+//!   records while some of its lines wait, and `None` once none do.
+//! - **Backpressure.** When the queue is full the loop stops reading log
+//!   streams; dockerd's log files hold what follows. Streams left paused
+//!   for [`PAUSED_CLOSE_AFTER`] are closed (an outage of hours holds no
+//!   connections) and reopened from their resume point once the queue has
+//!   room.
+//!
+//! The connection, its answers and retries are in [`super::sink_conn`]; the
+//! sink's host name is resolved on the loop by [`super::resolve`].
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::agent::container::{Backoff, Container, Follow};
+use crate::agent::event_loop::{Agent, Timer};
+use crate::agent::resolve::SinkAddrs;
+use crate::agent::resume::Resume;
+use crate::message;
+use crate::messages::Limiter;
+use crate::record::Record;
+use crate::sink::loki::batch::{Batch, Line};
+use crate::sink::loki::config::LokiConfig;
+use crate::sink::loki::labels::{Container as LabelSource, LokiStream};
+use crate::sink::metrics::SinkMetrics;
+use crate::sink::outcome::RejectReason;
+use crate::sink::queue::{Queue, Queued};
+use crate::timer_wheel::TimerId;
+
+/// Streams paused this long by a full queue are closed, and reopened once
+/// it drains.
+pub const PAUSED_CLOSE_AFTER: Duration = Duration::from_secs(60);
+
+/// The sink's housekeeping period.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// What a batch's acknowledgement delivers for one container.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    pub id: String,
+    /// The container's resume point after its last line in the batch.
+    /// `None` just after a batch is sealed while another container's lines
+    /// are being delivered: this container has read nothing since its last
+    /// line in the batch, so its resume point as soon as that delivery
+    /// ends is the one ([`Agent::fill_acks`]).
+    pub resume: Option<Resume>,
+    pub lines: u32,
+}
+
+/// A container with lines in the batch being filled.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub id: String,
+    pub lines: u32,
+}
+
+/// A container's part in the sink.
+#[derive(Debug, Default)]
+pub struct ContainerSink {
+    /// Its Loki streams, by Docker stream id (stdin, stdout, stderr,
+    /// systemerr): built when the container is inspected.
+    pub streams: [Option<Rc<LokiStream>>; 4],
+    /// Lines read and not yet acknowledged (batch, queue, wire).
+    pub pending: u64,
+    /// Its place in `Sink::members`, for the batch numbered so.
+    pub(crate) member: Option<(u64, usize)>,
+}
+
+pub(crate) struct Sink {
+    pub cfg: LokiConfig,
+    pub tls: Option<crate::agent::sink_conn::TlsSetup>,
+    pub batch: Batch<()>,
+    /// Containers with lines in `batch`, in order of their first line.
+    pub members: Vec<Member>,
+    /// Number of the batch being filled.
+    pub batch_seq: u64,
+    /// Queued batches at the back have acks to fill.
+    pub unfilled: bool,
+    pub queue: Queue<Ack>,
+    /// The batch timer, while `batch` holds lines.
+    pub batch_timer: Option<TimerId>,
+    /// The connection's slab key.
+    pub conn: Option<usize>,
+    /// A push is on the wire.
+    pub in_flight: bool,
+    /// Waiting before the next try (backoff, Retry-After, refused).
+    pub retry_timer: Option<TimerId>,
+    pub backoff: Backoff,
+    pub addrs: SinkAddrs,
+    /// The configuration is refused (401, 403, 404, 413, TLS): what to fix.
+    pub refused: Option<String>,
+    /// The last failure (for /healthz while pushes fail).
+    pub failing: Option<String>,
+    pub metrics: SinkMetrics,
+    /// At most one "rejected" message per reason per minute.
+    pub reject_says: HashMap<RejectReason, Limiter>,
+    pub refused_says: Limiter,
+    pub retry_says: Limiter,
+    /// Since when log streams have been paused by a full queue.
+    pub paused_since: Option<Instant>,
+    /// Streams closed by a long pause wait for room to reopen.
+    pub closed_for_room: Vec<String>,
+    /// The reusable request head (all but the length-dependent part).
+    pub headers: crate::http::request::Headers,
+}
+
+impl Sink {
+    pub(crate) fn new(
+        cfg: LokiConfig,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> anyhow::Result<Self> {
+        let tls = if cfg.url.tls { Some(crate::agent::sink_conn::TlsSetup::new(&cfg)?) } else { None };
+        let headers = crate::agent::sink_conn::request_headers(&cfg)?;
+        Ok(Sink {
+            batch: Batch::new(cfg.limits, cfg.encoding),
+            members: Vec::new(),
+            batch_seq: 0,
+            unfilled: false,
+            queue: Queue::new(cfg.queue_bytes),
+            batch_timer: None,
+            conn: None,
+            in_flight: false,
+            retry_timer: None,
+            backoff: Backoff::default(),
+            addrs: SinkAddrs::new(&cfg.url),
+            refused: None,
+            failing: None,
+            metrics: SinkMetrics::register(registry),
+            reject_says: HashMap::new(),
+            refused_says: Limiter::new(Duration::from_secs(60)),
+            retry_says: Limiter::new(Duration::from_secs(30)),
+            paused_since: None,
+            closed_for_room: Vec::new(),
+            headers,
+            tls,
+            cfg,
+        })
+    }
+
+    /// Take one line of `c`. The caller sealed a full batch before (see
+    /// [`Sink::seal`]), so the batch takes it.
+    pub(crate) fn push(&mut self, c: &mut ContainerSinkRef<'_>, rec: &Record<'_>, now: Instant) {
+        let Some(stream) = c.sink.streams[rec.stream as usize].as_ref() else {
+            return;
+        };
+        let line =
+            Line { timestamp_ns: rec.timestamp.unwrap_or(0), text: rec.message, truncated: rec.truncated };
+        if self.batch.push(stream, line, (), now).is_err() {
+            debug_assert!(false, "pushed into a full batch");
+            return;
+        }
+        match c.sink.member {
+            Some((seq, i)) if seq == self.batch_seq => self.members[i].lines += 1,
+            _ => {
+                c.sink.member = Some((self.batch_seq, self.members.len()));
+                self.members.push(Member { id: c.id.to_owned(), lines: 1 });
+            }
+        }
+        c.sink.pending += 1;
+        self.queue.set_filling(self.batch.size());
+    }
+
+    /// Move the batch being filled into the queue. `current`: the
+    /// container being delivered right now and its resume point before the
+    /// line at hand; the others' are filled in when the delivery ends.
+    pub(crate) fn seal(&mut self, current: Option<(&str, &Resume)>) -> bool {
+        let Some(done) = self.batch.finish() else { return false };
+        self.batch_seq += 1;
+        let acks = self
+            .members
+            .drain(..)
+            .map(|m| {
+                let resume = current.filter(|(id, _)| *id == m.id).map(|(_, r)| r.clone());
+                Ack { id: m.id, resume, lines: m.lines }
+            })
+            .collect::<Vec<_>>();
+        self.unfilled |= acks.iter().any(|a| a.resume.is_none());
+        self.metrics.lines_cut(done.cut);
+        self.queue.set_filling(0);
+        self.queue.push_back(Queued {
+            body: done.body,
+            lines: done.lines,
+            oldest: done.opened,
+            acks,
+            attempts: 0,
+        });
+        true
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.queue.is_full()
+            || (self.batch.is_full() && self.queue.bytes() + self.batch.size() >= self.cfg.queue_bytes)
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        self.queue.has_room()
+    }
+
+    /// Why /healthz fails because of the sink, if it does.
+    pub(crate) fn trouble(&self) -> Option<String> {
+        if let Some(r) = &self.refused {
+            return Some(format!("the sink refuses the configuration: {r}"));
+        }
+        let age = self.backlog_age(Instant::now());
+        match &self.failing {
+            Some(f) if age > Duration::from_secs(60) => {
+                Some(format!("the sink has not acknowledged anything for {age:.0?}: {f}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Age of the oldest unacknowledged line.
+    pub(crate) fn backlog_age(&self, now: Instant) -> Duration {
+        let oldest =
+            self.queue.oldest().or_else(|| self.batch.deadline().map(|d| d - self.cfg.limits.max_age));
+        oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    pub(crate) fn update_gauges(&self) {
+        self.metrics.queue_bytes.set(self.queue.bytes() as i64);
+        self.metrics.backlog_age_seconds.set(self.backlog_age(Instant::now()).as_secs() as i64);
+    }
+}
+
+/// The parts of a container [`Sink::push`] needs, borrowed apart from its
+/// resume point (which the stream rules hold at the same time).
+pub(crate) struct ContainerSinkRef<'a> {
+    pub id: &'a str,
+    pub sink: &'a mut ContainerSink,
+    pub acked: &'a mut Option<Resume>,
+}
+
+/// The Loki streams of a container, from its inspect.
+pub(crate) fn container_streams(
+    cfg: &LokiConfig,
+    c: &Container,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> [Option<Rc<LokiStream>>; 4] {
+    let src = LabelSource { id: &c.id, name: &c.name, image: &c.image, labels };
+    let mut out: [Option<Rc<LokiStream>>; 4] = Default::default();
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Some(s) = crate::docker::frame::StreamId::from_byte(i as u8) {
+            *slot = Some(Rc::new(cfg.labels.stream(&src, s)));
+        }
+    }
+    out
+}
+
+impl Agent {
+    /// Seal the batch being filled into the queue (its time has come, or
+    /// it is full), with each member's resume point as it is now: every
+    /// line it read so far is in this batch or an earlier one.
+    pub(crate) fn seal_batch(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        if let Some(t) = sink.batch_timer.take() {
+            self.timers.cancel(t);
+        }
+        sink.seal(None);
+        self.fill_acks();
+        self.pump_sink();
+    }
+
+    /// Give the acks of batches sealed during a delivery the resume points
+    /// their containers have now.
+    pub(crate) fn fill_acks(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        if !std::mem::take(&mut sink.unfilled) {
+            return;
+        }
+        for q in sink.queue.iter_mut().rev() {
+            let mut any = false;
+            for a in q.acks.iter_mut().filter(|a| a.resume.is_none()) {
+                any = true;
+                a.resume = self.containers.get(&a.id).and_then(|c| c.resume.clone());
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    /// After lines went to the sink: fill acks, seal a full batch, arm the
+    /// batch timer, send.
+    pub(crate) fn after_sink_push(&mut self) {
+        self.fill_acks();
+        let Some(sink) = self.sink.as_mut() else { return };
+        if sink.batch.is_full() {
+            return self.seal_batch();
+        }
+        if sink.batch_timer.is_none() {
+            if let Some(d) = sink.batch.deadline() {
+                sink.batch_timer = Some(self.timers.insert(d, Timer::SinkBatch));
+            }
+        }
+        sink.update_gauges();
+        self.pump_sink();
+    }
+
+    pub(crate) fn sink_batch_due(&mut self) {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.batch_timer = None;
+        }
+        self.seal_batch();
+    }
+
+    /// The front batch was answered for good (2xx, or 400 for part of it):
+    /// its lines are delivered; checkpoints move over them.
+    pub(crate) fn batch_delivered(&mut self, rejected: Option<(RejectReason, &str)>) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        let Some(q) = sink.queue.pop_front() else { return };
+        match rejected {
+            None => {
+                sink.metrics.lines.inc_by(q.lines as u64);
+            }
+            Some((reason, said)) => {
+                sink.metrics.rejected(reason, q.lines as u64);
+                let says =
+                    sink.reject_says.entry(reason).or_insert_with(|| Limiter::new(Duration::from_secs(60)));
+                if let Some(held) = says.allow(Instant::now()) {
+                    message!(
+                        "the sink refused lines of a push of {} for good ({reason}): {}; the rest were \
+                         stored, and it is not sent again (log_capturer_sink_rejected_lines_total){}",
+                        q.lines,
+                        said,
+                        crate::messages::held_back(held)
+                    );
+                }
+            }
+        }
+        for ack in q.acks {
+            let Some(c) = self.containers.get_mut(&ack.id) else { continue };
+            c.sink.pending = c.sink.pending.saturating_sub(u64::from(ack.lines));
+            if c.sink.pending == 0 {
+                c.acked = None;
+            } else if let Some(r) = ack.resume {
+                c.acked = Some(r);
+            }
+        }
+        self.checkpoints.dirty = true;
+        let sink = self.sink.as_mut().expect("checked above");
+        sink.update_gauges();
+    }
+
+    /// Log streams may be read again (the queue has room): reopen those
+    /// a long pause closed (through an inspect: the container may have
+    /// stopped meanwhile).
+    pub(crate) fn sink_room_again(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.paused_since = None;
+        let ids = std::mem::take(&mut sink.closed_for_room);
+        for id in ids {
+            if self.containers.get(&id).is_some_and(|c| c.follow == Follow::Backoff) {
+                self.inspect(&id);
+            }
+        }
+    }
+
+    /// Once a second: gauges; streams paused too long are closed.
+    pub(crate) fn sink_tick(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.update_gauges();
+        self.timers.insert(Instant::now() + TICK, Timer::SinkTick);
+        let Some(since) = sink.paused_since else { return };
+        if since.elapsed() < PAUSED_CLOSE_AFTER {
+            return;
+        }
+        let streaming: Vec<(String, usize)> = self
+            .containers
+            .values()
+            .filter_map(|c| match c.follow {
+                Follow::Streaming(key) => Some((c.id.clone(), key)),
+                _ => None,
+            })
+            .collect();
+        if streaming.is_empty() {
+            return;
+        }
+        message!(
+            "the sink's queue has been full for {:.0?}: closing {} log streams until it drains (their \
+             lines wait in dockerd's log files; they are reopened where they stopped)",
+            since.elapsed(),
+            streaming.len()
+        );
+        for (id, key) in streaming {
+            self.park_stream(&id, key);
+        }
+    }
+
+    /// Close a stream that waits for room in the queue; it is reopened
+    /// (through an inspect) when there is. It keeps its slot.
+    pub(crate) fn park_stream(&mut self, id: &str, key: usize) {
+        self.abandon_conn(key);
+        if let Some(c) = self.containers.get_mut(id) {
+            c.follow = Follow::Backoff;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            sink.closed_for_room.push(id.to_owned());
+        }
+    }
+
+    /// A stream about to be opened while the queue is full waits instead.
+    pub(crate) fn must_wait_for_room(&mut self, id: &str) -> bool {
+        let Some(sink) = self.sink.as_mut() else { return false };
+        if !sink.is_full() {
+            return false;
+        }
+        if let Some(c) = self.containers.get_mut(id) {
+            c.follow = Follow::Backoff;
+        }
+        sink.paused_since.get_or_insert_with(Instant::now);
+        sink.closed_for_room.push(id.to_owned());
+        true
+    }
+}

@@ -1,0 +1,485 @@
+//! The sink's connection on the loop: connect (to an address
+//! [`super::resolve`] found), TLS, one push at a time, its answer, and what
+//! the answer means for the queue ([`crate::sink::outcome`]): acknowledge,
+//! drop for good, retry with backoff, or wait for the operator.
+//!
+//! The connection is kept alive between pushes and closed after
+//! [`KEEP_ALIVE_IDLE`] without one (before a server's idle timeout, Loki's
+//! is 120 s, can race a push).
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Token};
+
+use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
+use crate::agent::event_loop::{Agent, Timer};
+use crate::agent::resolve::Next;
+use crate::agent::sock::{Endpoint, Sock};
+use crate::http::request::Headers;
+use crate::message;
+use crate::sink::loki::config::{Auth, LokiConfig};
+use crate::sink::metrics::RequestResult;
+use crate::sink::outcome::{self, Outcome, RetryReason, REFUSED_RETRY};
+use crate::sink::response::{PushResponse, ResponseReader};
+use crate::sink::transport::{Received, Transport, TransportError};
+
+/// An idle kept-alive connection is closed after this.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// The TLS client configuration, built once at start.
+pub(crate) struct TlsSetup {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsSetup {
+    pub(crate) fn new(cfg: &LokiConfig) -> anyhow::Result<Self> {
+        Ok(TlsSetup {
+            config: crate::sink::tls::client_config(&cfg.tls)?,
+            name: crate::sink::tls::server_name(&cfg.url.host, &cfg.tls)?,
+        })
+    }
+}
+
+/// The headers every push carries, checked once.
+pub(crate) fn request_headers(cfg: &LokiConfig) -> anyhow::Result<Headers> {
+    let mut h = Headers::default();
+    let mut add = |name: &str, value: &str| {
+        h.add(name, value).map_err(|e| anyhow::anyhow!("the Loki header {name}: {e}"))
+    };
+    add("Content-Type", cfg.encoding.content_type())?;
+    if let Some(enc) = cfg.encoding.content_encoding() {
+        add("Content-Encoding", enc)?;
+    }
+    if let Some(t) = &cfg.tenant {
+        add("X-Scope-OrgID", t)?;
+    }
+    match &cfg.auth {
+        Auth::None => {}
+        Auth::Basic { user, password } => {
+            add("Authorization", &format!("Basic {}", base64(format!("{user}:{password}").as_bytes())))?
+        }
+        Auth::Bearer(t) => add("Authorization", &format!("Bearer {t}"))?,
+    }
+    for (n, v) in &cfg.headers {
+        add(n, v)?;
+    }
+    Ok(h)
+}
+
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One connection to the sink.
+pub(crate) struct SinkConn {
+    pub transport: Transport,
+    pub reader: ResponseReader,
+    /// When the push on the wire was sent; `None` between pushes.
+    pub sent_at: Option<Instant>,
+}
+
+impl Agent {
+    /// Send the front batch if nothing is in flight and nothing waits.
+    pub(crate) fn pump_sink(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        if sink.in_flight || sink.retry_timer.is_some() || sink.queue.is_empty() {
+            return;
+        }
+        match sink.conn {
+            Some(key) => {
+                if self.conns.get(key).is_some_and(|c| c.connected) {
+                    self.send_push(key);
+                }
+            }
+            None => self.connect_sink(),
+        }
+    }
+
+    fn connect_sink(&mut self) {
+        let now = Instant::now();
+        let Some(sink) = self.sink.as_mut() else { return };
+        let addr = match sink.addrs.next(now) {
+            Next::Addr(a) => a,
+            Next::Resolve => return self.resolve_sink(),
+        };
+        let transport = match &sink.tls {
+            None => Ok(Transport::Plain),
+            Some(t) => Transport::tls(t.config.clone(), t.name.clone()),
+        };
+        let transport = match transport {
+            Ok(t) => t,
+            Err(e) => return self.push_failed(ConnFailure::Io(io::Error::other(e.to_string())), None),
+        };
+        let mut sock = match Sock::connect(&Endpoint::Tcp(addr)) {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_fd_exhaustion(&e);
+                if let Some(s) = self.sink.as_mut() {
+                    s.addrs.failed();
+                }
+                return self.push_failed(ConnFailure::Io(e), None);
+            }
+        };
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) =
+            self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)
+        {
+            return self.push_failed(ConnFailure::Io(e), None);
+        }
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        entry.insert(Conn {
+            gen,
+            sock,
+            connected: false,
+            out: Vec::new(),
+            out_pos: 0,
+            deadlines: Default::default(),
+            paused: false,
+            role: Role::Sink(Box::new(SinkConn { transport, reader: ResponseReader::new(), sent_at: None })),
+        });
+        let sink = self.sink.as_mut().expect("checked above");
+        sink.conn = Some(key);
+        self.add_timer(key, now + self.cfg.connect_timeout, ConnTimer::Connect);
+    }
+
+    /// Readiness of the sink's connection.
+    pub(crate) fn sink_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if writable && !conn.connected {
+            match conn.sock.finish_connect() {
+                Ok(true) => {
+                    conn.connected = true;
+                    self.cancel_timer(key, ConnTimer::Connect);
+                    if let Some(s) = self.sink.as_mut() {
+                        s.addrs.worked();
+                    }
+                    self.pump_sink();
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    if let Some(s) = self.sink.as_mut() {
+                        s.addrs.failed();
+                    }
+                    return self.sink_conn_failed(key, ConnFailure::Io(e), None);
+                }
+            }
+        }
+        if let Err(e) = self.sink_write(key) {
+            return self.sink_conn_failed(key, ConnFailure::Io(io::Error::other(e.to_string())), Some(e));
+        }
+        if readable || writable {
+            self.sink_read(key);
+        }
+    }
+
+    /// Write what is left of the request, and pending TLS records.
+    fn sink_write(&mut self, key: usize) -> Result<(), TransportError> {
+        let Some(conn) = self.conns.get_mut(key) else { return Ok(()) };
+        if !conn.connected {
+            return Ok(());
+        }
+        let Role::Sink(sc) = &mut conn.role else { return Ok(()) };
+        while conn.out_pos < conn.out.len() {
+            let n = sc.transport.write(&mut conn.sock, &conn.out[conn.out_pos..])?;
+            if n == 0 {
+                break;
+            }
+            conn.out_pos += n;
+        }
+        sc.transport.flush(&mut conn.sock)?;
+        if conn.out_pos == conn.out.len() && !conn.out.is_empty() {
+            conn.out = Vec::new();
+            conn.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    fn sink_read(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Role::Sink(sc) = &mut conn.role else { return };
+            let got = sc.transport.read(&mut conn.sock, &mut self.read_buf);
+            let answer = match got {
+                Ok(Received::Data(n)) => {
+                    if sc.sent_at.is_none() {
+                        // Nothing asked: a server that talks out of turn.
+                        let e = io::Error::other("the sink sent bytes without a request");
+                        return self.sink_conn_failed(key, ConnFailure::Io(e), None);
+                    }
+                    sc.reader.push(&self.read_buf[..n])
+                }
+                Ok(Received::WouldBlock) => {
+                    // A TLS handshake step may have queued records.
+                    if let Err(e) = self.sink_write(key) {
+                        let io = ConnFailure::Io(io::Error::other(e.to_string()));
+                        return self.sink_conn_failed(key, io, Some(e));
+                    }
+                    return;
+                }
+                Ok(Received::Eof) => {
+                    if sc.sent_at.is_none() {
+                        // The server closed an idle kept-alive connection.
+                        self.close_sink_conn(key);
+                        return self.pump_sink();
+                    }
+                    sc.reader.eof().map(Some)
+                }
+                Err(e) => {
+                    let io = ConnFailure::Io(io::Error::other(e.to_string()));
+                    return self.sink_conn_failed(key, io, Some(e));
+                }
+            };
+            match answer {
+                Ok(Some(resp)) => return self.sink_answered(key, resp),
+                Ok(None) => {}
+                Err(e) => {
+                    let io = ConnFailure::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                    return self.sink_conn_failed(key, io, None);
+                }
+            }
+        }
+    }
+
+    /// Put the front batch on the wire.
+    fn send_push(&mut self, key: usize) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        let Some(front) = sink.queue.front() else { return };
+        let head = match crate::http::request::post(
+            &sink.cfg.url.path,
+            &sink.cfg.url.host_header(),
+            &sink.headers,
+            front.body.bytes.len(),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                // Checked at start-up; cannot happen with a checked config.
+                message!("cannot build the push request: {e}");
+                return;
+            }
+        };
+        let mut out = Vec::with_capacity(head.len() + front.body.bytes.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&front.body.bytes);
+        sink.metrics.bytes.inc_by(out.len() as u64);
+        sink.in_flight = true;
+        let timeout = sink.cfg.timeout;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.out = out;
+        conn.out_pos = 0;
+        if let Role::Sink(sc) = &mut conn.role {
+            sc.sent_at = Some(Instant::now());
+            sc.reader = ResponseReader::new();
+        }
+        self.cancel_timer(key, ConnTimer::Idle);
+        self.add_timer(key, Instant::now() + timeout, ConnTimer::Push);
+        if let Err(e) = self.sink_write(key) {
+            self.sink_conn_failed(key, ConnFailure::Io(io::Error::other(e.to_string())), Some(e));
+        }
+    }
+
+    fn sink_answered(&mut self, key: usize, resp: PushResponse) {
+        let sent_at = match self.conns.get_mut(key).map(|c| &mut c.role) {
+            Some(Role::Sink(sc)) => sc.sent_at.take(),
+            _ => None,
+        };
+        self.cancel_timer(key, ConnTimer::Push);
+        if resp.keep_alive {
+            self.add_timer(key, Instant::now() + KEEP_ALIVE_IDLE, ConnTimer::Idle);
+        } else {
+            self.close_sink_conn(key);
+        }
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.in_flight = false;
+        if let Some(t) = sent_at {
+            sink.metrics.duration.observe(t.elapsed().as_secs_f64());
+        }
+        let wait = resp.retry_after.and_then(|r| r.wait(resp.date));
+        match outcome::of_status(resp.status, &resp.message, wait) {
+            Outcome::Acked => {
+                sink.metrics.request(RequestResult::Ok);
+                self.sink_recovered();
+                self.batch_delivered(None);
+            }
+            Outcome::Rejected(reason) => {
+                sink.metrics.request(RequestResult::Rejected);
+                self.sink_recovered();
+                self.batch_delivered(Some((reason, &resp.message)));
+            }
+            Outcome::Retry { reason, after } => {
+                let what = format!("answered {}{}", resp.status, said(&resp.message));
+                self.retry_push(reason, after, what);
+            }
+            Outcome::Refused { what, split } => self.push_refused(what, split),
+        }
+        self.pump_sink();
+    }
+
+    /// A push was answered for good: the sink is up.
+    fn sink_recovered(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.metrics.up.set(1);
+        sink.backoff.reset();
+        if let Some(was) = sink.refused.take() {
+            message!("the sink {} accepts pushes again (it had refused: {was})", sink.cfg.url);
+        } else if sink.failing.take().is_some() {
+            message!("the sink {} accepts pushes again", sink.cfg.url);
+        }
+        sink.retry_says.reset();
+    }
+
+    /// Try the same batch again after the backoff (at least `after`).
+    fn retry_push(&mut self, reason: RetryReason, after: Option<Duration>, what: String) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.in_flight = false;
+        sink.metrics.up.set(0);
+        sink.metrics.request(RequestResult::Retry);
+        sink.metrics.retry(reason);
+        if let Some(front) = sink.queue.front_mut() {
+            front.attempts += 1;
+        }
+        let wait = sink.backoff.next(&mut self.rng).max(after.unwrap_or_default());
+        if let Some(held) = sink.retry_says.allow(Instant::now()) {
+            message!(
+                "the sink {} {what}; sending again in {wait:.1?} (and with backoff up to 30 s until it \
+                 answers; nothing is dropped, reading pauses when the queue of {} is full){}",
+                sink.cfg.url,
+                crate::sink::loki::config::human_bytes(sink.cfg.queue_bytes),
+                crate::messages::held_back(held)
+            );
+        }
+        sink.failing = Some(what);
+        self.arm_sink_retry(wait);
+    }
+
+    fn push_refused(&mut self, what: String, split: bool) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.in_flight = false;
+        sink.metrics.up.set(0);
+        sink.metrics.request(RequestResult::Refused);
+        sink.metrics.retry(RetryReason::Refused);
+        if sink.refused.as_deref() != Some(what.as_str()) || sink.refused_says.allow(Instant::now()).is_some()
+        {
+            message!(
+                "the sink {} refuses pushes: {what}. Nothing is dropped: lines wait (in the queue, then \
+                 in dockerd's log files) and the push is tried again every {}s",
+                sink.cfg.url,
+                REFUSED_RETRY.as_secs()
+            );
+        }
+        sink.refused = Some(what);
+        let _ = split;
+        self.arm_sink_retry(REFUSED_RETRY);
+    }
+
+    fn arm_sink_retry(&mut self, wait: Duration) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        if let Some(t) = sink.retry_timer.take() {
+            self.timers.cancel(t);
+        }
+        sink.retry_timer = Some(self.timers.insert(Instant::now() + wait, Timer::SinkRetry));
+    }
+
+    pub(crate) fn sink_retry_due(&mut self) {
+        if let Some(sink) = self.sink.as_mut() {
+            sink.retry_timer = None;
+        }
+        self.pump_sink();
+    }
+
+    /// The name did not resolve: retry like a failed connection.
+    pub(crate) fn sink_dns_failed(&mut self, why: &str) {
+        self.retry_push(RetryReason::Dns, None, format!("cannot be resolved: {why}"));
+    }
+
+    /// The connection failed (I/O, TLS, protocol) or a deadline passed.
+    pub(crate) fn sink_conn_failed(&mut self, key: usize, why: ConnFailure, tls: Option<TransportError>) {
+        let in_flight = match self.conns.get(key).map(|c| &c.role) {
+            Some(Role::Sink(sc)) => sc.sent_at.is_some() || !c_connected(self, key),
+            _ => return,
+        };
+        self.close_sink_conn(key);
+        if tls.as_ref().is_some_and(TransportError::is_config_problem) {
+            return self.push_refused(format!("TLS: {}", tls.expect("checked")), false);
+        }
+        if in_flight || self.sink.as_ref().is_some_and(|s| !s.queue.is_empty()) {
+            self.push_failed(why, None);
+        }
+    }
+
+    fn push_failed(&mut self, why: ConnFailure, after: Option<Duration>) {
+        let reason = match why {
+            ConnFailure::Deadline(_) => RetryReason::Timeout,
+            _ => RetryReason::Connection,
+        };
+        self.retry_push(reason, after, format!("failed: {why}"));
+    }
+
+    pub(crate) fn sink_deadline(&mut self, key: usize, kind: ConnTimer) {
+        if kind == ConnTimer::Idle {
+            // Idle between pushes: close before the server does.
+            self.close_sink_conn(key);
+            return;
+        }
+        self.metrics.deadline(kind.metric());
+        self.sink_conn_failed(key, ConnFailure::Deadline(kind), None);
+    }
+
+    pub(crate) fn close_sink_conn(&mut self, key: usize) {
+        if self.close_conn(key).is_some() {
+            if let Some(sink) = self.sink.as_mut() {
+                if sink.conn == Some(key) {
+                    sink.conn = None;
+                    sink.in_flight = false;
+                }
+            }
+        }
+    }
+}
+
+fn c_connected(a: &Agent, key: usize) -> bool {
+    a.conns.get(key).is_some_and(|c| c.connected)
+}
+
+fn said(m: &str) -> String {
+    if m.is_empty() {
+        String::new()
+    } else {
+        format!(": {m}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_of_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The sink's metrics, registered only when a sink is configured (a
+//! `log_capturer_sink_up 0` on an agent writing a file would page someone).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::sink::outcome::{RejectReason, RetryReason};
+
+/// Push durations, seconds: a LAN Loki answers in milliseconds, a loaded
+/// one or a far one in seconds; the deadline is 30 s by default.
+pub const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// `result` of `log_capturer_sink_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestResult {
+    Ok,
+    Rejected,
+    Retry,
+    Refused,
+}
+
+impl RequestResult {
+    pub const ALL: [RequestResult; 4] = [Self::Ok, Self::Rejected, Self::Retry, Self::Refused];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Rejected => "rejected",
+            Self::Retry => "retry",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    pub up: Gauge,
+    requests: Vec<Counter>,
+    pub lines: Counter,
+    pub bytes: Counter,
+    pub duration: Histogram,
+    retries: Vec<Counter>,
+    rejected: Vec<Counter>,
+    pub queue_bytes: Gauge,
+    pub backlog_age_seconds: Gauge,
+    lines_cut: Counter,
+}
+
+impl SinkMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let up = Gauge::default();
+        r.register(
+            "log_capturer_sink_up",
+            "1 if the sink's last push was answered (accepted, or rejected for good in part), 0 while \
+             pushes fail or the configuration is refused",
+            up.clone(),
+        );
+        let requests_family = Family::<ResultLabel, Counter>::default();
+        r.register(
+            "log_capturer_sink_requests",
+            "Pushes to the sink by result: ok = acknowledged, rejected = some lines refused for good \
+             (400, not sent again), retry = failed and sent again (429, 5xx, connection, deadline), \
+             refused = the configuration is refused (401, 403, 404, 413, TLS), tried again slowly",
+            requests_family.clone(),
+        );
+        let requests = RequestResult::ALL
+            .iter()
+            .map(|r| requests_family.get_or_create(&ResultLabel { result: r.as_str() }).clone())
+            .collect();
+        let lines = Counter::default();
+        r.register("log_capturer_sink_lines", "Log lines the sink acknowledged", lines.clone());
+        let bytes = Counter::default();
+        r.register(
+            "log_capturer_sink_bytes",
+            "Bytes of push requests sent to the sink (heads and compressed bodies, retries included)",
+            bytes.clone(),
+        );
+        let duration = Histogram::new(DURATION_BUCKETS);
+        r.register(
+            "log_capturer_sink_request_duration_seconds",
+            "Time from sending a push to its answer, in seconds",
+            duration.clone(),
+        );
+        let retries_family = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "log_capturer_sink_retries",
+            "Pushes sent again, by reason: rate_limited (429), server_error (5xx), connection, timeout \
+             (no answer within --sink-timeout), dns (the sink's name did not resolve), refused (the \
+             configuration was refused; tried every 30 s)",
+            retries_family.clone(),
+        );
+        let retries = RetryReason::ALL
+            .iter()
+            .map(|r| retries_family.get_or_create(&ReasonLabel { reason: r.as_str() }).clone())
+            .collect();
+        let rejected_family = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "log_capturer_sink_rejected_lines",
+            "Lines of pushes the sink rejected in part for good (400), by the reason in its answer: \
+             too_old, too_new, line_too_long, labels, rate_limited, other. Loki stores the valid \
+             lines of such a push; which lines it refused, it does not say",
+            rejected_family.clone(),
+        );
+        let rejected = RejectReason::ALL
+            .iter()
+            .map(|r| rejected_family.get_or_create(&ReasonLabel { reason: r.as_str() }).clone())
+            .collect();
+        let queue_bytes = Gauge::default();
+        r.register(
+            "log_capturer_sink_queue_bytes",
+            "Bytes held for the sink: batches waiting for acknowledgement and the batch being filled; \
+             at --sink-queue-bytes, log streams pause",
+            queue_bytes.clone(),
+        );
+        let backlog_age_seconds = Gauge::default();
+        r.register(
+            "log_capturer_sink_backlog_age_seconds",
+            "Age of the oldest line read and not yet acknowledged by the sink, in seconds (0 when \
+             everything read is acknowledged)",
+            backlog_age_seconds.clone(),
+        );
+        let lines_cut = Counter::default();
+        r.register(
+            "log_capturer_sink_lines_cut",
+            "Lines longer than --loki-max-line-bytes, cut and marked truncated=\"true\" (Loki refuses \
+             longer lines for good)",
+            lines_cut.clone(),
+        );
+        Self {
+            up,
+            requests,
+            lines,
+            bytes,
+            duration,
+            retries,
+            rejected,
+            queue_bytes,
+            backlog_age_seconds,
+            lines_cut,
+        }
+    }
+
+    /// Lines the batch cut to the line limit.
+    pub fn lines_cut(&self, n: usize) {
+        self.lines_cut.inc_by(n as u64);
+    }
+
+    pub fn request(&self, r: RequestResult) {
+        self.requests[r as usize].inc();
+    }
+
+    pub fn retry(&self, r: RetryReason) {
+        self.retries[r as usize].inc();
+    }
+
+    pub fn rejected(&self, r: RejectReason, lines: u64) {
+        self.rejected[r as usize].inc_by(lines);
+    }
+}

@@ -1,0 +1,163 @@
+//! The batches a sink holds until its receiver acknowledges them: encoded,
+//! in the order they must be sent, bounded by bytes.
+//!
+//! Only the front batch is ever on the wire (one push in flight): a batch
+//! is acknowledged only after every batch before it, so acknowledgements
+//! apply in order and a container's checkpoint can simply take the resume
+//! point its newest acknowledged batch carries. Each batch carries its
+//! `acks`, of the caller's type: what becomes delivered when it is
+//! acknowledged.
+//!
+//! The bytes counted are the encoded bodies' (what the memory holds) plus
+//! what the caller reports for the batch still being filled; the caller
+//! stops reading when [`Queue::is_full`] and reads again when
+//! [`Queue::has_room`], which leaves a gap between the two so reading does
+//! not flap around one threshold.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::sink::loki::encoding::Body;
+
+/// One batch waiting in the queue.
+#[derive(Debug)]
+pub struct Queued<A> {
+    pub body: Body,
+    pub lines: usize,
+    /// When its first line was read: its age is the backlog's while it is
+    /// the oldest.
+    pub oldest: Instant,
+    pub acks: Vec<A>,
+    /// Pushes of it that failed and will be retried.
+    pub attempts: u32,
+}
+
+#[derive(Debug)]
+pub struct Queue<A> {
+    batches: VecDeque<Queued<A>>,
+    bytes: usize,
+    filling: usize,
+    cap: usize,
+}
+
+impl<A> Queue<A> {
+    pub fn new(cap: usize) -> Self {
+        Self { batches: VecDeque::new(), bytes: 0, filling: 0, cap }
+    }
+
+    pub fn push_back(&mut self, q: Queued<A>) {
+        self.bytes += q.body.bytes.len();
+        self.batches.push_back(q);
+    }
+
+    /// Put a batch back at the front (the halves of a batch that was too
+    /// large go back in order: push the second, then the first).
+    pub fn push_front(&mut self, q: Queued<A>) {
+        self.bytes += q.body.bytes.len();
+        self.batches.push_front(q);
+    }
+
+    /// Front to back.
+    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Queued<A>> {
+        self.batches.iter_mut()
+    }
+
+    pub fn front(&self) -> Option<&Queued<A>> {
+        self.batches.front()
+    }
+
+    pub fn front_mut(&mut self) -> Option<&mut Queued<A>> {
+        self.batches.front_mut()
+    }
+
+    /// Take the front batch off (acknowledged, rejected, or to be split).
+    pub fn pop_front(&mut self) -> Option<Queued<A>> {
+        let q = self.batches.pop_front()?;
+        self.bytes -= q.body.bytes.len();
+        Some(q)
+    }
+
+    /// The size of the batch being filled (not in the queue yet).
+    pub fn set_filling(&mut self, bytes: usize) {
+        self.filling = bytes;
+    }
+
+    /// Bytes held: queued bodies and the batch being filled.
+    pub fn bytes(&self) -> usize {
+        self.bytes + self.filling
+    }
+
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Stop reading log streams.
+    pub fn is_full(&self) -> bool {
+        self.bytes() >= self.cap
+    }
+
+    /// Read log streams again (below three quarters of the cap).
+    pub fn has_room(&self) -> bool {
+        self.bytes() < self.cap - self.cap / 4
+    }
+
+    /// When the oldest line still unacknowledged was read, among the queued
+    /// batches (the caller knows the batch being filled).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.batches.front().map(|q| q.oldest)
+    }
+
+    /// Lines in the queue.
+    pub fn lines(&self) -> usize {
+        self.batches.iter().map(|q| q.lines).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: usize, acks: Vec<u32>) -> Queued<u32> {
+        Queued {
+            body: Body {
+                bytes: vec![0; n],
+                content_type: "application/x-protobuf",
+                content_encoding: None,
+                uncompressed_len: n,
+            },
+            lines: acks.len(),
+            oldest: Instant::now(),
+            acks,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn accounting_and_watermarks() {
+        let mut q = Queue::new(100);
+        assert!(q.has_room() && !q.is_full());
+        q.push_back(batch(40, vec![1, 2]));
+        q.set_filling(40);
+        assert_eq!(q.bytes(), 80);
+        assert!(!q.has_room() && !q.is_full(), "between the marks: neither");
+        q.push_back(batch(30, vec![3]));
+        q.set_filling(29);
+        assert!(!q.is_full(), "99 of 100");
+        q.set_filling(30);
+        assert!(q.is_full());
+        assert_eq!(q.lines(), 3);
+        let first = q.pop_front().unwrap();
+        assert_eq!(first.acks, vec![1, 2]);
+        q.set_filling(0);
+        assert_eq!(q.bytes(), 30);
+        assert!(q.has_room());
+        q.push_front(first);
+        assert_eq!(q.front().unwrap().acks, vec![1, 2]);
+        assert_eq!(q.bytes(), 70);
+        assert_eq!(q.len(), 2);
+    }
+}
