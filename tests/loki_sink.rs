@@ -304,6 +304,43 @@ fn unauthorized_401_makes_healthz_unhealthy_then_delivers_everything_once_fixed(
     assert!(wait_for(T, || healthz(&agent).0 == 200), "/healthz {:?} after recovery", healthz(&agent));
 }
 
+#[test]
+fn tls_with_the_test_ca_and_a_client_certificate_delivers_everything_once() {
+    let tls = lk::TlsConfig { require_client_cert: true, ..lk::TlsConfig::default() };
+    let mut s = Scenario::with_loki("loki-mtls", lk::Config { tls: Some(tls), ..lk::Config::default() });
+    let pki = s.loki.pki().unwrap();
+    let (ca, cert, key) = (
+        pki.ca_file.display().to_string(),
+        pki.client.cert_file.display().to_string(),
+        pki.client.key_file.display().to_string(),
+    );
+    let agent = s.agent(&["--sink-ca-file", &ca, "--sink-client-cert", &cert, "--sink-client-key", &key]);
+    two_writers(&mut s, "ta", "tb", 300.0, 300);
+    assert!(s.wait_delivered(0, T), "{}", fail("not all delivered over mTLS", &s.delivery(&[]), &agent));
+    assert_exactly_once(&s, &agent, &[]);
+    assert_eq!(s.loki.stats().tls_handshake_failures, 0);
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_and_healthz_says_so() {
+    let tls = lk::TlsConfig { wrong_ca: true, ..lk::TlsConfig::default() };
+    let mut s = Scenario::with_loki("loki-wrong-ca", lk::Config { tls: Some(tls), ..lk::Config::default() });
+    let ca = s.loki.pki().unwrap().ca_file.display().to_string();
+    let agent = s.agent(&["--sink-ca-file", &ca]);
+    two_writers(&mut s, "wa", "wb", 300.0, 100);
+    assert!(
+        wait_for(T, || healthz(&agent).0 == 503),
+        "/healthz {:?} while the certificate is not trusted\n{}",
+        healthz(&agent),
+        agent.stderr()
+    );
+    let (_, body) = healthz(&agent);
+    let b = body.to_lowercase();
+    assert!(b.contains("certificate") || b.contains("tls"), "/healthz says {body:?}");
+    assert!(s.loki.stats().tls_handshake_failures >= 1);
+    assert_eq!(s.loki.stats().entries_stored, 0, "lines sent to an untrusted server");
+}
+
 // ---- 3. outage with the agent killed in the middle ----
 
 #[test]
