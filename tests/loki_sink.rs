@@ -347,7 +347,10 @@ fn a_certificate_from_another_ca_is_refused_and_healthz_says_so() {
 fn outage_with_the_agent_killed_in_the_middle_loses_nothing() {
     let outage = secs_from_env("LC_OUTAGE_SECS", 20);
     let mut s = Scenario::new("loki-outage");
-    let mut agent = s.agent(&[]);
+    // A queue that fills within seconds: reading pauses during the outage
+    // (and, past a minute, paused streams are closed and reopened).
+    let flags = ["--loki-batch-bytes", "8KiB", "--sink-queue-bytes", "32KiB"];
+    let mut agent = s.agent(&flags);
     let rate = 50.0;
     let total = (rate as u64) * (outage.as_secs() + 10);
     two_writers(&mut s, "oa", "ob", rate, total);
@@ -360,7 +363,7 @@ fn outage_with_the_agent_killed_in_the_middle_loses_nothing() {
     std::thread::sleep(outage / 2);
     let st = agent.stop("KILL");
     assert!(!st.success());
-    agent = s.agent(&[]);
+    agent = s.agent(&flags);
     // The restarted agent finds Loki down: connections refused, backlog ages.
     assert!(
         wait_for(T, || {
@@ -374,6 +377,10 @@ fn outage_with_the_agent_killed_in_the_middle_loses_nothing() {
         agent.stderr()
     );
     std::thread::sleep(outage.saturating_sub(down.elapsed()));
+    let queued = agent.metric("log_capturer_sink_queue_bytes");
+    // Reading stops once the queue is full: it may pass the bound by the
+    // entry that filled it (here under 1 KiB), no more.
+    assert!(queued > 0.0 && queued <= (33 << 10) as f64, "queue {queued} bytes, bound 32 KiB");
     assert_eq!(s.loki.requests().last().map_or(0, |r| r.seq), last, "a push arrived during the outage");
     s.loki.resume().unwrap();
     assert!(s.wait_delivered(0, T + outage), "{}", fail("not all delivered", &s.delivery(&[]), &agent));
