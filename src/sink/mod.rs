@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod queue;
 pub mod response;
+pub mod retention;
 pub mod tls;
 pub mod transport;
 pub mod url;

@@ -197,11 +197,12 @@ impl ResponseReader {
 /// The kept bytes as text; a character cut by the [`MAX_MESSAGE`] cap is
 /// dropped rather than shown as a replacement character.
 fn message_text(bytes: &[u8]) -> String {
-    let whole = match std::str::from_utf8(bytes) {
-        Err(e) if e.error_len().is_none() => &bytes[..e.valid_up_to()],
-        _ => bytes,
-    };
-    String::from_utf8_lossy(whole).trim().to_owned()
+    // A cut character is the start of a valid sequence, at most 3 bytes
+    // from the end, that the bytes end inside of.
+    let cut = (bytes.len().saturating_sub(3)..bytes.len()).find(|&i| {
+        matches!(std::str::from_utf8(&bytes[i..]), Err(e) if e.valid_up_to() == 0 && e.error_len().is_none())
+    });
+    String::from_utf8_lossy(&bytes[..cut.unwrap_or(bytes.len())]).trim().to_owned()
 }
 
 #[cfg(test)]
@@ -238,9 +239,9 @@ mod tests {
             .unwrap();
         assert_eq!((r.status, r.keep_alive, r.message.as_str()), (204, true, ""));
         assert_eq!(r.date, Some(1_795_808_902_000_000_000));
-        let wire = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 60\r\n\r\n\
-                     entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01\n";
-        let r = every_split(wire, false).unwrap();
+        let body = "entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01\n";
+        let wire = format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let r = every_split(wire.as_bytes(), false).unwrap();
         assert_eq!(r.status, 400);
         assert_eq!(r.message, "entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01");
         assert!(r.keep_alive);
@@ -293,6 +294,8 @@ mod tests {
         let wire = format!("HTTP/1.1 500 Oops\r\nContent-Length: {}\r\n\r\n{odd}", MAX_BODY);
         let r = feed(&wire.as_bytes()[..wire.len() - 1], 4096, false).unwrap();
         assert_eq!(r.message.len(), MAX_MESSAGE - 1, "the cut character is dropped");
+        assert_eq!(message_text(b"\xff ok \xe2\x82"), "\u{fffd} ok", "also after invalid bytes");
+        assert_eq!(message_text(b"ok \xe2\x82\x41"), "ok \u{fffd}A", "invalid, not cut");
         // Over it: refused from the head when the length says so, else as
         // soon as the body passes it.
         let wire = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
