@@ -16,7 +16,13 @@
 //! checkpoints to the loop.
 //!
 //! - [`loki`]: Grafana Loki's push API (labels, encodings, batches, flags)
+//! - [`response`]: the answer to one push (status, Retry-After, message)
+//! - [`tls`]: the TLS client configuration built from the `--sink-*` flags
+//! - [`transport`]: plain TCP or TLS bytes over a nonblocking socket
 //! - [`url`]: a sink's address
 
 pub mod loki;
+pub mod response;
+pub mod tls;
+pub mod transport;
 pub mod url;
