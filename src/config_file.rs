@@ -341,6 +341,9 @@ impl FileSettings {
             let argv = flag_values(arg, kind, v).map_err(|(span, m)| err(span, key, m))?;
             if let Kind::One | Kind::Many = kind {
                 for (value, span) in argv.iter().zip(value_spans(v)) {
+                    if secret_header(arg, value) {
+                        return Err(err(span, key, SECRET_HEADER.to_owned()));
+                    }
                     check_value(arg, value).map_err(|m| err(span, key, m))?;
                 }
             }
@@ -522,17 +525,29 @@ fn type_name(v: &DeValue) -> &'static str {
     }
 }
 
-/// ` (--flag VALUE: its help)`: what the flag is, for an error message.
+/// ` (--flag VALUE)`: the flag a key stands for, for an error message.
 fn takes(arg: &Arg) -> String {
     let long = arg.get_long().unwrap_or_default();
     let name = arg.get_value_names().and_then(|n| n.first()).map(|n| format!(" {n}")).unwrap_or_default();
-    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-    let first = help.split(". ").next().unwrap_or("").trim_end_matches('.');
-    if first.is_empty() {
-        format!(" (--{long}{name})")
-    } else {
-        format!(" (--{long}{name}: {first})")
+    format!(" (--{long}{name})")
+}
+
+/// What to do instead of writing a credential header in the file.
+const SECRET_HEADER: &str = "this header carries a credential, and secrets are not written in the config \
+     file: use `loki-password-file` or `loki-bearer-token-file` (or LOKI_PASSWORD, LOKI_BEARER_TOKEN)";
+
+/// Whether `value` of `arg` is a header (`Name: value`) whose name says it
+/// carries a credential.
+fn secret_header(arg: &Arg, value: &str) -> bool {
+    if !arg.get_long().is_some_and(|l| l.ends_with("header")) {
+        return false;
     }
+    secret_header_name(value.split(':').next().unwrap_or(""))
+}
+
+fn secret_header_name(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    ["authorization", "cookie", "token", "key", "secret", "password"].iter().any(|w| name.contains(w))
 }
 
 /// Run `value` through the flag's own value parser, alone: the same rules
@@ -573,6 +588,17 @@ fn check_value(arg: &Arg, value: &str) -> Result<(), String> {
 
 // ---- Printing the effective configuration -------------------------------
 
+impl Row {
+    /// `value` as shown: a credential header's value hidden.
+    fn masked(&self, value: &str) -> String {
+        let is_header = self.key.ends_with("header");
+        match value.split_once(':') {
+            Some((name, _)) if is_header && secret_header_name(name) => format!("{name}: ***"),
+            _ => value.to_owned(),
+        }
+    }
+}
+
 impl Settings {
     /// `first` is the command line alone (for where values came from);
     /// `last` the matches the command runs with; `applied` the file's keys
@@ -596,14 +622,13 @@ impl Settings {
                     .unwrap_or_default(),
             };
             let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
-            let source = if first.value_source(id) == Some(ValueSource::CommandLine) {
-                Source::Flag
-            } else if given_by_flag_or_env(cmd, first, id) {
-                Source::Env
-            } else if applied.contains(id) {
-                Source::File
-            } else {
-                Source::Default
+            // An empty variable loses to the file, but is still where the
+            // value came from when the file says nothing.
+            let source = match first.value_source(id) {
+                Some(ValueSource::CommandLine) => Source::Flag,
+                _ if applied.contains(id) => Source::File,
+                Some(ValueSource::EnvVariable) => Source::Env,
+                _ => Source::Default,
             };
             rows.push(Row {
                 key: arg.get_long().unwrap_or_default().to_owned(),
@@ -648,10 +673,10 @@ impl Settings {
             };
             let value = match r.kind {
                 Kind::Switch { .. } | Kind::Count => r.values.first().map(|v| v.to_owned()),
-                Kind::One => r.values.first().map(|v| toml_value(v)),
+                Kind::One => r.values.first().map(|v| toml_value(&r.masked(v))),
                 Kind::Many => Some(format!(
                     "[{}]",
-                    r.values.iter().map(|v| toml_value(v)).collect::<Vec<_>>().join(", ")
+                    r.values.iter().map(|v| toml_value(&r.masked(v))).collect::<Vec<_>>().join(", ")
                 )),
             };
             match value {
@@ -758,10 +783,7 @@ mod tests {
             ("max-streams = 0", "c.toml:1:15: `max-streams`: \"0\": 0 is not in 1..="),
             ("include-label = [\"a\", \"=x\"]", "c.toml:1:23: `include-label`: \"=x\""),
             ("from-beginning = \"yes\"", "`from-beginning`: takes true or false, not a string"),
-            (
-                "output = [\"a\"]",
-                "takes one value (a string, or a number), not an array (--output PATH: Where",
-            ),
+            ("output = [\"a\"]", "takes one value (a string, or a number), not an array (--output PATH)"),
             ("[loki]\ntenant = \"a\"", "`loki`: takes one value"),
             ("output = ", "c.toml:1:10: not valid TOML"),
             ("config = \"x\"", "cannot name another one"),
@@ -783,6 +805,8 @@ mod tests {
             let err = check(&format!("{key} = \"t\"")).unwrap_err();
             assert!(err.contains("loki-bearer-token-file") && err.contains("LOKI_BEARER_TOKEN"), "{err}");
         }
+        let err = check("loki-header = [\"X-Team: a\", \"X-Api-Key: k\"]").unwrap_err();
+        assert!(err.starts_with("c.toml:1:29: `loki-header`: this header carries a credential"), "{err}");
         let err = check("api-token = \"t\"").unwrap_err();
         assert!(err.contains("secrets are not written"), "{err}");
         check("loki-password-file = \"/etc/log-capturer/loki-password\"").unwrap();

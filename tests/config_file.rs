@@ -122,6 +122,10 @@ fn a_flag_may_need_one_the_file_gives() {
     // Secrets from the environment: named, never shown.
     assert!(printed.contains("# loki-bearer-token: (from LOKI_BEARER_TOKEN)"), "{printed}");
     assert!(!printed.contains("s3cret"), "{printed}");
+    // A credential header given as a flag is shown masked.
+    let printed =
+        config(&["--config", f, "--loki-header", "X-Api-Key: k3y", "--loki-header", "X-Team: a"], &[]);
+    assert_eq!(line(&printed, "loki-header"), "loki-header = [\"X-Api-Key: ***\", \"X-Team: a\"]  # flag");
 
     // Without `loki` anywhere, a Loki setting is the same error as on the
     // command line, saying the file took part.
