@@ -187,7 +187,7 @@ pub fn parse<P: clap::Parser>(argv: Vec<OsString>) -> anyhow::Result<Loaded<P>> 
         let Some(arg) = leaf_cmd.get_arguments().find(|a| a.get_id() == entry.id.as_str()) else {
             continue;
         };
-        if given(&entry.id) {
+        if given(&entry.id) || secret_in_env(arg) {
             continue;
         }
         if let Some(flag) = conflicting_given(leaf_cmd, arg, &given) {
@@ -245,6 +245,15 @@ fn given_by_flag_or_env(cmd: &Command, m: &ArgMatches, id: &str) -> bool {
         Some(ValueSource::EnvVariable) => env_of(cmd, id).is_some_and(|v| !v.is_empty()),
         _ => false,
     }
+}
+
+/// Whether `arg` names a secret's file and the secret's own environment
+/// variable is set: the variable then beats the file's setting, as any
+/// variable does (the command line's `--loki-password-file` beats both).
+fn secret_in_env(arg: &Arg) -> bool {
+    SECRETS
+        .iter()
+        .any(|s| arg.get_long() == Some(s.file_key) && std::env::var_os(s.env).is_some_and(|v| !v.is_empty()))
 }
 
 /// The value of `id`'s environment variable, if it has one and it is set.

@@ -122,6 +122,18 @@ fn a_flag_may_need_one_the_file_gives() {
     // Secrets from the environment: named, never shown.
     assert!(printed.contains("# loki-bearer-token: (from LOKI_BEARER_TOKEN)"), "{printed}");
     assert!(!printed.contains("s3cret"), "{printed}");
+    // A secret's variable beats the file naming the secret's file, as any
+    // variable beats the file.
+    let file =
+        write(&dir, "p.toml", "loki = \"http://l:1\"\nloki-username = \"u\"\nloki-password-file = \"/pw\"\n");
+    let p = file.to_str().unwrap();
+    let printed = config(&["--config", p], &[("LOKI_PASSWORD", "pw")]);
+    assert!(
+        printed.contains("# loki-password-file =   (not set)\n# loki-password: (from LOKI_PASSWORD)\n"),
+        "{printed}"
+    );
+    let printed = config(&["--config", p], &[]);
+    assert_eq!(line(&printed, "loki-password-file"), "loki-password-file = \"/pw\"  # file");
     // A credential header given as a flag is shown masked.
     let printed =
         config(&["--config", f, "--loki-header", "X-Api-Key: k3y", "--loki-header", "X-Team: a"], &[]);
