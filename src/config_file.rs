@@ -14,7 +14,9 @@
 //! environment, then file, then default, and a repeatable flag given on the
 //! command line replaces the file's list rather than adding to it. A file
 //! value that conflicts with a flag of the command line (`output` in the
-//! file, `--loki` given) is dropped too: the command line wins.
+//! file, `--loki` given) is dropped too, with a note: the command line
+//! wins. A secret's variable (`LOKI_PASSWORD`) counts as the variable of
+//! the key naming the secret's file (`loki-password-file`).
 //!
 //! Secrets are never written in the file: it names files that hold them
 //! (`loki-password-file`), or they come from the environment.
@@ -314,17 +316,16 @@ impl Entry {
 impl FileSettings {
     /// Read and check `path` against the flags of `cmd`.
     pub fn read(path: &Path, cmd: &Command) -> anyhow::Result<Self> {
-        let meta = std::fs::metadata(path).with_context(|| format!("config file {}", path.display()))?;
-        if meta.len() > MAX_FILE_BYTES {
-            bail!(
-                "config file {}: {} bytes is too big for a config file (at most 1 MiB)",
-                path.display(),
-                meta.len()
-            );
+        use std::io::Read as _;
+        let context = || format!("config file {}", path.display());
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+            .with_context(context)?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            bail!("{}: too big for a config file (at most 1 MiB)", context());
         }
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
-        Self::parse(path, &text, cmd).map_err(|e| anyhow!("{e}"))
+        Ok(Self::parse(path, &text, cmd)?)
     }
 
     /// Check `text` (the contents of `path`) against the flags of `cmd`.
