@@ -16,7 +16,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -27,40 +27,21 @@ use crate::agent::exchange::{Exchange, Response, MAX_API_BODY, MAX_INSPECT_BODY,
 use crate::agent::sock::Endpoint;
 use crate::agent::startup::connect_unix;
 use crate::checkpoint;
-use crate::cli::{parse_docker_host, parse_timeout, DockerHost, DEFAULT_DOCKER_HOST};
+use crate::cli::{AgentArgs, DockerHost};
+use crate::config_file::ConfigFileArg;
 use crate::docker::api::{self, ContainerInspect, ContainerSummary};
 use crate::docker::request::{self, negotiate, Api, FALLBACK_API, NEWEST_KNOWN_API};
 use crate::http::head::ApiVersion;
 
-/// The agent's flags that `check` looks at, with the same names, parsers
-/// and defaults as [`crate::cli::AgentArgs`].
+/// The agent's own flags (and `--config`), so that `check` looks at what
+/// the agent would run with; and the check's own.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// Where dockerd listens: unix:///path/to/docker.sock or tcp://host:port.
-    #[arg(
-        long,
-        env = "DOCKER_HOST",
-        value_name = "URL",
-        default_value = DEFAULT_DOCKER_HOST,
-        value_parser = parse_docker_host
-    )]
-    pub docker_host: DockerHost,
+    #[command(flatten)]
+    pub agent: AgentArgs,
 
-    /// The agent's state directory (checked, never created or written).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/log-capturer")]
-    pub state_dir: PathBuf,
-
-    /// Give up on a connection to Docker that is not established after this.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout, allow_hyphen_values = true)]
-    pub connect_timeout: Duration,
-
-    /// Give up on an API call (ping, list, inspect) not complete after this.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout, allow_hyphen_values = true)]
-    pub api_timeout: Duration,
-
-    /// The agent's --max-streams, if it will run with one.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_streams: Option<u32>,
+    #[command(flatten)]
+    pub file: ConfigFileArg,
 
     /// Print a JSON array of {check, status, detail, fix} instead of a table.
     #[arg(long)]
@@ -144,8 +125,8 @@ fn check_all(args: &CheckArgs) -> Vec<Row> {
             None
         }
     };
-    rows.push(check_open_files(running, args.max_streams));
-    check_state_dir(&args.state_dir, &mut rows);
+    rows.push(check_open_files(running, args.agent.max_streams));
+    check_state_dir(&args.agent.state_dir, &mut rows);
     rows.push(check_sink());
     rows
 }
@@ -344,7 +325,7 @@ fn get(
 
 /// Rows `docker` and `docker api`; the client if Docker answered.
 fn check_docker(args: &CheckArgs, rows: &mut Vec<Row>) -> Option<Docker> {
-    let host = &args.docker_host;
+    let host = &args.agent.docker_host;
     let endpoint = match host {
         DockerHost::Unix(p) => {
             if let Some(row) = check_socket_file(host, p) {
@@ -374,8 +355,8 @@ fn check_docker(args: &CheckArgs, rows: &mut Vec<Row>) -> Option<Docker> {
     let mut d = Docker {
         host: host.clone(),
         endpoint,
-        connect_timeout: args.connect_timeout,
-        api_timeout: args.api_timeout,
+        connect_timeout: args.agent.connect_timeout,
+        api_timeout: args.agent.api_timeout,
         daemon_api: None,
         api: Api { version: FALLBACK_API },
     };
