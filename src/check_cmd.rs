@@ -127,7 +127,7 @@ fn check_all(args: &CheckArgs) -> Vec<Row> {
     };
     rows.push(check_open_files(running, args.agent.max_streams));
     check_state_dir(&args.agent.state_dir, &mut rows);
-    rows.push(check_sink());
+    rows.push(check_sink(&args.agent));
     rows
 }
 
@@ -751,10 +751,53 @@ fn check_lock(dir: &Path) -> Row {
 
 // ---- Sink ------------------------------------------------------------------
 
-/// The hook for the sinks (#12): when one is configured, check here that
-/// it is reachable and accepts our credentials, without sending log lines.
-fn check_sink() -> Row {
-    Row::new("sink", Status::Info, "no sink configured: the agent writes JSON lines to --output")
+/// The sink, if one is configured: its settings, then an empty push
+/// (reachable, TLS, credentials, tenant), which stores no log line.
+fn check_sink(agent: &crate::cli::AgentArgs) -> Row {
+    use crate::sink::outcome::{self, Outcome};
+    let cfg = match crate::sink::loki::config::LokiConfig::from_args(&agent.loki, "check", |k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => {
+            return Row::new(
+                "sink",
+                Status::Info,
+                "no sink configured: the agent writes JSON lines to --output",
+            )
+        }
+        Err(e) => {
+            return Row::new("sink", Status::Fail, format!("{e:#}"))
+                .fix("correct the --loki-* / --sink-* settings")
+        }
+    };
+    let timeout = agent.loki.sink_timeout.min(Duration::from_secs(10));
+    let p = match crate::sink::probe::probe(&cfg, timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            let fix = match e {
+                crate::sink::probe::ProbeError::Resolve(_) => {
+                    "check the host name in --loki and /etc/resolv.conf"
+                }
+                crate::sink::probe::ProbeError::Tls(_) => {
+                    "check --sink-ca-file, --sink-client-cert/--sink-client-key and --sink-server-name"
+                }
+                _ => "check that Loki runs and listens at the --loki address, and the firewall",
+            };
+            return Row::new("sink", Status::Fail, format!("Loki at {}: {e}", cfg.url)).fix(fix);
+        }
+    };
+    let a = &p.answer;
+    let seen =
+        format!("Loki at {} ({}) answered {} to an empty push in {:.0?}", cfg.url, p.addr, a.status, p.took);
+    match outcome::of_status(a.status, &a.message, None) {
+        Outcome::Acked => Row::new("sink", Status::Ok, seen),
+        Outcome::Rejected(_) => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
+            .fix("the receiver refused an empty push; check that it is Loki's push API"),
+        Outcome::Retry { .. } => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
+            .fix("the receiver is overloaded or failing; the agent retries, but check it"),
+        Outcome::Refused { what, .. } => Row::new("sink", Status::Fail, seen).fix(what),
+    }
 }
 
 #[cfg(test)]
