@@ -16,7 +16,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -27,40 +27,21 @@ use crate::agent::exchange::{Exchange, Response, MAX_API_BODY, MAX_INSPECT_BODY,
 use crate::agent::sock::Endpoint;
 use crate::agent::startup::connect_unix;
 use crate::checkpoint;
-use crate::cli::{parse_docker_host, parse_timeout, DockerHost, DEFAULT_DOCKER_HOST};
+use crate::cli::{AgentArgs, DockerHost};
+use crate::config_file::ConfigFileArg;
 use crate::docker::api::{self, ContainerInspect, ContainerSummary};
 use crate::docker::request::{self, negotiate, Api, FALLBACK_API, NEWEST_KNOWN_API};
 use crate::http::head::ApiVersion;
 
-/// The agent's flags that `check` looks at, with the same names, parsers
-/// and defaults as [`crate::cli::AgentArgs`].
+/// The agent's own flags (and `--config`), so that `check` looks at what
+/// the agent would run with; and the check's own.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckArgs {
-    /// Where dockerd listens: unix:///path/to/docker.sock or tcp://host:port.
-    #[arg(
-        long,
-        env = "DOCKER_HOST",
-        value_name = "URL",
-        default_value = DEFAULT_DOCKER_HOST,
-        value_parser = parse_docker_host
-    )]
-    pub docker_host: DockerHost,
+    #[command(flatten)]
+    pub agent: AgentArgs,
 
-    /// The agent's state directory (checked, never created or written).
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/log-capturer")]
-    pub state_dir: PathBuf,
-
-    /// Give up on a connection to Docker that is not established after this.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout, allow_hyphen_values = true)]
-    pub connect_timeout: Duration,
-
-    /// Give up on an API call (ping, list, inspect) not complete after this.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout, allow_hyphen_values = true)]
-    pub api_timeout: Duration,
-
-    /// The agent's --max-streams, if it will run with one.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_streams: Option<u32>,
+    #[command(flatten)]
+    pub file: ConfigFileArg,
 
     /// Print a JSON array of {check, status, detail, fix} instead of a table.
     #[arg(long)]
@@ -144,9 +125,9 @@ fn check_all(args: &CheckArgs) -> Vec<Row> {
             None
         }
     };
-    rows.push(check_open_files(running, args.max_streams));
-    check_state_dir(&args.state_dir, &mut rows);
-    rows.push(check_sink());
+    rows.push(check_open_files(running, args.agent.max_streams));
+    check_state_dir(&args.agent.state_dir, &mut rows);
+    rows.push(check_sink(&args.agent));
     rows
 }
 
@@ -344,7 +325,7 @@ fn get(
 
 /// Rows `docker` and `docker api`; the client if Docker answered.
 fn check_docker(args: &CheckArgs, rows: &mut Vec<Row>) -> Option<Docker> {
-    let host = &args.docker_host;
+    let host = &args.agent.docker_host;
     let endpoint = match host {
         DockerHost::Unix(p) => {
             if let Some(row) = check_socket_file(host, p) {
@@ -374,8 +355,8 @@ fn check_docker(args: &CheckArgs, rows: &mut Vec<Row>) -> Option<Docker> {
     let mut d = Docker {
         host: host.clone(),
         endpoint,
-        connect_timeout: args.connect_timeout,
-        api_timeout: args.api_timeout,
+        connect_timeout: args.agent.connect_timeout,
+        api_timeout: args.agent.api_timeout,
         daemon_api: None,
         api: Api { version: FALLBACK_API },
     };
@@ -770,10 +751,53 @@ fn check_lock(dir: &Path) -> Row {
 
 // ---- Sink ------------------------------------------------------------------
 
-/// The hook for the sinks (#12): when one is configured, check here that
-/// it is reachable and accepts our credentials, without sending log lines.
-fn check_sink() -> Row {
-    Row::new("sink", Status::Info, "no sink configured: the agent writes JSON lines to --output")
+/// The sink, if one is configured: its settings, then an empty push
+/// (reachable, TLS, credentials, tenant), which stores no log line.
+fn check_sink(agent: &crate::cli::AgentArgs) -> Row {
+    use crate::sink::outcome::{self, Outcome};
+    let cfg = match crate::sink::loki::config::LokiConfig::from_args(&agent.loki, "check", |k| {
+        std::env::var(k).ok()
+    }) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => {
+            return Row::new(
+                "sink",
+                Status::Info,
+                "no sink configured: the agent writes JSON lines to --output",
+            )
+        }
+        Err(e) => {
+            return Row::new("sink", Status::Fail, format!("{e:#}"))
+                .fix("correct the --loki-* / --sink-* settings")
+        }
+    };
+    let timeout = agent.loki.sink_timeout.min(Duration::from_secs(10));
+    let p = match crate::sink::probe::probe(&cfg, timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            let fix = match e {
+                crate::sink::probe::ProbeError::Resolve(_) => {
+                    "check the host name in --loki and /etc/resolv.conf"
+                }
+                crate::sink::probe::ProbeError::Tls(_) => {
+                    "check --sink-ca-file, --sink-client-cert/--sink-client-key and --sink-server-name"
+                }
+                _ => "check that Loki runs and listens at the --loki address, and the firewall",
+            };
+            return Row::new("sink", Status::Fail, format!("Loki at {}: {e}", cfg.url)).fix(fix);
+        }
+    };
+    let a = &p.answer;
+    let seen =
+        format!("Loki at {} ({}) answered {} to an empty push in {:.0?}", cfg.url, p.addr, a.status, p.took);
+    match outcome::of_status(a.status, &a.message, None) {
+        Outcome::Acked => Row::new("sink", Status::Ok, seen),
+        Outcome::Rejected(_) => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
+            .fix("the receiver refused an empty push; check that it is Loki's push API"),
+        Outcome::Retry { .. } => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
+            .fix("the receiver is overloaded or failing; the agent retries, but check it"),
+        Outcome::Refused { what, .. } => Row::new("sink", Status::Fail, seen).fix(what),
+    }
 }
 
 #[cfg(test)]

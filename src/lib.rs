@@ -21,6 +21,7 @@ pub mod agent;
 pub mod check_cmd;
 pub mod checkpoint;
 pub mod cli;
+pub mod config_file;
 pub mod decode_cmd;
 pub mod dns;
 pub mod docker;

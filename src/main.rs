@@ -1,9 +1,12 @@
 use std::process::ExitCode;
 
+use std::io::{self, Write};
+
 use clap::{Parser, Subcommand};
 
 use log_capturer::check_cmd::{self, CheckArgs};
 use log_capturer::cli::AgentArgs;
+use log_capturer::config_file::{self, ConfigArgs, ConfigFileArg};
 use log_capturer::decode_cmd::{self, DecodeArgs};
 
 /// `--version`: the release and the commit it was built from (build.rs).
@@ -31,6 +34,9 @@ struct Cli {
 
     #[command(flatten)]
     agent: AgentArgs,
+
+    #[command(flatten)]
+    config: ConfigFileArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,13 +62,37 @@ enum Command {
     /// (the agent cannot start or do its job). Exit status 1 if a check
     /// FAILs (or WARNs, with --strict), 0 otherwise, 2 for bad flags.
     Check(CheckArgs),
+    /// Print the effective configuration: every setting after --config, the
+    /// environment and the flags given here, as a TOML file that --config
+    /// accepts, each value followed by where it came from (flag, env, file,
+    /// default). Secrets are shown as the files or environment variables
+    /// that hold them, never their contents. Reads no secret file and
+    /// contacts nothing.
+    Config(ConfigArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let loaded = match config_file::parse::<Cli>(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            log_capturer::message_blocking!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    for note in &loaded.notes {
+        log_capturer::message_blocking!("{note}");
+    }
+    let cli = loaded.cli;
     let result = match cli.command {
         Some(Command::Decode(args)) => decode_cmd::run(&args),
         Some(Command::Check(args)) => check_cmd::run(&args),
+        Some(Command::Config(_)) => {
+            let text = loaded.settings.to_toml(|var| std::env::var(var).ok());
+            match io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
         None => match log_capturer::agent::startup::run(&cli.agent) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => Err(e),

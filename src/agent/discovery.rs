@@ -767,6 +767,8 @@ impl Agent {
         c.set_identity(&info.name, &info.config.image);
         if let Some(sink) = &self.sink {
             c.sink.streams = crate::agent::sink::container_streams(&sink.cfg, c, &info.config.labels);
+            let log = &info.host_config.log_config;
+            c.sink.retention = crate::sink::retention::of_driver(&log.kind, &log.config);
         }
         c.tty = info.config.tty;
         c.running = info.state.running;
@@ -774,8 +776,12 @@ impl Agent {
             let since = match c.start {
                 // "From now" on the agent's clock, in Docker's: a daemon
                 // whose clock is behind ours has stamped nothing that late.
+                // Never before 1970: `--from-beginning` starts at 0, and a
+                // daemon clock behind ours (its `Date` has whole seconds)
+                // made that negative, which the next start refused as an
+                // invalid checkpoint (and read everything again).
                 StartPoint::At(t) => self.docker_clock.now().map_or(t, |(docker, _)| {
-                    t.min(t.saturating_add(docker.saturating_sub(crate::agent::event_loop::wall_ns())))
+                    t.min(t.saturating_add(docker.saturating_sub(crate::agent::event_loop::wall_ns()))).max(0)
                 }),
                 // From the container's creation: dockerd stamps its first
                 // lines before it records `StartedAt` (seen: 1.8 ms before),

@@ -361,7 +361,7 @@ impl Agent {
         }
     }
 
-    fn on_timer(&mut self, id: TimerId, t: Timer) {
+    pub(crate) fn on_timer(&mut self, id: TimerId, t: Timer) {
         match t {
             Timer::Conn { key, gen, kind } => {
                 let Some(conn) = self.conns.get_mut(key).filter(|c| c.gen == gen) else {
@@ -728,9 +728,16 @@ impl Agent {
     /// the output is stuck (what was not written is not checkpointed, so it
     /// is read again next time).
     fn shut_down(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| !matches!(c.role, Role::Sink(_))).map(|(k, _)| k).collect();
         for key in keys {
             self.abandon_conn(key);
+        }
+        if self.sink.is_some() {
+            self.drain_sink(Instant::now() + Duration::from_millis(1500));
+            self.checkpoints.dirty = true;
+            self.write_checkpoint();
+            return;
         }
         if self.writer.fatal.is_some() {
             return;

@@ -38,6 +38,7 @@ use crate::sink::loki::labels::{Container as LabelSource, LokiStream};
 use crate::sink::metrics::SinkMetrics;
 use crate::sink::outcome::RejectReason;
 use crate::sink::queue::{Queue, Queued};
+use crate::sink::retention::{RateMeter, Retention};
 use crate::timer_wheel::TimerId;
 
 /// Streams paused this long by a full queue are closed, and reopened once
@@ -77,6 +78,11 @@ pub struct ContainerSink {
     pub pending: u64,
     /// Its place in `Sink::members`, for the batch numbered so.
     pub(crate) member: Option<(u64, usize)>,
+    /// What its logging driver keeps, if it rotates.
+    pub retention: Option<Retention>,
+    /// Bytes its driver stored for the lines read (estimated).
+    pub stored: u64,
+    pub meter: RateMeter,
 }
 
 pub(crate) struct Sink {
@@ -108,6 +114,7 @@ pub(crate) struct Sink {
     /// At most one "rejected" message per reason per minute.
     pub reject_says: HashMap<RejectReason, Limiter>,
     pub refused_says: Limiter,
+    pub headroom_says: Limiter,
     pub retry_says: Limiter,
     /// Since when log streams have been paused by a full queue.
     pub paused_since: Option<Instant>,
@@ -141,6 +148,7 @@ impl Sink {
             metrics: SinkMetrics::register(registry),
             reject_says: HashMap::new(),
             refused_says: Limiter::new(Duration::from_secs(60)),
+            headroom_says: Limiter::new(Duration::from_secs(60)),
             retry_says: Limiter::new(Duration::from_secs(30)),
             paused_since: None,
             closed_for_room: Vec::new(),
@@ -170,6 +178,9 @@ impl Sink {
             }
         }
         c.sink.pending += 1;
+        if let Some(r) = &c.sink.retention {
+            c.sink.stored += rec.message.len() as u64 + r.overhead;
+        }
         self.queue.set_filling(self.batch.size());
     }
 
@@ -369,8 +380,10 @@ impl Agent {
         }
     }
 
-    /// Once a second: gauges; streams paused too long are closed.
+    /// Once a second: gauges, the retention headroom; streams paused too
+    /// long are closed.
     pub(crate) fn sink_tick(&mut self) {
+        self.retention_headroom();
         let Some(sink) = self.sink.as_mut() else { return };
         sink.update_gauges();
         self.timers.insert(Instant::now() + TICK, Timer::SinkTick);
@@ -397,6 +410,81 @@ impl Agent {
         );
         for (id, key) in streaming {
             self.park_stream(&id, key);
+        }
+    }
+
+    /// At shutdown: send what was read and wait for the answers, until
+    /// `deadline` or the first failure. What is not acknowledged by then is
+    /// read again on the next start (its checkpoint did not move).
+    pub(crate) fn drain_sink(&mut self, deadline: Instant) {
+        self.seal_batch();
+        let mut events = mio::Events::with_capacity(16);
+        let mut fired = Vec::new();
+        loop {
+            let Some(sink) = self.sink.as_ref() else { return };
+            let now = Instant::now();
+            if sink.queue.is_empty()
+                || sink.retry_timer.is_some()
+                || sink.refused.is_some()
+                || now >= deadline
+            {
+                return;
+            }
+            let wait = deadline.saturating_duration_since(now).min(Duration::from_millis(50));
+            if self.poll.poll(&mut events, Some(wait)).is_err() {
+                return;
+            }
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == crate::agent::resolve::DNS_UDP
+                    || (crate::agent::resolve::DNS_TCP - 8..=crate::agent::resolve::DNS_TCP).contains(&t.0)
+                {
+                    self.on_dns_event(t);
+                } else if self.sink.as_ref().is_some_and(|s| s.conn == Some(t.0)) {
+                    self.sink_event(t.0, ev.is_readable() || ev.is_read_closed(), ev.is_writable());
+                }
+            }
+            self.timers.poll_expired(Instant::now(), &mut fired);
+            for (id, t) in fired.drain(..) {
+                if matches!(t, Timer::Conn { .. } | Timer::SinkDns | Timer::SinkBatch) {
+                    self.on_timer(id, t);
+                }
+            }
+        }
+    }
+
+    /// Measure write rates, publish the shortest headroom, and warn when
+    /// the backlog's age nears it.
+    fn retention_headroom(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        let now = Instant::now();
+        let flowing = sink.paused_since.is_none();
+        let mut shortest: Option<(Duration, &str)> = None;
+        for c in self.containers.values_mut() {
+            let Some(r) = c.sink.retention else { continue };
+            if !matches!(c.follow, Follow::Streaming(_)) {
+                continue;
+            }
+            c.sink.meter.sample(c.sink.stored, flowing, now);
+            if let Some(h) = c.sink.meter.headroom(&r) {
+                if shortest.map_or(true, |(s, _)| h < s) {
+                    shortest = Some((h, &c.name));
+                }
+            }
+        }
+        let gauge = shortest.map_or(f64::INFINITY, |(h, _)| h.as_secs_f64());
+        sink.metrics.retention_headroom_seconds.set(gauge);
+        let age = sink.backlog_age(now);
+        if let Some((h, name)) = shortest {
+            if age > h / 2 && sink.headroom_says.allow(now).is_some() {
+                message!(
+                    "the sink's backlog is {:.0?} old, and dockerd keeps only about {:.0?} of container \
+                     {name}'s log (its driver rotates): if the sink stays away that long, its oldest \
+                     unread lines are deleted before they are shipped",
+                    age,
+                    h
+                );
+            }
         }
     }
 

@@ -25,6 +25,9 @@ use crate::sink::outcome::{self, Outcome, RetryReason, REFUSED_RETRY};
 use crate::sink::response::{PushResponse, ResponseReader};
 use crate::sink::transport::{Received, Transport, TransportError};
 
+/// Smallest batch size a 413 can bring batches down to.
+const MIN_BATCH_AFTER_413: usize = 16 << 10;
+
 /// An idle kept-alive connection is closed after this.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 
@@ -385,8 +388,60 @@ impl Agent {
             );
         }
         sink.refused = Some(what);
-        let _ = split;
+        if split {
+            // Later batches would be refused the same way: make them smaller.
+            let now = sink.batch.limits().max_bytes;
+            sink.batch.set_max_bytes((now / 2).max(MIN_BATCH_AFTER_413));
+        }
+        if split && self.split_front() {
+            // The halves go at once, with backoff if they fail too.
+            let wait = self.sink.as_mut().map_or(REFUSED_RETRY, |s| s.backoff.next(&mut self.rng));
+            return self.arm_sink_retry(wait);
+        }
         self.arm_sink_retry(REFUSED_RETRY);
+    }
+
+    /// Cut the front batch in two (413). The acknowledgements go with the
+    /// second half: acknowledging the first alone moves no checkpoint,
+    /// which can only cost repeats after a crash. False if it holds one
+    /// line (that line is too large for the receiver; it waits for the
+    /// operator).
+    fn split_front(&mut self) -> bool {
+        let Some(sink) = self.sink.as_mut() else { return false };
+        let Some(front) = sink.queue.front() else { return false };
+        let halves = match crate::sink::loki::split::split(&front.body, sink.cfg.encoding) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                message!(
+                    "the sink refuses a push of a single line as too large: raise the receiver's body \
+                     limit, or lower --loki-max-line-bytes"
+                );
+                return false;
+            }
+            Err(e) => {
+                message!("cannot cut a push in two ({e}); it is sent again whole");
+                return false;
+            }
+        };
+        let whole = sink.queue.pop_front().expect("front checked");
+        let [(a, na), (b, nb)] = halves;
+        let second = crate::sink::queue::Queued {
+            body: b,
+            lines: nb,
+            oldest: whole.oldest,
+            acks: whole.acks,
+            attempts: 0,
+        };
+        let first = crate::sink::queue::Queued {
+            body: a,
+            lines: na,
+            oldest: whole.oldest,
+            acks: Vec::new(),
+            attempts: 0,
+        };
+        sink.queue.push_front(second);
+        sink.queue.push_front(first);
+        true
     }
 
     fn arm_sink_retry(&mut self, wait: Duration) {

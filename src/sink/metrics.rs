@@ -1,6 +1,8 @@
 //! The sink's metrics, registered only when a sink is configured (a
 //! `log_capturer_sink_up 0` on an agent writing a file would page someone).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,6 +59,9 @@ pub struct SinkMetrics {
     rejected: Vec<Counter>,
     pub queue_bytes: Gauge,
     pub backlog_age_seconds: Gauge,
+    /// +Inf while no followed container's driver rotates (or its rate is
+    /// not known yet).
+    pub retention_headroom_seconds: Gauge<f64, AtomicU64>,
     lines_cut: Counter,
 }
 
@@ -133,6 +138,16 @@ impl SinkMetrics {
              everything read is acknowledged)",
             backlog_age_seconds.clone(),
         );
+        let retention_headroom_seconds = Gauge::<f64, AtomicU64>::default();
+        retention_headroom_seconds.set(f64::INFINITY);
+        r.register(
+            "log_capturer_sink_retention_headroom_seconds",
+            "Shortest log history, in seconds, that dockerd keeps among the followed containers whose \
+             logging driver rotates (json-file or local with max-size/max-file), estimated from each \
+             one's write rate: a sink outage longer than this starts to lose lines. +Inf when no \
+             followed container's driver rotates. Compare with log_capturer_sink_backlog_age_seconds",
+            retention_headroom_seconds.clone(),
+        );
         let lines_cut = Counter::default();
         r.register(
             "log_capturer_sink_lines_cut",
@@ -150,6 +165,7 @@ impl SinkMetrics {
             rejected,
             queue_bytes,
             backlog_age_seconds,
+            retention_headroom_seconds,
             lines_cut,
         }
     }

@@ -16,13 +16,23 @@
 //! checkpoints to the loop.
 //!
 //! - [`loki`]: Grafana Loki's push API (labels, encodings, batches, flags)
+//! - [`metrics`]: the sink's metrics (registered only with a sink)
+//! - [`outcome`]: what an answer means: acknowledged, rejected, retry, refused
+//! - [`probe`]: `check`'s empty push: reachable, authorised, no log line sent
+//! - [`queue`]: batches waiting for acknowledgement, bounded by bytes
+//! - [`retention`]: how long dockerd keeps a container's log (outage headroom)
+//! - [`response`]: the answer to one push (status, Retry-After, message)
+//! - [`tls`]: the TLS client configuration built from the `--sink-*` flags
+//! - [`transport`]: plain TCP or TLS bytes over a nonblocking socket
 //! - [`url`]: a sink's address
 
 pub mod loki;
 pub mod metrics;
 pub mod outcome;
+pub mod probe;
 pub mod queue;
 pub mod response;
+pub mod retention;
 pub mod tls;
 pub mod transport;
 pub mod url;

@@ -238,9 +238,9 @@ mod tests {
             .unwrap();
         assert_eq!((r.status, r.keep_alive, r.message.as_str()), (204, true, ""));
         assert_eq!(r.date, Some(1_795_808_902_000_000_000));
-        let wire = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 60\r\n\r\n\
-                     entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01\n";
-        let r = every_split(wire, false).unwrap();
+        let body = "entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01\n";
+        let wire = format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let r = every_split(wire.as_bytes(), false).unwrap();
         assert_eq!(r.status, 400);
         assert_eq!(r.message, "entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01");
         assert!(r.keep_alive);

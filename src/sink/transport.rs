@@ -217,26 +217,27 @@ impl fmt::Display for TransportError {
         };
         match e {
             rustls::Error::InvalidCertificate(c) => {
-                let hint = match c {
-                    CertificateError::UnknownIssuer => {
-                        "it is not signed by a CA we trust: pass the CA that signed it with --sink-ca-file"
-                    }
-                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                        "it is not made out to the name we asked for: use a URL with a name it holds, \
-                         or set --sink-server-name"
-                    }
+                let (problem, fix) = match c {
+                    CertificateError::UnknownIssuer => (
+                        "it is not signed by a CA we trust",
+                        "pass the CA that signed it with --sink-ca-file",
+                    ),
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
+                        "it is not made out to the name we asked for",
+                        "use a URL with a name it holds, or set --sink-server-name",
+                    ),
                     CertificateError::Expired
                     | CertificateError::ExpiredContext { .. }
                     | CertificateError::NotValidYet
                     | CertificateError::NotValidYetContext { .. } => {
-                        "it is outside its validity period: renew it, or check this machine's clock"
+                        ("it is outside its validity period", "renew it, or check this machine's clock")
                     }
                     CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                        "it is not made for a TLS server (extended key usage)"
+                        ("it is not made for a TLS server", "check its extended key usage")
                     }
-                    _ => "check the server's certificate chain and --sink-ca-file",
+                    _ => ("it did not verify", "check the server's certificate chain and --sink-ca-file"),
                 };
-                write!(f, "the sink's TLS certificate was refused ({c}): {hint}")
+                write!(f, "the sink's TLS certificate was refused: {problem} ({c}); {fix}")
             }
             rustls::Error::AlertReceived(A::CertificateRequired) => write!(
                 f,

@@ -211,6 +211,12 @@ impl<T> Batch<T> {
         }
     }
 
+    /// Send batches of at most this size from now on (a receiver refused
+    /// bigger ones).
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.limits.max_bytes = max_bytes.clamp(1, MAX_LIMIT);
+    }
+
     pub fn limits(&self) -> Limits {
         self.limits
     }

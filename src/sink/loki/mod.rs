@@ -47,4 +47,5 @@ pub mod json;
 pub mod labels;
 pub mod protobuf;
 pub mod push;
+pub mod split;
 pub mod wire;
