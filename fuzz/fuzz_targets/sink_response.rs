@@ -84,15 +84,6 @@ fn run(pieces: &[&[u8]], eof: bool) -> Outcome {
     }
 }
 
-fn chunk(body: &[u8], size: usize, out: &mut Vec<u8>) {
-    for c in body.chunks(size) {
-        out.extend_from_slice(format!("{:X}\r\n", c.len()).as_bytes());
-        out.extend_from_slice(c);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-}
-
 fuzz_target!(|input: &[u8]| {
     let mut c = common::Ctrl::new(input);
     let head = c.u8();
@@ -115,7 +106,7 @@ fuzz_target!(|input: &[u8]| {
             wire.extend_from_slice(
                 b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             );
-            chunk(rest, chunk_size, &mut wire);
+            common::chunk(rest, chunk_size, &mut wire);
         }
         3 => wire.extend_from_slice(
             format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {length}\r\n\r\n").as_bytes(),
