@@ -82,7 +82,7 @@ impl Agent {
             }
             None => Command::new(bin),
         };
-        let mut child = cmd
+        let child = cmd
             .arg("--docker-host")
             .arg(host)
             .arg("--output")
@@ -96,6 +96,30 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the agent");
+        Self::adopt(child, output)
+    }
+
+    /// Like [`Agent::start`] without `--output` (for a sink flag such as
+    /// `--loki` in `args`), with these environment variables.
+    pub fn start_sink(socket: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let child = Command::new(env!("CARGO_BIN_EXE_log-capturer"))
+            .arg("--docker-host")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the agent");
+        Self::adopt(child, dir.join("out.jsonl"))
+    }
+
+    /// Collect a spawned agent's stderr and wait until it serves metrics.
+    fn adopt(mut child: Child, output: PathBuf) -> Agent {
         let stderr = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().unwrap();
