@@ -12,7 +12,9 @@ captures:
 - frame:     the de-chunked bodies of the non-TTY logs captures;
 - timestamp: timestamps found in the captures, and a few other forms;
 - lines:     TTY output and frame payloads (message text);
-- dns:       hand-built DNS answers (no capture: see dns_seeds()).
+- dns:       hand-built DNS answers (no capture: see dns_seeds());
+- sink_response: hand-built answers as Loki and proxies in front of it
+             send them (see sink_response_seeds()).
 """
 
 import pathlib
@@ -110,12 +112,54 @@ def dns_seeds():
     return out
 
 
+def sink_response_seeds():
+    """Seeds for the sink_response target: [head, eof, nsplit, 3 x u16,
+    chunk] + bytes. head % 6 == 0: the bytes are the whole answer, as Loki
+    3.x (and nginx in front of it) write them; other heads are written by
+    the target (see its top comment) and the bytes are the body."""
+    date = b"Date: Fri, 27 Nov 2026 19:48:22 GMT\r\n"
+    text = b"Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"
+
+    def loki(status, body, extra=b""):
+        return (
+            b"HTTP/1.1 " + status + b"\r\n" + text + date + extra
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+
+    too_old = b"entry for stream '{container=\"web\", host=\"edge-1\"}' has timestamp too old: 2026-11-01T00:00:00Z, oldest acceptable timestamp is: 2026-11-20T19:48:22Z\n"
+    rate = b"Ingestion rate limit exceeded for user fake (limit: 4194304 bytes/sec) while attempting to ingest '1000' lines totaling '1048576' bytes, reduce log volume or contact your Loki administrator to see if the limit can be increased\n"
+    html = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    ctl = lambda head, eof, n, a, b, c, chunk: bytes([head, eof, n]) + u16(a) + u16(b) + u16(c) + bytes([chunk])
+    out = {}
+    out["loki-204"] = ctl(0, 0, 0, 20, 0, 0, 0) + b"HTTP/1.1 204 No Content\r\n" + date + b"\r\n"
+    out["loki-400-too-old"] = ctl(0, 0, 1, 30, 90, 0, 0) + loki(b"400 Bad Request", too_old)
+    out["loki-429"] = ctl(0, 0, 2, 7, 60, 200, 0) + loki(b"429 Too Many Requests", rate, b"Retry-After: 10\r\n")
+    out["loki-401"] = ctl(0, 1, 0, 50, 0, 0, 0) + loki(b"401 Unauthorized", b"no org id\n")
+    out["loki-413"] = ctl(0, 0, 0, 3, 0, 0, 0) + loki(b"413 Request Entity Too Large", b"request too large\n", b"Connection: close\r\n")
+    out["nginx-502-close"] = ctl(0, 1, 1, 40, 120, 0, 0) + b"HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\n" + date + b"Connection: close\r\n\r\n" + html
+    out["continue-then-204"] = ctl(0, 0, 0, 25, 0, 0, 0) + b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    out["503-retry-date-chunked"] = ctl(0, 0, 2, 80, 100, 110, 0) + (
+        b"HTTP/1.1 503 Service Unavailable\r\n" + date
+        + b"Retry-After: Fri, 27 Nov 2026 19:49:22 GMT\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"9;ext=1\r\nunhealthy\r\n1\r\n\n\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    )
+    out["two-answers"] = ctl(0, 0, 0, 27, 0, 0, 0) + b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"
+    # Heads written by the target, the bytes being the body.
+    out["target-429-chunked"] = ctl(2, 0, 1, 33, 0, 0, 15) + rate
+    out["target-400-exact"] = ctl(3, 0, 0, 60, 0, 0, 0) + too_old
+    out["target-400-short"] = ctl(3 | 8, 1, 0, 60, 0, 0, 0) + too_old
+    out["target-100-500-close"] = ctl(4, 1, 2, 10, 40, 45, 0) + "caf\u00e9 \u2603 ".encode() * 120
+    out["target-http10"] = ctl(5, 0, 0, 5, 0, 0, 0) + b"ok"
+    return out
+
+
 def main():
     captures = sorted(DATA.glob("*.http"))
     if not captures:
         sys.exit(f"no captures in {DATA}")
     seeds = {t: {} for t in ("response", "chunked", "frame", "timestamp", "lines")}
     seeds["dns"] = dns_seeds()
+    seeds["sink_response"] = sink_response_seeds()
     timestamps = set()
 
     for path in captures:

@@ -25,7 +25,7 @@ shift || true
 cd "$(dirname "$0")/.."
 root=$PWD
 fuzz_dir=$root/fuzz
-all_targets=(frame chunked response timestamp lines dns)
+all_targets=(frame chunked response timestamp lines dns sink_response)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all_targets[@]}")
 

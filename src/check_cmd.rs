@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
@@ -334,23 +334,18 @@ fn check_docker(args: &CheckArgs, rows: &mut Vec<Row>) -> Option<Docker> {
             }
             Endpoint::Unix(p.clone())
         }
-        DockerHost::Tcp(a) => match a.to_socket_addrs().map(|mut it| it.next()) {
-            Ok(Some(addr)) => Endpoint::Tcp(addr),
-            Ok(None) => {
-                rows.push(
-                    Row::new("docker", Status::Fail, format!("{host} resolves to no address"))
-                        .fix("check --docker-host"),
-                );
-                return None;
+        DockerHost::Tcp(a) => {
+            match crate::dns::blocking::socket_addr(a, Instant::now() + args.agent.api_timeout) {
+                Ok(addr) => Endpoint::Tcp(addr),
+                Err(e) => {
+                    rows.push(
+                        Row::new("docker", Status::Fail, format!("cannot resolve {host}: {e}"))
+                            .fix("check --docker-host"),
+                    );
+                    return None;
+                }
             }
-            Err(e) => {
-                rows.push(
-                    Row::new("docker", Status::Fail, format!("cannot resolve {host}: {e}"))
-                        .fix("check --docker-host"),
-                );
-                return None;
-            }
-        },
+        }
     };
     let mut d = Docker {
         host: host.clone(),

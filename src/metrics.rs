@@ -445,7 +445,8 @@ impl Metrics {
             lines: register(
                 &mut r,
                 "log_capturer_lines",
-                "Log lines delivered to the output, by container stream",
+                "Log lines delivered to the output (or, with a sink, handed to it: see \
+                 log_capturer_sink_lines_total for those it acknowledged), by container stream",
                 Family::default(),
             ),
             bytes: register(

@@ -289,3 +289,21 @@ fn a_connection_reset_mid_answer_is_an_io_or_truncation_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_client_key_that_is_not_the_certificates_is_refused_at_start() {
+    let d = tls_double(false, true);
+    let pki = d.pki().unwrap();
+    let files = TlsFiles {
+        client_cert: Some(pki.client.cert_file.clone()),
+        client_key: Some(pki.wrong_client.key_file.clone()),
+        ..ca_files(&d)
+    };
+    let e = format!("{:#}", client_config(&files).unwrap_err());
+    assert!(e.contains("--sink-client-cert") && e.contains("--sink-client-key"), "{e}");
+    assert!(e.contains("is the key the one the certificate was made for?"), "{e}");
+    // A certificate file given as the key names the key flag.
+    let files = TlsFiles { client_key: Some(pki.client.cert_file.clone()), ..files };
+    let e = format!("{:#}", client_config(&files).unwrap_err());
+    assert!(e.contains("--sink-client-key") && e.contains("no private key"), "{e}");
+}

@@ -193,16 +193,6 @@ fn check_error_offset(wire: &[u8], result: &Result<(), ResponseError>) {
     }
 }
 
-/// Chunk-encode `body` in chunks of `size` bytes.
-fn chunk(body: &[u8], size: usize, out: &mut Vec<u8>) {
-    for c in body.chunks(size) {
-        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-        out.extend_from_slice(c);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-}
-
 /// Known bugs in src/ that the target tolerates unless `FUZZ_STRICT=1`:
 /// true if the difference between `whole` and `other` is explained by one.
 fn known_bug_relaxations(whole: &Outcome, other: &Outcome) -> bool {
@@ -314,7 +304,7 @@ fuzz_target!(|input: &[u8]| {
         4 | 5 => {
             let h = if head % 8 == 4 { DOCKERD_CHUNKED } else { MUX_CHUNKED };
             wire.extend_from_slice(h.as_bytes());
-            chunk(rest, chunk_size, &mut wire);
+            common::chunk(rest, chunk_size, &mut wire);
         }
         _ => {}
     }

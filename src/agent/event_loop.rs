@@ -402,6 +402,15 @@ impl Agent {
         if let Some(Role::Sink(_)) = self.conns.get(key).map(|c| &c.role) {
             return self.sink_deadline(key, kind);
         }
+        // A stream paused by a full sink queue is neither old nor idle: it
+        // waits, closed, for room (see `sink::PAUSED_CLOSE_AFTER`).
+        let paused = self.sink.as_ref().is_some_and(|s| s.paused_since.is_some());
+        if matches!(kind, ConnTimer::Age | ConnTimer::Idle) && paused {
+            if let Some(Role::Logs(lc)) = self.conns.get(key).map(|c| &c.role) {
+                let id = lc.id.clone();
+                return self.park_stream(&id, key);
+            }
+        }
         match kind {
             ConnTimer::Age => self.rotate(key, crate::metrics::RotationReason::Age),
             ConnTimer::Idle => self.idle_check(key),

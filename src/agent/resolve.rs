@@ -17,8 +17,6 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Token};
 
 use crate::agent::event_loop::{Agent, Timer};
-use crate::dns::hosts::Hosts;
-use crate::dns::resolv_conf::ResolvConf;
 use crate::dns::resolver::{ExchangeId, Family, Lookup, Proto};
 use crate::sink::url::{Host, SinkUrl};
 use crate::timer_wheel::TimerId;
@@ -29,10 +27,6 @@ pub(crate) const DNS_TCP: usize = usize::MAX - 5;
 const MAX_TCP: usize = 4;
 pub const MIN_TTL: Duration = Duration::from_secs(5);
 pub const MAX_TTL: Duration = Duration::from_secs(300);
-/// Environment variables naming other files than /etc/resolv.conf and
-/// /etc/hosts (for tests, and for systems that keep them elsewhere).
-pub const RESOLV_CONF_ENV: &str = "LOG_CAPTURER_RESOLV_CONF";
-pub const HOSTS_ENV: &str = "LOG_CAPTURER_HOSTS";
 
 /// The sink's addresses and the lookup that refreshes them.
 pub(crate) struct SinkAddrs {
@@ -108,12 +102,7 @@ impl Agent {
         }
         let Host::Name(name) = &sink.addrs.host else { return };
         let name = name.clone();
-        let conf_path = std::env::var_os(RESOLV_CONF_ENV).unwrap_or_else(|| "/etc/resolv.conf".into());
-        let hosts_path = std::env::var_os(HOSTS_ENV).unwrap_or_else(|| "/etc/hosts".into());
-        // Small local files, read as glibc reads them for every lookup: an
-        // edited resolv.conf applies without a restart.
-        let conf = ResolvConf::parse(&std::fs::read(conf_path).unwrap_or_default());
-        let hosts = Hosts::parse(&std::fs::read(hosts_path).unwrap_or_default());
+        let (conf, hosts) = crate::dns::blocking::system_files();
         let seed = self.rng.next_u64();
         let now = Instant::now();
         let lookup = Lookup::new(&name, Family::Any, &conf, &hosts, seed, now);

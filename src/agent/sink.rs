@@ -211,9 +211,9 @@ impl Sink {
         true
     }
 
+    /// The queue (with the batch being filled) is at its cap.
     pub(crate) fn is_full(&self) -> bool {
         self.queue.is_full()
-            || (self.batch.is_full() && self.queue.bytes() + self.batch.size() >= self.cfg.queue_bytes)
     }
 
     pub(crate) fn has_room(&self) -> bool {

@@ -304,7 +304,10 @@ impl Agent {
             _ => None,
         };
         self.cancel_timer(key, ConnTimer::Push);
-        if resp.keep_alive {
+        // An answer before the whole request was sent (a 413 or 401 that
+        // did not wait for the body) leaves the connection mid-request.
+        let sent_all = self.conns.get(key).is_some_and(|c| c.out_pos >= c.out.len());
+        if resp.keep_alive && sent_all {
             self.add_timer(key, Instant::now() + KEEP_ALIVE_IDLE, ConnTimer::Idle);
         } else {
             self.close_sink_conn(key);

@@ -2,7 +2,6 @@
 //! to do if not. These checks block (with timeouts); the loop never does.
 
 use std::io::{self, Read, Write};
-use std::net::ToSocketAddrs;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -29,12 +28,11 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
 fn resolve(host: &DockerHost) -> anyhow::Result<Endpoint> {
     match host {
         DockerHost::Unix(p) => Ok(Endpoint::Unix(p.clone())),
+        // Before the loop: blocking is fine, but bounded, and without NSS.
         DockerHost::Tcp(a) => {
-            let addr = a
-                .to_socket_addrs()
-                .map_err(|e| anyhow!("cannot resolve Docker host tcp://{a}: {e}"))?
-                .next()
-                .ok_or_else(|| anyhow!("Docker host tcp://{a} resolves to no address"))?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let addr = crate::dns::blocking::socket_addr(a, deadline)
+                .map_err(|e| anyhow!("cannot resolve Docker host tcp://{a}: {e}"))?;
             Ok(Endpoint::Tcp(addr))
         }
     }

@@ -9,8 +9,10 @@
 //! - [`message`]: the DNS wire format, queries and responses, TCP framing
 //! - [`resolver`]: one lookup's state machine: hosts, search list, servers,
 //!   retries, deadlines, TCP fallback
+//! - [`blocking`]: the same lookups over blocking sockets, for `check` and start-up
 //! - [`cache`]: answers kept for their TTL, clamped, bounded
 
+pub mod blocking;
 pub mod cache;
 pub mod hosts;
 pub mod message;

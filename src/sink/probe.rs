@@ -4,13 +4,10 @@
 //! sending a log line. Blocking, with one deadline for the whole probe:
 //! `check` is a command, not the loop.
 
-use std::io::{self, Write as _};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::dns::hosts::Hosts;
-use crate::dns::resolv_conf::ResolvConf;
-use crate::dns::resolver::{Family, Lookup, Proto};
 use crate::sink::loki::config::LokiConfig;
 use crate::sink::loki::encoding::Encoder;
 use crate::sink::loki::push::PushRequest;
@@ -53,7 +50,10 @@ pub fn probe(cfg: &LokiConfig, timeout: Duration) -> Result<Probed, ProbeError> 
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let addr = match &cfg.url.host {
         Host::Ip(ip) => SocketAddr::new(*ip, cfg.url.port),
-        Host::Name(name) => SocketAddr::new(resolve(name, deadline)?, cfg.url.port),
+        Host::Name(name) => SocketAddr::new(
+            crate::dns::blocking::first_addr(name, deadline).map_err(ProbeError::Resolve)?,
+            cfg.url.port,
+        ),
     };
     let mut sock = TcpStream::connect_timeout(&addr, left()).map_err(|e| ProbeError::Connect(addr, e))?;
     let mut transport = if cfg.url.tls {
@@ -107,73 +107,6 @@ pub fn probe(cfg: &LokiConfig, timeout: Duration) -> Result<Probed, ProbeError> 
             Ok(Some(answer)) => return Ok(Probed { addr, answer, took: started.elapsed() }),
             Ok(None) => {}
             Err(e) => return Err(ProbeError::Exchange(format!("the answer is not HTTP: {e}"))),
-        }
-    }
-}
-
-/// The first address of `name`, by the agent's resolver over blocking
-/// sockets (a static binary has no NSS for `getaddrinfo`).
-fn resolve(name: &str, deadline: Instant) -> Result<std::net::IpAddr, ProbeError> {
-    let conf_path =
-        std::env::var_os(crate::agent::resolve::RESOLV_CONF_ENV).unwrap_or_else(|| "/etc/resolv.conf".into());
-    let hosts_path =
-        std::env::var_os(crate::agent::resolve::HOSTS_ENV).unwrap_or_else(|| "/etc/hosts".into());
-    let conf = ResolvConf::parse(&std::fs::read(conf_path).unwrap_or_default());
-    let hosts = Hosts::parse(&std::fs::read(hosts_path).unwrap_or_default());
-    let now = Instant::now();
-    let seed = u64::from(std::process::id()) ^ now.elapsed().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15;
-    let mut lookup = Lookup::new(name, Family::Any, &conf, &hosts, seed, now);
-    lookup.set_deadline(deadline.min(lookup.deadline()));
-    let udp = UdpSocket::bind("[::]:0")
-        .or_else(|_| UdpSocket::bind("0.0.0.0:0"))
-        .map_err(|e| ProbeError::Resolve(e.to_string()))?;
-    let mut buf = [0u8; 4096];
-    loop {
-        let now = Instant::now();
-        lookup.handle_timeout(now);
-        while let Some(t) = lookup.poll_transmit() {
-            match t.proto {
-                Proto::Udp => {
-                    let _ = udp.send_to(&t.bytes, t.server);
-                }
-                Proto::Tcp => {
-                    // Rare (a truncated answer): one blocking exchange.
-                    let wait = lookup.deadline().saturating_duration_since(now).max(Duration::from_millis(1));
-                    match TcpStream::connect_timeout(&t.server, wait) {
-                        Ok(mut s) => {
-                            let _ = s.set_read_timeout(Some(wait));
-                            if s.write_all(&t.bytes).is_err() {
-                                lookup.handle_tcp_closed(t.exchange, Instant::now());
-                                continue;
-                            }
-                            loop {
-                                match io::Read::read(&mut s, &mut buf) {
-                                    Ok(0) | Err(_) => {
-                                        lookup.handle_tcp_closed(t.exchange, Instant::now());
-                                        break;
-                                    }
-                                    Ok(n) => {
-                                        lookup.handle_tcp(t.exchange, &buf[..n], Instant::now());
-                                        if !lookup.wants(t.exchange) {
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                        Err(_) => lookup.handle_tcp_closed(t.exchange, Instant::now()),
-                    }
-                }
-            }
-        }
-        if let Some(r) = lookup.poll_result() {
-            return r.map(|r| r.addrs[0]).map_err(|e| ProbeError::Resolve(e.to_string()));
-        }
-        let Some(wake) = lookup.poll_timeout() else { continue };
-        let wait = wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        let _ = udp.set_read_timeout(Some(wait));
-        if let Ok((n, from)) = udp.recv_from(&mut buf) {
-            lookup.handle_udp(from, &buf[..n], Instant::now());
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum SinkResponseError {
     /// `101 Switching Protocols`, or more than [`MAX_INTERIM`] interim
     /// responses.
     BadInterim(u16),
+    /// A status outside 100 to 599 (RFC 9110 15).
+    BadStatus(u16),
     /// The connection closed before a byte of the answer.
     ClosedBeforeAnswer,
     /// The connection closed in the middle of the head.
@@ -64,6 +66,7 @@ impl fmt::Display for SinkResponseError {
             Self::TrailingBytes => write!(f, "the sink sent bytes after its answer"),
             Self::BadInterim(101) => write!(f, "the sink switched protocols (101) without being asked"),
             Self::BadInterim(s) => write!(f, "the sink sent more than {MAX_INTERIM} interim ({s}) answers"),
+            Self::BadStatus(s) => write!(f, "the sink answered with status {s}, which HTTP does not have"),
             Self::ClosedBeforeAnswer => write!(f, "the sink closed the connection without answering"),
             Self::TruncatedHead => write!(f, "the sink closed the connection in the middle of its answer"),
             Self::AlreadyComplete => write!(f, "bytes after a complete answer"),
@@ -122,6 +125,9 @@ impl ResponseReader {
                         return Ok(None);
                     };
                     data = &data[used..];
+                    if !(100..600).contains(&head.status) {
+                        return Err(SinkResponseError::BadStatus(head.status));
+                    }
                     if head.status / 100 == 1 {
                         *interim += 1;
                         if head.status == 101 || *interim > MAX_INTERIM {
@@ -197,11 +203,12 @@ impl ResponseReader {
 /// The kept bytes as text; a character cut by the [`MAX_MESSAGE`] cap is
 /// dropped rather than shown as a replacement character.
 fn message_text(bytes: &[u8]) -> String {
-    let whole = match std::str::from_utf8(bytes) {
-        Err(e) if e.error_len().is_none() => &bytes[..e.valid_up_to()],
-        _ => bytes,
-    };
-    String::from_utf8_lossy(whole).trim().to_owned()
+    // A cut character is the start of a valid sequence, at most 3 bytes
+    // from the end, that the bytes end inside of.
+    let cut = (bytes.len().saturating_sub(3)..bytes.len()).find(|&i| {
+        matches!(std::str::from_utf8(&bytes[i..]), Err(e) if e.valid_up_to() == 0 && e.error_len().is_none())
+    });
+    String::from_utf8_lossy(&bytes[..cut.unwrap_or(bytes.len())]).trim().to_owned()
 }
 
 #[cfg(test)]
@@ -279,6 +286,8 @@ mod tests {
         assert_eq!(feed(many.as_bytes(), 7, true), Err(SinkResponseError::BadInterim(100)));
         let switch = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n";
         assert_eq!(feed(switch, 100, true), Err(SinkResponseError::BadInterim(101)));
+        assert_eq!(feed(b"HTTP/1.1 006 Odd\r\n\r\n", 3, true), Err(SinkResponseError::BadStatus(6)));
+        assert_eq!(feed(b"HTTP/1.1 600 Odd\r\n\r\n", 3, true), Err(SinkResponseError::BadStatus(600)));
     }
 
     #[test]
@@ -293,6 +302,8 @@ mod tests {
         let wire = format!("HTTP/1.1 500 Oops\r\nContent-Length: {}\r\n\r\n{odd}", MAX_BODY);
         let r = feed(&wire.as_bytes()[..wire.len() - 1], 4096, false).unwrap();
         assert_eq!(r.message.len(), MAX_MESSAGE - 1, "the cut character is dropped");
+        assert_eq!(message_text(b"\xff ok \xe2\x82"), "\u{fffd} ok", "also after invalid bytes");
+        assert_eq!(message_text(b"ok \xe2\x82\x41"), "ok \u{fffd}A", "invalid, not cut");
         // Over it: refused from the head when the length says so, else as
         // soon as the body passes it.
         let wire = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);

@@ -149,12 +149,27 @@ mod tests {
 
     use super::*;
 
-    fn tmp(name: &str, contents: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("log-capturer-tls-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
+    /// A directory of PEM files for one test, removed when it ends.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(test: &str) -> Dir {
+            let dir = std::env::temp_dir().join(format!("log-capturer-tls-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+
+        fn file(&self, name: &str, contents: &str) -> PathBuf {
+            let p = self.0.join(name);
+            std::fs::write(&p, contents).unwrap();
+            p
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     fn files(ca: Option<PathBuf>) -> TlsFiles {
@@ -163,28 +178,30 @@ mod tests {
 
     #[test]
     fn bad_ca_files_name_the_flag_the_file_and_the_problem() {
+        let dir = Dir::new("ca");
         let missing = PathBuf::from("/nonexistent/ca.pem");
         let e = format!("{:#}", client_config(&files(Some(missing))).unwrap_err());
         assert!(e.contains("--sink-ca-file /nonexistent/ca.pem") && e.contains("cannot read"), "{e}");
-        let empty = tmp("empty.pem", "just text\n");
+        let empty = dir.file("empty.pem", "just text\n");
         let e = format!("{:#}", client_config(&files(Some(empty))).unwrap_err());
         assert!(e.contains("--sink-ca-file") && e.contains("no certificate"), "{e}");
-        let broken = tmp("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
+        let broken = dir.file("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
         let e = format!("{:#}", client_config(&files(Some(broken))).unwrap_err());
         assert!(e.contains("--sink-ca-file") && e.contains("not a valid PEM"), "{e}");
-        let junk = tmp("junk.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let junk = dir.file("junk.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
         let e = format!("{:#}", client_config(&files(Some(junk))).unwrap_err());
         assert!(e.contains("certificate #1 cannot be a trust anchor"), "{e}");
     }
 
     #[test]
     fn client_cert_and_key_go_together_and_must_hold_what_they_say() {
-        let cert = tmp("c.pem", "no pem here\n");
+        let dir = Dir::new("client");
+        let cert = dir.file("c.pem", "no pem here\n");
         let mut f = files(None);
         f.client_cert = Some(cert.clone());
         let e = client_config(&f).unwrap_err().to_string();
         assert!(e.contains("give both or neither"), "{e}");
-        f.client_key = Some(tmp("k.pem", "no key\n"));
+        f.client_key = Some(dir.file("k.pem", "no key\n"));
         let e = format!("{:#}", client_config(&f).unwrap_err());
         assert!(e.contains("--sink-client-cert") && e.contains("no certificate"), "{e}");
     }

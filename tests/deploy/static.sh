@@ -35,3 +35,36 @@ cp "$bin" "$root/log-capturer"
 out="$(chroot "$root" /log-capturer --version)"
 [[ "$out" == log-capturer\ * ]] || { say "unexpected --version in an empty chroot: $out"; exit 1; }
 say "runs in an empty chroot: $out"
+
+# Name resolution without NSS: the agent's own resolver reads the chroot's
+# /etc/hosts, and `check` pushes an empty request to a "Loki" (a one-shot
+# HTTP server answering 204) by that name.
+mkdir -p "$root/etc"
+echo "127.0.0.1 loki.test" > "$root/etc/hosts"
+port_file="$(mktemp)"
+python3 - "$port_file" <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_port))
+s.timeout = 20
+s.handle_request()
+PY
+server=$!
+for _ in $(seq 100); do [[ -s "$port_file" ]] && break; sleep 0.1; done
+port="$(cat "$port_file")"; rm -f "$port_file"
+json="$(chroot "$root" /log-capturer check --docker-host unix:///nonexistent.sock --state-dir /state \
+    --loki "http://loki.test:$port" --json || true)"
+wait "$server" || true
+if ! grep -q '"check": "sink",' <<<"$json" || ! python3 -c '
+import json, sys
+rows = [r for r in json.loads(sys.argv[1]) if r["check"] == "sink"]
+sys.exit(0 if rows and rows[0]["status"] == "OK" else 1)' "$json"; then
+    say "the static binary could not reach http://loki.test:$port by /etc/hosts in an empty chroot: $json"
+    exit 1
+fi
+say "resolves names in an empty chroot (no NSS): $(grep -o 'Loki at [^"]*' <<<"$json")"

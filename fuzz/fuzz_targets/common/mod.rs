@@ -74,3 +74,13 @@ pub fn bytewise(data: &[u8]) -> Vec<&[u8]> {
 pub fn show(b: &[u8]) -> String {
     b.escape_ascii().to_string()
 }
+
+/// Chunk-encode `body` in chunks of `size` bytes, then the last chunk.
+pub fn chunk(body: &[u8], size: usize, out: &mut Vec<u8>) {
+    for c in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        out.extend_from_slice(c);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+}
