@@ -376,14 +376,16 @@ fn outage_with_the_agent_killed_in_the_middle_loses_nothing() {
         agent.metrics().into_iter().filter(|(k, _)| k.starts_with("log_capturer_sink")).collect::<Vec<_>>(),
         agent.stderr()
     );
-    // Through the rest of the outage the queue stays within its bound: it
-    // may pass it by the entry that filled it (here under 1 KiB), no more.
+    // Through the rest of the outage the queue stays within its bound: near
+    // the cap the agent reads log streams in pieces sized to the room left
+    // (at least 2 KiB), so it may pass it by what one such piece becomes in
+    // a batch (short lines grow by their metadata), no more.
     let bound = (32 << 10) as f64;
     let (mut max, mut over) = (0.0f64, None);
     while down.elapsed() < outage {
         let q = agent.metric("log_capturer_sink_queue_bytes");
         max = max.max(q);
-        if q > bound + 1024.0 && over.is_none() {
+        if q > bound + 8192.0 && over.is_none() {
             over = Some(down.elapsed());
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -402,7 +404,10 @@ fn outage_with_the_agent_killed_in_the_middle_loses_nothing() {
     assert!(outside.is_empty(), "{}", fail(&format!("repeats beyond push {last}, in flight"), &d, &agent));
     assert!(wait_for(T, || agent.metric("log_capturer_sink_up") == 1.0));
     // Checked last, so that a run shows the delivery result too.
-    assert_eq!(over, None, "queue up to {max} bytes (over 33 KiB this far into the outage), bound 32 KiB");
+    assert_eq!(
+        over, None,
+        "queue up to {max} bytes (over 40 KiB this far into the outage), bound 32 KiB + 8 KiB"
+    );
 }
 
 // ---- 4. checkpoints never ahead of acknowledgements ----

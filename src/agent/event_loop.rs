@@ -606,6 +606,10 @@ impl Agent {
                 }
             }
             let blocked = self.lines_blocked();
+            let limit = match (&self.sink, self.conns.get(key).map(|c| &c.role)) {
+                (Some(sink), Some(Role::Logs(_))) => sink.read_limit(),
+                _ => READ_BUF,
+            };
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -617,7 +621,7 @@ impl Agent {
                 }
                 return;
             }
-            let n = match conn.sock.read(&mut self.read_buf) {
+            let n = match conn.sock.read(&mut self.read_buf[..limit]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -45,6 +45,9 @@ use crate::timer_wheel::TimerId;
 /// it drains.
 pub const PAUSED_CLOSE_AFTER: Duration = Duration::from_secs(60);
 
+/// Smallest read of a log stream while the queue is nearly full.
+pub const MIN_READ: usize = 2 << 10;
+
 /// The sink's housekeeping period.
 pub const TICK: Duration = Duration::from_secs(1);
 
@@ -216,6 +219,15 @@ impl Sink {
         self.queue.is_full()
     }
 
+    /// How much of a log stream to read at once: near the cap, a read is
+    /// sized to the room left, so the queue passes its cap by at most
+    /// what [`MIN_READ`] bytes of log become in a batch (short lines grow
+    /// by their metadata: about 8 KiB at worst).
+    pub(crate) fn read_limit(&self) -> usize {
+        let room = self.cfg.queue_bytes.saturating_sub(self.queue.bytes());
+        (room / 4).clamp(MIN_READ, crate::agent::event_loop::READ_BUF)
+    }
+
     pub(crate) fn has_room(&self) -> bool {
         self.queue.has_room()
     }
@@ -333,10 +345,11 @@ impl Agent {
     pub(crate) fn batch_delivered(&mut self, rejected: Option<(RejectReason, &str)>) {
         let Some(sink) = self.sink.as_mut() else { return };
         let Some(q) = sink.queue.pop_front() else { return };
+        // Answered for good: a 400's lines count too (Loki stored all but
+        // the refused ones, and does not say how many those were).
+        sink.metrics.lines.inc_by(q.lines as u64);
         match rejected {
-            None => {
-                sink.metrics.lines.inc_by(q.lines as u64);
-            }
+            None => {}
             Some((reason, said)) => {
                 sink.metrics.rejected(reason, q.lines as u64);
                 let says =

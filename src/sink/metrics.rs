@@ -87,7 +87,12 @@ impl SinkMetrics {
             .map(|r| requests_family.get_or_create(&ResultLabel { result: r.as_str() }).clone())
             .collect();
         let lines = Counter::default();
-        r.register("log_capturer_sink_lines", "Log lines the sink acknowledged", lines.clone());
+        r.register(
+            "log_capturer_sink_lines",
+            "Log lines the sink answered for good: acknowledged (2xx), or in a push it rejected in \
+             part (400; also counted in log_capturer_sink_rejected_lines_total)",
+            lines.clone(),
+        );
         let bytes = Counter::default();
         r.register(
             "log_capturer_sink_bytes",

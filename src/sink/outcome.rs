@@ -91,12 +91,18 @@ impl RejectReason {
     /// across 2.x and 3.x ("timestamp too old", "too far behind", "too new",
     /// "line too long", "error at least one label pair is invalid"...).
     pub fn from_message(m: &str) -> Self {
-        let m = m.to_ascii_lowercase();
+        // Loki echoes the stream's labels ('{name="value", …}'): a label
+        // value saying "label" or "too old" must not decide the reason.
+        let m = without_label_sets(m).to_ascii_lowercase();
         if m.contains("too old") || m.contains("too far behind") || m.contains("out of order") {
             Self::TooOld
         } else if m.contains("too new") || m.contains("too far in the future") {
             Self::TooNew
-        } else if m.contains("line too long") || m.contains("max_line_size") || m.contains("line size") {
+        } else if m.contains("line too long")
+            || m.contains("max entry size")
+            || m.contains("max_line_size")
+            || m.contains("line size")
+        {
             Self::LineTooLong
         } else if m.contains("label") || m.contains("stream selector") {
             Self::Labels
@@ -112,6 +118,23 @@ impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `m` without its quoted label sets (`'{…}'`).
+fn without_label_sets(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut rest = m;
+    while let Some(start) = rest.find("'{") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("}'") {
+            Some(end) => rest = &rest[start + end + 2..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The meaning of an answer with `status`; `message` is the start of its
@@ -184,7 +207,12 @@ mod tests {
             ("entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01", RejectReason::TooOld),
             ("entry with timestamp 2020 ignored, reason: 'entry too far behind'", RejectReason::TooOld),
             ("entry for stream '{a=\"b\"}' has timestamp too new: 2099", RejectReason::TooNew),
-            ("Max entry size '262144' bytes exceeded ... line too long", RejectReason::LineTooLong),
+            (
+                "Max entry size '262144' bytes exceeded for stream '{container=\"web\"}' while adding an entry \
+                 with length '300000' bytes",
+                RejectReason::LineTooLong,
+            ),
+            ("stream '{team=\"label-makers\"}': something unknown", RejectReason::Other),
             ("error at least one label pair is invalid", RejectReason::Labels),
             ("something else", RejectReason::Other),
         ] {
