@@ -426,11 +426,17 @@ impl Agent {
     pub(crate) fn open_conn(&mut self, target: &str, role: Role) -> io::Result<usize> {
         let request = crate::docker::request::get(target)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut sock = Sock::connect(&self.cfg.endpoint).inspect_err(|e| self.note_fd_exhaustion(e))?;
+        let sock = Sock::connect(&self.cfg.endpoint).inspect_err(|e| self.note_fd_exhaustion(e))?;
         if let (Role::Logs(_), Some(bytes)) = (&role, self.cfg.stream_rcvbuf) {
             // A tuning knob: failing to apply it must not fail the stream.
             let _ = sock.set_recv_buffer(bytes);
         }
+        self.insert_conn(sock, request, role)
+    }
+
+    /// Put a connecting socket in the slab, with `out` to send once
+    /// connected and its connect deadline.
+    pub(crate) fn insert_conn(&mut self, mut sock: Sock, out: Vec<u8>, role: Role) -> io::Result<usize> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)?;
@@ -440,7 +446,7 @@ impl Agent {
             gen,
             sock,
             connected: false,
-            out: request,
+            out,
             out_pos: 0,
             deadlines: Default::default(),
             paused: false,

@@ -11,9 +11,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Interest, Token};
-
-use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
+use crate::agent::conn::{ConnFailure, ConnTimer, Role};
 use crate::agent::event_loop::{Agent, Timer};
 use crate::agent::resolve::Next;
 use crate::agent::sock::{Endpoint, Sock};
@@ -129,7 +127,7 @@ impl Agent {
             Ok(t) => t,
             Err(e) => return self.push_failed(ConnFailure::Io(io::Error::other(e.to_string())), None),
         };
-        let mut sock = match Sock::connect(&Endpoint::Tcp(addr)) {
+        let sock = match Sock::connect(&Endpoint::Tcp(addr)) {
             Ok(s) => s,
             Err(e) => {
                 self.note_fd_exhaustion(&e);
@@ -139,28 +137,15 @@ impl Agent {
                 return self.push_failed(ConnFailure::Io(e), None);
             }
         };
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) =
-            self.poll.registry().register(&mut sock, Token(key), Interest::READABLE | Interest::WRITABLE)
-        {
-            return self.push_failed(ConnFailure::Io(e), None);
+        let role = Role::Sink(Box::new(SinkConn { transport, reader: ResponseReader::new(), sent_at: None }));
+        match self.insert_conn(sock, Vec::new(), role) {
+            Ok(key) => {
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.conn = Some(key);
+                }
+            }
+            Err(e) => self.push_failed(ConnFailure::Io(e), None),
         }
-        let gen = self.next_gen;
-        self.next_gen += 1;
-        entry.insert(Conn {
-            gen,
-            sock,
-            connected: false,
-            out: Vec::new(),
-            out_pos: 0,
-            deadlines: Default::default(),
-            paused: false,
-            role: Role::Sink(Box::new(SinkConn { transport, reader: ResponseReader::new(), sent_at: None })),
-        });
-        let sink = self.sink.as_mut().expect("checked above");
-        sink.conn = Some(key);
-        self.add_timer(key, now + self.cfg.connect_timeout, ConnTimer::Connect);
     }
 
     /// Readiness of the sink's connection.

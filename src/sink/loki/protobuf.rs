@@ -158,18 +158,7 @@ pub(crate) mod decode {
 
     /// Every field of one message, in order.
     fn fields(mut buf: &[u8]) -> Result<Vec<(u64, Value<'_>)>, String> {
-        fn varint(buf: &mut &[u8]) -> Result<u64, String> {
-            let mut v = 0u64;
-            for i in 0..10 {
-                let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
-                *buf = rest;
-                v |= u64::from(b & 0x7f) << (7 * i);
-                if b & 0x80 == 0 {
-                    return Ok(v);
-                }
-            }
-            Err("varint longer than 10 bytes".into())
-        }
+        let varint = crate::sink::loki::wire::get_varint;
         let mut out = Vec::new();
         while !buf.is_empty() {
             let key = varint(&mut buf)?;

@@ -100,18 +100,7 @@ fn snappy(plain: Vec<u8>, like: &Body) -> Body {
 /// Fields of one message as (number, length-delimited bytes); the push
 /// messages the agent writes have no other kind.
 fn fields(mut buf: &[u8]) -> Result<Vec<(u64, &[u8])>, String> {
-    fn varint(buf: &mut &[u8]) -> Result<u64, String> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
-            *buf = rest;
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("varint longer than 10 bytes".into())
-    }
+    let varint = wire::get_varint;
     let mut out = Vec::new();
     while !buf.is_empty() {
         let key = varint(&mut buf)?;

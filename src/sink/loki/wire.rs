@@ -14,6 +14,20 @@ pub const VARINT: u32 = 0;
 pub const LEN: u32 = 2;
 
 /// Bytes of `v` as a varint: 1 to 10.
+/// Read one varint off the front of `buf`.
+pub fn get_varint(buf: &mut &[u8]) -> Result<u64, String> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
 pub fn varint_len(v: u64) -> usize {
     // Each byte carries 7 bits; a zero still takes one byte.
     let bits = 64 - (v | 1).leading_zeros() as usize;
