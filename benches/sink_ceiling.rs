@@ -39,6 +39,8 @@ struct Knobs {
     lines: u64,
     /// Rounds: each runs every sink at every N back to back.
     rounds: usize,
+    /// Which sinks the throughput runs use (`null,protobuf,json`).
+    sinks: Vec<Sink>,
     outage_n: usize,
     /// Lines per second written during the outage scenario, all containers.
     outage_rate: u64,
@@ -71,6 +73,16 @@ fn knobs() -> Knobs {
         ns,
         lines: env_or("SINK_LINES", 3_000_000),
         rounds: env_or("SINK_ROUNDS", 3),
+        sinks: std::env::var("SINK_SINKS")
+            .unwrap_or_else(|_| "null,protobuf,json".to_owned())
+            .split(',')
+            .map(|s| match s.trim() {
+                "null" => Sink::DevNull,
+                "protobuf" => Sink::Protobuf,
+                "json" => Sink::Json,
+                other => panic!("SINK_SINKS: {other:?} is not null, protobuf or json"),
+            })
+            .collect(),
         outage_n: env_or("SINK_OUTAGE_N", 100),
         outage_rate: env_or("SINK_OUTAGE_RATE", 50_000),
         outage: Duration::from_secs(env_or("SINK_OUTAGE_SECS", 60)),
@@ -446,7 +458,7 @@ fn main() {
     if want(&k, "throughput") {
         for round in 1..=k.rounds {
             for &n in &k.ns {
-                for sink in [Sink::DevNull, Sink::Protobuf, Sink::Json] {
+                for &sink in &k.sinks {
                     runs.extend(throughput(n, k.lines, sink, round, &mut failures));
                 }
             }
