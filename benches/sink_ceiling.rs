@@ -50,61 +50,52 @@ struct Knobs {
     /// `down` (the double stopped: connections refused) or `503`.
     outage_kind: String,
     queue: String,
-    only: Option<Vec<String>>,
+    only: Vec<String>,
     out: PathBuf,
 }
 
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    match std::env::var(key) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{key}={v:?} is not valid")),
-        Err(_) => default,
-    }
+/// The variable `name`, or `default`, parsed; a bad value stops the bench.
+fn knob<T: std::str::FromStr>(name: &str, default: &str) -> T {
+    let text = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    text.parse().unwrap_or_else(|_| panic!("{name}={text:?} is not valid (default {default})"))
+}
+
+/// A comma-separated `knob`, each item through `item`.
+fn knob_list<T>(name: &str, default: &str, item: impl Fn(&str) -> Option<T>) -> Vec<T> {
+    let text: String = knob(name, default);
+    text.split(',').map(|s| item(s.trim()).unwrap_or_else(|| panic!("{name}: {s:?} is not valid"))).collect()
 }
 
 fn knobs() -> Knobs {
-    let ns = std::env::var("SINK_NS")
-        .unwrap_or_else(|_| "100,1000".to_owned())
-        .split(',')
-        .map(|s| s.trim().parse().expect("SINK_NS: comma-separated numbers"))
-        .collect();
-    let outage_kind = env_or("SINK_OUTAGE_KIND", "down".to_owned());
+    let outage_kind: String = knob("SINK_OUTAGE_KIND", "down");
     assert!(matches!(outage_kind.as_str(), "down" | "503"), "SINK_OUTAGE_KIND: down or 503");
+    let sink = |s: &str| [Sink::DevNull, Sink::Protobuf, Sink::Json].into_iter().find(|k| k.tag() == s);
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sink/results");
     Knobs {
-        ns,
-        lines: env_or("SINK_LINES", 3_000_000),
-        rounds: env_or("SINK_ROUNDS", 3),
-        sinks: std::env::var("SINK_SINKS")
-            .unwrap_or_else(|_| "null,protobuf,json".to_owned())
-            .split(',')
-            .map(|s| match s.trim() {
-                "null" => Sink::DevNull,
-                "protobuf" => Sink::Protobuf,
-                "json" => Sink::Json,
-                other => panic!("SINK_SINKS: {other:?} is not null, protobuf or json"),
-            })
-            .collect(),
-        outage_n: env_or("SINK_OUTAGE_N", 100),
-        outage_rate: env_or("SINK_OUTAGE_RATE", 50_000),
-        outage: Duration::from_secs(env_or("SINK_OUTAGE_SECS", 60)),
-        outage_warm: Duration::from_secs(env_or("SINK_OUTAGE_WARM_SECS", 10)),
+        ns: knob_list("SINK_NS", "100,1000", |s| s.parse().ok()),
+        lines: knob("SINK_LINES", "3000000"),
+        rounds: knob("SINK_ROUNDS", "3"),
+        sinks: knob_list("SINK_SINKS", "null,protobuf,json", sink),
+        outage_n: knob("SINK_OUTAGE_N", "100"),
+        outage_rate: knob("SINK_OUTAGE_RATE", "50000"),
+        outage: Duration::from_secs(knob("SINK_OUTAGE_SECS", "60")),
+        outage_warm: Duration::from_secs(knob("SINK_OUTAGE_WARM_SECS", "10")),
         outage_kind,
-        queue: env_or("SINK_QUEUE_BYTES", "16MiB".to_owned()),
-        only: std::env::var("SINK_ONLY").ok().map(|s| s.split(',').map(str::to_owned).collect()),
-        out: std::env::var("SINK_OUT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sink/results")),
+        queue: knob("SINK_QUEUE_BYTES", "16MiB"),
+        only: knob_list("SINK_ONLY", "throughput,outage", |s| Some(s.to_owned())),
+        out: std::env::var_os("SINK_OUT").map_or(results, PathBuf::from),
     }
 }
 
-/// A scratch directory, removed on drop.
+/// This process's scratch directory (`lc-sink-PID`), removed at the end;
+/// each run takes a subdirectory.
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("lc-sink-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
+    fn run(&self, tag: &str) -> PathBuf {
+        let p = self.0.join(tag);
         std::fs::create_dir_all(&p).expect("create a scratch directory");
-        Scratch(p)
+        p
     }
 }
 
@@ -168,9 +159,16 @@ fn acked_lines(m: &BTreeMap<String, f64>) -> u64 {
 
 /// One backlog of `total` lines over `n` streams into `sink`. Problems go
 /// to `failures` (the bench fails at the end, after writing its results).
-fn throughput(n: usize, total: u64, sink: Sink, round: usize, failures: &mut Vec<String>) -> Option<Run> {
+fn throughput(
+    tmp: &Scratch,
+    n: usize,
+    total: u64,
+    sink: Sink,
+    round: usize,
+    failures: &mut Vec<String>,
+) -> Option<Run> {
     let what = format!("round {round} N={n} {}", sink.name());
-    let dir = Scratch::new(&format!("tput-{n}-{round}-{}", sink.tag()));
+    let dir = tmp.run(&format!("tput-{n}-{round}-{}", sink.tag()));
     let d = docker();
     let l = match sink {
         Sink::DevNull => None,
@@ -179,7 +177,7 @@ fn throughput(n: usize, total: u64, sink: Sink, round: usize, failures: &mut Vec
     let per = (total / n as u64).max(1);
     let total = per * n as u64;
     let ids = containers(&d, n);
-    let a = Child::start(d.socket(), &dir.0, &sink.args(l.as_ref().map(|l| l.url())));
+    let a = Child::start(d.socket(), &dir, &sink.args(l.as_ref().map(|l| l.url())));
     if !all_streams_open(&a, &d, n, Duration::from_secs(180)) {
         failures.push(format!("{what}: streams did not all open in 180 s; agent: {}", a.tail(3)));
         return None;
@@ -304,17 +302,17 @@ impl Timeline {
 /// N busy containers into the Loki double; the double goes away (or
 /// answers 503) for `k.outage` while they keep writing; then it is back
 /// and the writing stops: every line must arrive. RSS is sampled all along.
-fn outage(k: &Knobs, failures: &mut Vec<String>) -> Option<Outage> {
+fn outage(tmp: &Scratch, k: &Knobs, failures: &mut Vec<String>) -> Option<Outage> {
     let n = k.outage_n;
     let what = format!("outage N={n} {} s {}", k.outage.as_secs(), k.outage_kind);
-    let dir = Scratch::new("outage");
+    let dir = tmp.run("outage");
     let d = docker();
     let first = loki(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start the Loki double");
     let (addr, url) = (first.addr(), first.url());
     let mut l = Some(first);
     let ids = containers(&d, n);
     let sink = ["--loki", &url, "--sink-queue-bytes", &k.queue].map(str::to_owned);
-    let a = Child::start(d.socket(), &dir.0, &sink);
+    let a = Child::start(d.socket(), &dir, &sink);
     if !all_streams_open(&a, &d, n, Duration::from_secs(180)) {
         failures.push(format!("{what}: streams did not all open in 180 s; agent: {}", a.tail(3)));
         return None;
@@ -437,34 +435,28 @@ fn outage(k: &Knobs, failures: &mut Vec<String>) -> Option<Outage> {
 
 // ---- main ----------------------------------------------------------------
 
-fn want(k: &Knobs, scenario: &str) -> bool {
-    k.only.as_ref().map_or(true, |o| o.iter().any(|s| s == scenario))
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is understood.
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!("sink benchmark: see benches/sink/README.md (knobs are SINK_* variables)");
-        return;
-    }
     let k = knobs();
-    let limit = docker_double::raise_fd_limit(u64::MAX).unwrap_or(0);
-    let need = *k.ns.iter().max().unwrap_or(&0) as u64 + 256;
-    assert!(limit >= need, "open-files limit {limit} < {need}: raise it (ulimit -n)");
+    // The doubles hold a descriptor per connection the agent opens.
+    let want_fds = k.ns.iter().chain([&k.outage_n]).max().map_or(0, |&n| n as u64 + 256);
+    let got_fds = docker_double::raise_fd_limit(u64::MAX).unwrap_or(0);
+    assert!(got_fds >= want_fds, "ulimit -n is {got_fds}, the bench needs {want_fds}");
     std::fs::create_dir_all(&k.out).expect("create the results directory");
+    let tmp = Scratch(std::env::temp_dir().join(format!("lc-sink-{}", std::process::id())));
+    let want = |scenario: &str| k.only.iter().any(|s| s == scenario);
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut runs = Vec::new();
-    if want(&k, "throughput") {
+    if want("throughput") {
         for round in 1..=k.rounds {
             for &n in &k.ns {
                 for &sink in &k.sinks {
-                    runs.extend(throughput(n, k.lines, sink, round, &mut failures));
+                    runs.extend(throughput(&tmp, n, k.lines, sink, round, &mut failures));
                 }
             }
         }
     }
-    let out = if want(&k, "outage") { outage(&k, &mut failures) } else { None };
+    let out = if want("outage") { outage(&tmp, &k, &mut failures) } else { None };
     let text = summary::markdown(&runs, out.as_ref(), &k.queue, started.elapsed(), &failures);
     std::fs::write(k.out.join("summary.md"), &text).expect("write summary.md");
     std::fs::write(k.out.join("runs.csv"), summary::csv(&runs)).expect("write runs.csv");

@@ -176,13 +176,7 @@ pub fn markdown(
     let mut s = String::new();
     let rounds = runs.iter().map(|r| r.round).max().unwrap_or(0);
     let _ = writeln!(s, "# Sink benchmark results\n");
-    let _ = writeln!(
-        s,
-        "`make bench-loki` ({}), {:.0} s in all, {}.\n",
-        git_describe(),
-        took.as_secs_f64(),
-        machine()
-    );
+    let _ = writeln!(s, "`make bench-loki` {}, {:.0} s in all.\n", provenance(), took.as_secs_f64());
     if !runs.is_empty() {
         let lines = runs.first().map_or(0, |r| r.lines);
         let _ = writeln!(
@@ -332,19 +326,15 @@ pub fn csv(runs: &[Run]) -> String {
     s
 }
 
-fn git_describe() -> String {
-    std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "log", "-1", "--format=%h %s"])
+/// The commit measured and how busy the machine was.
+fn provenance() -> String {
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().chars().take(80).collect())
-        .unwrap_or_default()
-}
-
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "{cores} cores, load average at the end {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    )
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("at {head}, {cpus} CPUs, load average {} at the end", load.join(" "))
 }
