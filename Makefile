@@ -15,7 +15,7 @@ STATIC_BIN := target/$(TARGET)/release/log-capturer
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= log-capturer:$(VERSION)
 
-.PHONY: help demo build release static image image-test unit-check test lint fmt fuzz-smoke bench ceiling peers soak soak-ci ci docker-up docker-down clean
+.PHONY: help demo build release static image image-test unit-check test lint fmt fuzz-smoke bench ceiling bench-loki peers soak soak-ci ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ bench: ## criterion benchmarks of the decode pipeline
 ceiling: ## the agent at 100 to 10 000 streams against the API double (benches/ceiling/README.md)
 	$(CARGO) build --locked --release --bin log-capturer
 	$(CARGO) bench --locked --bench ceiling
+
+bench-loki: ## lines per agent CPU s into the Loki double vs /dev/null, RSS through an outage (benches/sink/README.md)
+	$(CARGO) build --locked --release --bin log-capturer
+	$(CARGO) bench --locked --bench sink_ceiling
 
 peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~25 min)
 	benches/peers/run.sh
