@@ -43,6 +43,9 @@ struct Delivery<'a> {
     sink: Option<(&'a mut Sink, ContainerSinkRef<'a>)>,
     metrics: &'a Metrics,
     delivered: bool,
+    /// When these bytes were read (a batch's age counts from its first
+    /// line): one clock read per read, not per line.
+    now: Instant,
 }
 
 impl Delivery<'_> {
@@ -79,7 +82,7 @@ impl Delivery<'_> {
                 if c.acked.is_none() {
                     *c.acked = before;
                 }
-                sink.push(c, &rec, Instant::now());
+                sink.push(c, &rec, self.now);
             }
         }
         if let Some(s) = LogStream::from_stream_id(rec.stream) {
@@ -176,6 +179,7 @@ impl Agent {
             sink: sink.as_mut().map(|s| (s, ContainerSinkRef { id, sink: c_sink, acked })),
             metrics,
             delivered: false,
+            now: Instant::now(),
         };
         let r = feed(dec, &mut delivery);
         if delivery.delivered && !with_sink {

@@ -73,6 +73,11 @@ pub struct PushRequest {
     /// Every line, one after the other.
     arena: String,
     groups: Vec<Group>,
+    /// Entry vectors of the groups of earlier requests, emptied, kept for
+    /// the next ones (a batch of 1 000 streams would otherwise grow 1 000
+    /// vectors from nothing every time: measured, 15 % of the agent's time
+    /// in malloc).
+    spare: Vec<Vec<RawEntry>>,
     group_of: HashMap<ByLabels, u32>,
     /// Distinct sources (by identity) and the group of each.
     sources: Vec<(Rc<LokiStream>, u32)>,
@@ -147,7 +152,8 @@ impl PushRequest {
                 let next_group = self.groups.len() as u32;
                 let group = *self.group_of.entry(ByLabels(source.clone())).or_insert(next_group);
                 if group == next_group {
-                    self.groups.push(Group { labels: source.clone(), entries: Vec::new() });
+                    let entries = self.spare.pop().unwrap_or_default();
+                    self.groups.push(Group { labels: source.clone(), entries });
                 }
                 let index = self.sources.len() as u32;
                 self.sources.push((source.clone(), group));
@@ -162,7 +168,10 @@ impl PushRequest {
     /// Empty the request, keeping the arena's allocation for the next one.
     pub fn clear(&mut self) {
         self.arena.clear();
-        self.groups.clear();
+        for mut g in self.groups.drain(..) {
+            g.entries.clear();
+            self.spare.push(g.entries);
+        }
         self.group_of.clear();
         self.sources.clear();
         self.source_of.clear();
