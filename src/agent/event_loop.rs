@@ -38,8 +38,8 @@ pub(crate) const OUTPUT: Token = Token(usize::MAX - 3);
 
 /// Output is written at least this often while any is buffered.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Checkpoints are written at most this often while anything changed (less
-/// often when writing them takes long, see `persist.rs`).
+/// A checkpoint snapshot begins at most this often while anything changed
+/// (written in slices, see `persist.rs`).
 pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Docker is pinged this often to notice a daemon that went away quietly.
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
@@ -319,7 +319,7 @@ impl Agent {
         }
         if self.checkpoints.dirty && !self.checkpoints.armed {
             self.checkpoints.armed = true;
-            self.timers.insert(Instant::now() + self.checkpoints.every, Timer::Checkpoint);
+            self.timers.insert(self.checkpoints.due(), Timer::Checkpoint);
         }
         if !self.paused.is_empty() && self.output.has_room() {
             self.resume_paused_reads();
@@ -355,7 +355,7 @@ impl Agent {
             }
             Timer::Checkpoint => {
                 self.checkpoints.armed = false;
-                self.write_checkpoint();
+                self.checkpoint_tick();
             }
             Timer::FinalRead { id } => self.final_read(&id),
             Timer::Accept => {
