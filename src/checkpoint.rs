@@ -1,13 +1,14 @@
 //! Checkpoints: where each container's stream resumes, kept in two copies
 //! in the state directory.
 //!
-//! - `checkpoints.fresh.json`, rewritten about once a second, never
-//!   fsynced: a process crash (`kill -9`, OOM, panic) leaves the page cache
-//!   intact, so it is all the agent needs then, and writing it costs no
-//!   wait on the disk. It records the boot it was written in.
+//! - `checkpoints.fresh.json`, rewritten every 800 ms while anything
+//!   changes, never fsynced: a process crash (`kill -9`, OOM, panic)
+//!   leaves the page cache intact, so it is all the agent needs then, and
+//!   writing it costs no wait on the disk. It records the boot it was
+//!   written in.
 //! - `checkpoints.json`, the durable copy: the same bytes, renamed into
 //!   place only after the output and the copy itself were synced
-//!   (`fdatasync`), then the directory; on a slower cadence. After a power
+//!   (`fdatasync`), then the directory; every 10 s or more. After a power
 //!   cut (a new boot id) only this one is trusted: the fresh one may claim
 //!   lines the output file lost, or be torn.
 //!
@@ -271,8 +272,8 @@ impl CheckpointStore {
 
     /// Give the fresh copy just published a second name under which it
     /// becomes the durable copy once synced ([`CheckpointStore::commit`]);
-    /// the loop never writes a published file again. Returns it open.
-    pub fn stage(&self) -> std::io::Result<File> {
+    /// the loop never writes a published file again.
+    pub fn stage(&self) -> std::io::Result<()> {
         match fs::remove_file(&self.durable_tmp) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -281,17 +282,17 @@ impl CheckpointStore {
         if fs::hard_link(&self.fresh, &self.durable_tmp).is_err() {
             fs::copy(&self.fresh, &self.durable_tmp)?;
         }
-        let staged = File::open(&self.durable_tmp)?;
         // Start writing it back now, so that the sync in `commit` finds
         // little left to do (the page cache needs it no more).
+        let staged = File::open(&self.durable_tmp)?;
         let _ = nix::fcntl::posix_fadvise(&staged, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-        Ok(staged)
+        Ok(())
     }
 
     /// Make the staged copy the durable one: sync it, rename it into
     /// place, sync the directory. The caller has synced the output first.
-    pub fn commit(&self, staged: &File) -> std::io::Result<()> {
-        staged.sync_data()?;
+    pub fn commit(&self) -> std::io::Result<()> {
+        File::open(&self.durable_tmp)?.sync_data()?;
         fs::rename(&self.durable_tmp, &self.path)?;
         self.dir_lock.sync_all()
     }
@@ -375,8 +376,8 @@ mod tests {
         store.begin().unwrap().write_all(&bytes).unwrap();
         store.publish().unwrap();
         if durable {
-            let staged = store.stage().unwrap();
-            store.commit(&staged).unwrap();
+            store.stage().unwrap();
+            store.commit().unwrap();
         }
     }
 

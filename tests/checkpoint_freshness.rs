@@ -18,10 +18,9 @@ const RATE: f64 = 200.0;
 const LINES_EACH: u64 = 8_000;
 /// Kills, spread over the run.
 const KILLS: usize = 3;
-/// What a kill may repeat: the fresh checkpoint begins once a second, so
-/// up to a second of lines, plus the time to write it and the timer's
-/// granularity.
-const MAX_REPEATS_PER_KILL: f64 = 1.2 * RATE * CONTAINERS as f64;
+/// What a kill may repeat: a second of lines (a fresh checkpoint begins
+/// every 800 ms, and takes a few turns of the loop to write).
+const MAX_REPEATS_PER_KILL: f64 = RATE * CONTAINERS as f64;
 
 /// Three loops writing and syncing 32 MiB files in `dir`, in their own
 /// process group so that they are stopped with their `dd`s.
@@ -137,10 +136,15 @@ fn kill_9_under_disk_load_repeats_at_most_about_a_second() {
     }
     let durable = agent.metric("log_capturer_checkpoint_durable_writes_total");
     assert!(durable >= 1.0, "no durable checkpoint written");
+    eprintln!(
+        "repeats per kill {repeats:?} at {} lines/s; the last agent's checkpoints held its loop up to {:.1} ms",
+        RATE * CONTAINERS as f64,
+        agent.metric("log_capturer_checkpoint_longest_block_seconds") * 1e3
+    );
     for (k, r) in repeats.iter().enumerate() {
         assert!(
             *r as f64 <= MAX_REPEATS_PER_KILL,
-            "kill {k} repeated {r} lines, more than {MAX_REPEATS_PER_KILL} (1.2 s at {} lines/s): {repeats:?}",
+            "kill {k} repeated {r} lines, more than {MAX_REPEATS_PER_KILL} (1 s at {} lines/s): {repeats:?}",
             RATE * CONTAINERS as f64
         );
     }

@@ -39,8 +39,9 @@ pub(crate) const OUTPUT: Token = Token(usize::MAX - 3);
 /// Output is written at least this often while any is buffered.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A checkpoint snapshot begins at most this often while anything changed
-/// (written in slices, see `persist.rs`).
-pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// (written in slices, see `persist.rs`): a `kill -9` repeats at most this
+/// and the time to write one, under a second.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(800);
 /// Docker is pinged this often to notice a daemon that went away quietly.
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
 /// Bytes read from a socket at once, into the loop's one shared buffer.

@@ -9,16 +9,17 @@
 //! An entry encoded at t claims only lines written by t, and resume points
 //! only move forward, so a snapshot whose entries come from different
 //! turns is never ahead of the output either. The last slice renames it
-//! into place: the fresh copy, started once a second while anything
-//! changed and never synced, because a process crash keeps the page cache.
+//! into place: the fresh copy, begun every 800 ms while anything changed
+//! and never synced, because a process crash keeps the page cache.
 //!
 //! Against a power cut, every [`DURABLE_EVERY`] (longer while syncing is
-//! slow) a published snapshot is staged as the durable copy, its writeback
-//! started at once, and [`STAGE_WAIT`] later committed: the output is
-//! synced (`fdatasync`), then the copy, then it is renamed into place and
-//! the directory synced. Those syncs still hold the loop (one thread, no
-//! sync thread), but rarely, and `log_capturer_checkpoint_longest_block_seconds`
-//! shows for how long.
+//! slow) a published snapshot is staged as the durable copy and
+//! [`STAGE_WAIT`] later committed: the output is synced (`fdatasync`), then
+//! the copy, then it is renamed into place and the directory synced. Those
+//! syncs still hold the loop (one thread, no sync thread), so their work is
+//! started early: the writeback of what the output took is started after
+//! every fresh snapshot, the copy's when it is staged.
+//! `log_capturer_checkpoint_longest_block_seconds` shows the longest turn.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -69,10 +70,10 @@ pub(crate) struct Checkpointer {
     /// The last snapshot's number.
     seq: u64,
     snapshot: Option<Snapshot>,
-    /// When the next snapshot may begin (a second after the last began).
+    /// When the next snapshot may begin ([`CHECKPOINT_EVERY`] after the last began).
     next_at: Instant,
-    /// The durable copy waiting for its sync, since when.
-    staged: Option<(File, Instant)>,
+    /// A durable copy waits for its sync, since then.
+    staged: Option<Instant>,
     /// When the durable copy is renewed next, and how often.
     durable_at: Instant,
     durable_every: Duration,
@@ -86,7 +87,8 @@ pub(crate) struct Checkpointer {
 
 /// A snapshot being written, slice by slice.
 struct Snapshot {
-    started: Instant,
+    /// Since when it waits for the output without blocking (see [`PATIENCE`]).
+    patient_since: Instant,
     started_ns: i64,
     /// The containers it covers, as they were when it began; those gone
     /// since are left out.
@@ -136,11 +138,11 @@ impl Checkpointer {
 
 impl Agent {
     /// The checkpoint timer: the durable copy's sync when due, a new
-    /// snapshot once a second while anything changed, and the next slice of
+    /// snapshot every 800 ms while anything changed, and the next slice of
     /// the one being written.
     pub(crate) fn checkpoint_tick(&mut self) {
         let turn = Instant::now();
-        if self.checkpoints.staged.as_ref().is_some_and(|(_, at)| turn >= *at + STAGE_WAIT) {
+        if self.checkpoints.staged.is_some_and(|at| turn >= at + STAGE_WAIT) {
             self.commit_durable();
         }
         let ck = &self.checkpoints;
@@ -158,7 +160,7 @@ impl Agent {
         let ck = &self.checkpoints;
         let next = [
             ck.snapshot.as_ref().map(|_| Instant::now()),
-            ck.staged.as_ref().map(|(_, at)| *at + STAGE_WAIT),
+            ck.staged.map(|at| at + STAGE_WAIT),
             ck.dirty.then_some(ck.next_at),
         ]
         .into_iter()
@@ -191,7 +193,7 @@ impl Agent {
 
     fn begin_snapshot(&mut self) {
         let ck = &mut self.checkpoints;
-        // Also after a failure: the next try comes a second later.
+        // Also after a failure: the next try comes [`CHECKPOINT_EVERY`] later.
         ck.next_at = Instant::now() + CHECKPOINT_EVERY;
         let file = match ck.store.begin() {
             Ok(f) => f,
@@ -212,7 +214,7 @@ impl Agent {
         checkpoint::header(&mut buf, ck.first_run_at, ck.boot_id.as_deref(), ck.seq);
         ck.dirty = false;
         ck.snapshot = Some(Snapshot {
-            started: Instant::now(),
+            patient_since: Instant::now(),
             started_ns: wall_ns(),
             ids,
             next: 0,
@@ -229,13 +231,20 @@ impl Agent {
         // Never record a line that did not reach the output.
         self.flush_output();
         if self.output.pending() > 0 {
-            let waited = self.checkpoints.snapshot.as_ref().map_or(true, |s| s.started.elapsed() >= PATIENCE);
+            let waited =
+                self.checkpoints.snapshot.as_ref().map_or(true, |s| s.patient_since.elapsed() >= PATIENCE);
             if deadline.is_some() && !waited {
                 return false;
             }
             match self.output.flush_blocking(Instant::now() + FLUSH_WAIT) {
                 Ok(true) => {}
-                Ok(false) => return false,
+                Ok(false) => {
+                    // Patient again: blocking at most once a second.
+                    if let Some(s) = self.checkpoints.snapshot.as_mut() {
+                        s.patient_since = Instant::now();
+                    }
+                    return false;
+                }
                 Err(e) => {
                     self.output_failed(e);
                     return false;
@@ -283,13 +292,15 @@ impl Agent {
         self.metrics.checkpoint_writes.inc();
         self.metrics.checkpoint_bytes.set(snap.bytes as i64);
         self.metrics.checkpoint_timestamp.set(snap.started_ns as f64 / 1e9);
+        // Its fd is closed first: a checkpoint holds one at a time.
+        drop(snap);
         self.start_output_writeback();
         true
     }
 
     /// Start writing back what the output file took since the last call,
-    /// once a second, so that the durable copy's `fdatasync` of it finds a
-    /// second's worth to wait for, not ten. `POSIX_FADV_DONTNEED` starts the
+    /// after each snapshot, so that the durable copy's `fdatasync` of it
+    /// finds a second's worth to wait for, not ten. `POSIX_FADV_DONTNEED` starts the
     /// writeback of dirty pages without waiting for it, and drops only
     /// clean ones (few: these were just written).
     fn start_output_writeback(&mut self) {
@@ -319,7 +330,7 @@ impl Agent {
     /// Make the snapshot just published the next durable copy.
     fn stage_durable(&mut self) {
         match self.checkpoints.store.stage() {
-            Ok(file) => self.checkpoints.staged = Some((file, Instant::now())),
+            Ok(()) => self.checkpoints.staged = Some(Instant::now()),
             Err(e) => {
                 let what = format!("cannot stage {} ({e})", self.checkpoints.store.path().display());
                 self.checkpoint_failed(what);
@@ -329,20 +340,20 @@ impl Agent {
 
     /// Sync the output, then the staged copy, and rename it into place.
     fn commit_durable(&mut self) {
-        let Some((file, _)) = self.checkpoints.staged.take() else {
+        if self.checkpoints.staged.take().is_none() {
             return;
-        };
+        }
         let started = Instant::now();
         // A power cut must not lose lines a durable checkpoint calls delivered.
         if let Err(e) = self.output.sync() {
-            self.checkpoints.staged = Some((file, started));
+            self.checkpoints.staged = Some(started);
             let what = format!(
                 "cannot sync output {} to disk ({e}); the durable checkpoint is not renewed, retrying",
                 self.output.describe()
             );
             return self.checkpoint_failed(what);
         }
-        match self.checkpoints.store.commit(&file) {
+        match self.checkpoints.store.commit() {
             Ok(()) => {
                 self.metrics.checkpoint_durable_writes.inc();
             }
