@@ -1,9 +1,21 @@
-//! Checkpoints: where each container's stream resumes, kept in
-//! `<state-dir>/checkpoints.json` and replaced atomically (write a
-//! temporary file, fsync it, rename it over the old one, fsync the
-//! directory), so a crash leaves either the old or the new file, never a
-//! torn one. The agent writes it at most once a second, only after the
-//! output holding every line it covers has been written, and on shutdown.
+//! Checkpoints: where each container's stream resumes, kept in two copies
+//! in the state directory.
+//!
+//! - `checkpoints.fresh.json`, rewritten every 800 ms while anything
+//!   changes, never fsynced: a process crash (`kill -9`, OOM, panic)
+//!   leaves the page cache intact, so it is all the agent needs then, and
+//!   writing it costs no wait on the disk. It records the boot it was
+//!   written in.
+//! - `checkpoints.json`, the durable copy: the same bytes, renamed into
+//!   place only after the output and the copy itself were synced
+//!   (`fdatasync`), then the directory; every 10 s or more. After a power
+//!   cut (a new boot id) only this one is trusted: the fresh one may claim
+//!   lines the output file lost, or be torn.
+//!
+//! Both are replaced atomically (written under a temporary name, renamed
+//! over the old one), so a reader sees the old or the new file, never a
+//! torn one, as long as the machine stays up. Entries are written in slices
+//! by the loop (`persist.rs`), so each file is a series of appends.
 //!
 //! The state directory itself is held with `flock` while the agent runs, so
 //! two agents cannot share (and corrupt) it: a lock on a file in it would
@@ -16,7 +28,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,8 +36,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::resume::Resume;
 
+/// The durable copy (the only one agents before the fresh copy read).
 pub const FILE_NAME: &str = "checkpoints.json";
+/// The fresh copy: valid until the machine restarts.
+pub const FRESH_NAME: &str = "checkpoints.fresh.json";
 const FORMAT_VERSION: u32 = 1;
+/// Where the running kernel says which boot this is.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateFile {
@@ -34,6 +50,14 @@ pub struct StateFile {
     /// When the agent first ran with this state directory (ns since epoch).
     /// Containers created before it and never seen are not backfilled.
     pub first_run_at: i64,
+    /// The boot the file was written in (absent in files of earlier
+    /// versions, which were all durable).
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// Counts the snapshots written by one state directory: the newer of
+    /// the two copies has the larger one.
+    #[serde(default)]
+    pub seq: u64,
     pub containers: BTreeMap<String, ContainerCheckpoint>,
 }
 
@@ -47,15 +71,8 @@ pub struct ContainerCheckpoint {
     pub resume: Resume,
 }
 
-/// What [`CheckpointStore::save`] writes, borrowed from the live state so
-/// that a write copies nothing but the bytes it encodes.
-#[derive(Serialize)]
-pub struct StateView<'a> {
-    pub version: u32,
-    pub first_run_at: i64,
-    pub containers: BTreeMap<&'a str, CheckpointView<'a>>,
-}
-
+/// One container's entry as the loop writes it, borrowed from the live
+/// state so that a write copies nothing but the bytes it encodes.
 #[derive(Serialize)]
 pub struct CheckpointView<'a> {
     pub name: &'a str,
@@ -71,10 +88,14 @@ impl<'a> From<&'a ContainerCheckpoint> for CheckpointView<'a> {
 
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// The durable copy, and the name it is staged under until synced.
     path: PathBuf,
-    tmp: PathBuf,
+    durable_tmp: PathBuf,
+    /// The fresh copy, and the name it is written under until complete.
+    fresh: PathBuf,
+    fresh_tmp: PathBuf,
     /// The directory, open and locked for the life of the store (released
-    /// when it is dropped); also what `save` fsyncs.
+    /// when it is dropped); also what `commit` fsyncs.
     dir_lock: nix::fcntl::Flock<File>,
     /// `<dir>/lock`, locked as earlier versions do.
     _file_lock: nix::fcntl::Flock<File>,
@@ -162,73 +183,181 @@ impl CheckpointStore {
             .open(&lock_path)
             .map_err(|e| unusable(dir, &format!("cannot open {}", lock_path.display()), e))?;
         let file_lock = lock(file, dir)?;
-        let tmp = dir.join(".checkpoints.json.tmp");
-        // Left by a crash, maybe by a version that created it 0666: `save`
-        // must create it anew to give it its mode.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot remove {}", tmp.display()))
+        let durable_tmp = dir.join(".checkpoints.json.tmp");
+        let fresh_tmp = dir.join(".checkpoints.fresh.json.tmp");
+        // Left by a crash, maybe by a version that created it 0666: they
+        // must be created anew to get their mode.
+        for tmp in [&durable_tmp, &fresh_tmp] {
+            match fs::remove_file(tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("cannot remove {}", tmp.display()))
+                }
+                _ => {}
             }
-            _ => {}
         }
-        Ok(Self { dir: dir.to_owned(), path: dir.join(FILE_NAME), tmp, dir_lock, _file_lock: file_lock })
+        Ok(Self {
+            dir: dir.to_owned(),
+            path: dir.join(FILE_NAME),
+            durable_tmp,
+            fresh: dir.join(FRESH_NAME),
+            fresh_tmp,
+            dir_lock,
+            _file_lock: file_lock,
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The saved state, or None on the very first run.
-    pub fn load(&self) -> anyhow::Result<Option<StateFile>> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+    /// The durable copy's path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The fresh copy's path, for messages.
+    pub fn fresh_path(&self) -> &Path {
+        &self.fresh
+    }
+
+    /// The saved state, or None on the very first run: the fresh copy if
+    /// it was written in this boot (`boot_id`; a process crash keeps the
+    /// page cache) and is not older than the durable one, else the durable
+    /// copy (after a power cut the fresh one may claim lines the output
+    /// lost).
+    pub fn load(&self, boot_id: Option<&str>) -> anyhow::Result<Option<StateFile>> {
+        let durable = read_state(&self.path)?;
+        let fresh = match read_state(&self.fresh) {
+            Ok(f) => f,
+            // Torn by a power cut, which is what the durable copy is for.
+            Err(e) if durable.is_some() => {
+                crate::message!("{e:#}; starting from the durable copy {}", self.path.display());
+                None
+            }
+            Err(e) => return Err(e),
         };
-        let state: StateFile = serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not a valid checkpoint file; move it away to start over (streams then restart from now)",
-                self.path.display()
-            )
-        })?;
-        if state.version != FORMAT_VERSION {
-            bail!(
-                "{} has format version {}, this agent reads version {FORMAT_VERSION}",
-                self.path.display(),
-                state.version
-            );
+        Ok(match (fresh, durable) {
+            (Some(f), d)
+                if boot_id.is_some()
+                    && f.boot_id.as_deref() == boot_id
+                    && d.as_ref().map_or(true, |d| f.seq >= d.seq) =>
+            {
+                Some(f)
+            }
+            (_, Some(d)) => Some(d),
+            (Some(f), None) => {
+                crate::message!(
+                    "{} is missing and {} was written before the machine restarted: starting from it \
+                     (lines the output lost in a power cut are not read again)",
+                    self.path.display(),
+                    self.fresh.display()
+                );
+                Some(f)
+            }
+            (None, None) => None,
+        })
+    }
+
+    /// Start a snapshot: the fresh copy's temporary file, created anew.
+    pub fn begin(&self) -> std::io::Result<File> {
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&self.fresh_tmp)
+    }
+
+    /// The snapshot written to [`CheckpointStore::begin`]'s file is whole:
+    /// make it the fresh copy. Not synced: it is meant to survive the
+    /// process, not the machine.
+    pub fn publish(&self) -> std::io::Result<()> {
+        fs::rename(&self.fresh_tmp, &self.fresh)
+    }
+
+    /// Give the fresh copy just published a second name under which it
+    /// becomes the durable copy once synced ([`CheckpointStore::commit`]);
+    /// the loop never writes a published file again.
+    pub fn stage(&self) -> std::io::Result<()> {
+        match fs::remove_file(&self.durable_tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
         }
-        Ok(Some(state))
+        // A filesystem without hard links gets a copy.
+        if fs::hard_link(&self.fresh, &self.durable_tmp).is_err() {
+            fs::copy(&self.fresh, &self.durable_tmp)?;
+        }
+        // Start writing it back now, so that the sync in `commit` finds
+        // little left to do (the page cache needs it no more).
+        let staged = File::open(&self.durable_tmp)?;
+        let _ = nix::fcntl::posix_fadvise(&staged, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+        Ok(())
     }
 
-    /// Replace the file atomically (a [`StateView`], or a [`StateFile`]);
-    /// returns the bytes written.
-    pub fn save(&self, state: &impl Serialize) -> anyhow::Result<usize> {
-        let bytes = serde_json::to_vec(state).context("cannot encode checkpoints")?;
-        let write = || -> std::io::Result<()> {
-            let mut f =
-                OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&self.tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&self.tmp, &self.path)?;
-            self.dir_lock.sync_all()
-        };
-        write().with_context(|| format!("cannot write checkpoints to {}", self.path.display()))?;
-        Ok(bytes.len())
+    /// Make the staged copy the durable one: sync it, rename it into
+    /// place, sync the directory. The caller has synced the output first.
+    pub fn commit(&self) -> std::io::Result<()> {
+        File::open(&self.durable_tmp)?.sync_data()?;
+        fs::rename(&self.durable_tmp, &self.path)?;
+        self.dir_lock.sync_all()
     }
 }
 
-pub fn new_state(first_run_at: i64) -> StateFile {
-    StateFile { version: FORMAT_VERSION, first_run_at, containers: BTreeMap::new() }
+/// This boot's id, or None where /proc does not tell (then only the
+/// durable copy is trusted).
+pub fn boot_id() -> Option<String> {
+    fs::read_to_string(BOOT_ID).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-pub fn new_view<'a>(first_run_at: i64) -> StateView<'a> {
-    StateView { version: FORMAT_VERSION, first_run_at, containers: BTreeMap::new() }
+/// A checkpoint file, or None if there is none.
+fn read_state(path: &Path) -> anyhow::Result<Option<StateFile>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let state: StateFile = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not a valid checkpoint file; move it away to start over (streams then restart from now)",
+            path.display()
+        )
+    })?;
+    if state.version != FORMAT_VERSION {
+        bail!(
+            "{} has format version {}, this agent reads version {FORMAT_VERSION}",
+            path.display(),
+            state.version
+        );
+    }
+    Ok(Some(state))
+}
+
+/// The start of a snapshot, up to its first entry; then come `,`-separated
+/// [`entry`]s and [`trailer`].
+pub fn header(out: &mut Vec<u8>, first_run_at: i64, boot_id: Option<&str>, seq: u64) {
+    out.extend_from_slice(
+        format!("{{\"version\":{FORMAT_VERSION},\"first_run_at\":{first_run_at},").as_bytes(),
+    );
+    if let Some(b) = boot_id {
+        out.extend_from_slice(b"\"boot_id\":");
+        // A string never fails to encode.
+        let _ = serde_json::to_writer(&mut *out, b);
+        out.push(b',');
+    }
+    out.extend_from_slice(format!("\"seq\":{seq},\"containers\":{{").as_bytes());
+}
+
+/// One container's entry of a snapshot.
+pub fn entry(out: &mut Vec<u8>, id: &str, ck: &CheckpointView<'_>) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, id).context("cannot encode a checkpoint")?;
+    out.push(b':');
+    serde_json::to_writer(&mut *out, ck).context("cannot encode a checkpoint")
+}
+
+/// The end of a snapshot.
+pub fn trailer(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"}}");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("lc-ckpt-{name}-{}", std::process::id()));
@@ -236,32 +365,80 @@ mod tests {
         d
     }
 
+    /// Write a snapshot of one container (resume point `since`) as the
+    /// fresh copy, and as the durable one too if `durable`.
+    fn save(store: &CheckpointStore, boot: Option<&str>, seq: u64, since: i64, durable: bool) {
+        let mut bytes = Vec::new();
+        header(&mut bytes, 42, boot, seq);
+        let resume = Resume::new(since);
+        entry(&mut bytes, "abc", &CheckpointView { name: "web", drained: false, resume: &resume }).unwrap();
+        trailer(&mut bytes);
+        store.begin().unwrap().write_all(&bytes).unwrap();
+        store.publish().unwrap();
+        if durable {
+            store.stage().unwrap();
+            store.commit().unwrap();
+        }
+    }
+
+    /// Replace a file by a new one (the copies may share an inode).
+    fn replace(path: PathBuf, bytes: &[u8]) {
+        fs::remove_file(&path).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn since(store: &CheckpointStore, boot: Option<&str>) -> i64 {
+        store.load(boot).unwrap().unwrap().containers["abc"].resume.start_since
+    }
+
     #[test]
     fn save_load_round_trip_and_lock() {
         let dir = tmpdir("rt");
         let store = CheckpointStore::open(&dir).unwrap();
-        assert!(store.load().unwrap().is_none());
-        let mut state = new_state(42);
-        state.containers.insert(
-            "abc".into(),
-            ContainerCheckpoint { name: "web".into(), drained: false, resume: Resume::new(7) },
-        );
-        store.save(&state).unwrap();
-        let back = store.load().unwrap().unwrap();
-        assert_eq!(back.first_run_at, 42);
-        assert_eq!(back.containers["abc"].resume.start_since, 7);
+        assert!(store.load(Some("b1")).unwrap().is_none());
+        save(&store, Some("b1"), 1, 7, true);
+        let back = store.load(Some("b1")).unwrap().unwrap();
+        assert_eq!((back.first_run_at, back.seq, back.boot_id.as_deref()), (42, 1, Some("b1")));
+        assert_eq!(back.containers["abc"].name, "web");
+        assert_eq!(since(&store, Some("b1")), 7);
+        assert!(!dir.join(".checkpoints.fresh.json.tmp").exists());
         assert!(!dir.join(".checkpoints.json.tmp").exists());
-
-        // A view of live state writes the same file.
-        let mut view = new_view(42);
-        view.containers.insert("abc", (&state.containers["abc"]).into());
-        store.save(&view).unwrap();
-        assert_eq!(store.load().unwrap().unwrap().containers["abc"].resume.start_since, 7);
 
         let err = CheckpointStore::open(&dir).err().expect("second agent must be refused");
         assert!(err.to_string().contains("in use by another log-capturer"), "{err}");
         drop(store);
         CheckpointStore::open(&dir).expect("lock released on drop");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_fresh_copy_is_trusted_in_its_own_boot_only() {
+        let dir = tmpdir("boot");
+        let store = CheckpointStore::open(&dir).unwrap();
+        save(&store, Some("b1"), 1, 7, true);
+        save(&store, Some("b1"), 2, 8, false);
+        // A process crash: the page cache holds the fresh copy.
+        assert_eq!(since(&store, Some("b1")), 8);
+        // A new boot: the fresh copy may be ahead of what reached the disk.
+        assert_eq!(since(&store, Some("b2")), 7);
+        // No boot id known: only the durable copy.
+        assert_eq!(since(&store, None), 7);
+        // A durable copy newer than the fresh one (a fresh write failed).
+        save(&store, Some("b1"), 3, 10, true);
+        replace(
+            dir.join(FRESH_NAME),
+            br#"{"version":1,"first_run_at":42,"boot_id":"b1","seq":2,"containers":{}}"#,
+        );
+        assert_eq!(since(&store, Some("b1")), 10);
+        // A fresh copy torn by a power cut: the durable copy, said so.
+        replace(dir.join(FRESH_NAME), b"");
+        assert_eq!(since(&store, Some("b2")), 10);
+        // A file of an earlier version: durable, no boot id, no seq.
+        fs::remove_file(dir.join(FRESH_NAME)).unwrap();
+        replace(dir.join(FILE_NAME), br#"{"version":1,"first_run_at":5,"containers":{}}"#);
+        let old = store.load(Some("b1")).unwrap().unwrap();
+        assert_eq!((old.first_run_at, old.seq, old.boot_id), (5, 0, None));
+        drop(store);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -306,7 +483,7 @@ mod tests {
         let dir = tmpdir("bad");
         let store = CheckpointStore::open(&dir).unwrap();
         fs::write(dir.join(FILE_NAME), b"{not json").unwrap();
-        let err = format!("{:#}", store.load().unwrap_err());
+        let err = format!("{:#}", store.load(Some("b1")).unwrap_err());
         assert!(err.contains("not a valid checkpoint file") && err.contains("move it away"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }

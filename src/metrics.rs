@@ -333,6 +333,13 @@ pub struct Metrics {
     pub checkpoint_errors: Counter,
     /// `log_capturer_checkpoint_bytes`: size of the last checkpoint written.
     pub checkpoint_bytes: Gauge,
+    /// `log_capturer_checkpoint_durable_writes_total`.
+    pub checkpoint_durable_writes: Counter,
+    /// `log_capturer_checkpoint_timestamp_seconds`: when the newest
+    /// checkpoint began (its resume points are at least that recent).
+    pub checkpoint_timestamp: Gauge<f64, AtomicU64>,
+    /// `log_capturer_checkpoint_longest_block_seconds`.
+    pub checkpoint_longest_block: Gauge<f64, AtomicU64>,
     /// `log_capturer_final_reads_total`: non-follow reads after a container stopped.
     pub final_reads: Counter,
     /// `log_capturer_output_no_space_total`: times the output's filesystem was found full.
@@ -532,6 +539,27 @@ impl Metrics {
                 "log_capturer_checkpoint_bytes",
                 "Size of the last checkpoint file written (~300 bytes per container known, however \
                  busy)",
+                Gauge::default(),
+            ),
+            checkpoint_durable_writes: register(
+                &mut r,
+                "log_capturer_checkpoint_durable_writes",
+                "Checkpoints made durable (output and file synced to disk): what a power cut falls \
+                 back to",
+                Counter::default(),
+            ),
+            checkpoint_timestamp: register(
+                &mut r,
+                "log_capturer_checkpoint_timestamp_seconds",
+                "When the newest checkpoint began (Unix time): after a crash of the agent, lines \
+                 delivered since are delivered again",
+                Gauge::default(),
+            ),
+            checkpoint_longest_block: register(
+                &mut r,
+                "log_capturer_checkpoint_longest_block_seconds",
+                "The longest one turn of the loop spent on checkpoints (reading streams waits \
+                 meanwhile), since the agent started",
                 Gauge::default(),
             ),
             final_reads: register(
@@ -902,6 +930,9 @@ mod tests {
         ("log_capturer_checkpoint_writes_total", "counter"),
         ("log_capturer_checkpoint_errors_total", "counter"),
         ("log_capturer_checkpoint_bytes", "gauge"),
+        ("log_capturer_checkpoint_durable_writes_total", "counter"),
+        ("log_capturer_checkpoint_timestamp_seconds", "gauge"),
+        ("log_capturer_checkpoint_longest_block_seconds", "gauge"),
         ("log_capturer_final_reads_total", "counter"),
         ("log_capturer_output_no_space_total", "counter"),
         ("log_capturer_output_reopened_total", "counter"),

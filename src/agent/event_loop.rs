@@ -38,9 +38,10 @@ pub(crate) const OUTPUT: Token = Token(usize::MAX - 3);
 
 /// Output is written at least this often while any is buffered.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Checkpoints are written at most this often while anything changed (less
-/// often when writing them takes long, see `persist.rs`).
-pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A checkpoint snapshot begins at most this often while anything changed
+/// (written in slices, see `persist.rs`): a `kill -9` repeats at most this
+/// and the time to write one, under a second.
+pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_millis(800);
 /// Docker is pinged this often to notice a daemon that went away quietly.
 pub(crate) const HEALTH_PING_EVERY: Duration = Duration::from_secs(15);
 /// Bytes read from a socket at once, into the loop's one shared buffer.
@@ -345,7 +346,7 @@ impl Agent {
         }
         if self.checkpoints.dirty && !self.checkpoints.armed {
             self.checkpoints.armed = true;
-            self.timers.insert(Instant::now() + self.checkpoints.every, Timer::Checkpoint);
+            self.timers.insert(self.checkpoints.due(), Timer::Checkpoint);
         }
         if self.sink.as_ref().is_some_and(|s| s.paused_since.is_some() && s.has_room()) {
             self.sink_room_again();
@@ -384,7 +385,7 @@ impl Agent {
             }
             Timer::Checkpoint => {
                 self.checkpoints.armed = false;
-                self.write_checkpoint();
+                self.checkpoint_tick();
             }
             Timer::FinalRead { id } => self.final_read(&id),
             Timer::SinkBatch => self.sink_batch_due(),
