@@ -8,7 +8,8 @@
 //! `acks`, of the caller's type: what becomes delivered when it is
 //! acknowledged.
 //!
-//! The bytes counted are the encoded bodies' (what the memory holds) plus
+//! The bytes counted are the encoded bodies' and their acks' (what the
+//! memory holds, [`Queued::held`]) plus
 //! what the caller reports for the batch still being filled; the caller
 //! stops reading when [`Queue::is_full`] and reads again when
 //! [`Queue::has_room`], which leaves a gap between the two so reading does
@@ -40,20 +41,31 @@ pub struct Queue<A> {
     cap: usize,
 }
 
+/// Heap bytes an ack holds beyond its own size (a container id).
+pub const ACK_HEAP: usize = 64;
+
+impl<A> Queued<A> {
+    /// Memory it holds: the body and its acks (with a thousand containers
+    /// in a batch, the acks weigh as much as a compressed body).
+    pub fn held(&self) -> usize {
+        self.body.bytes.len() + self.acks.len() * (std::mem::size_of::<A>() + ACK_HEAP)
+    }
+}
+
 impl<A> Queue<A> {
     pub fn new(cap: usize) -> Self {
         Self { batches: VecDeque::new(), bytes: 0, filling: 0, cap }
     }
 
     pub fn push_back(&mut self, q: Queued<A>) {
-        self.bytes += q.body.bytes.len();
+        self.bytes += q.held();
         self.batches.push_back(q);
     }
 
     /// Put a batch back at the front (the halves of a batch that was too
     /// large go back in order: push the second, then the first).
     pub fn push_front(&mut self, q: Queued<A>) {
-        self.bytes += q.body.bytes.len();
+        self.bytes += q.held();
         self.batches.push_front(q);
     }
 
@@ -73,7 +85,7 @@ impl<A> Queue<A> {
     /// Take the front batch off (acknowledged, rejected, or to be split).
     pub fn pop_front(&mut self) -> Option<Queued<A>> {
         let q = self.batches.pop_front()?;
-        self.bytes -= q.body.bytes.len();
+        self.bytes -= q.held();
         Some(q)
     }
 
@@ -121,13 +133,15 @@ impl<A> Queue<A> {
 mod tests {
     use super::*;
 
+    /// A batch holding `n` bytes in all, its acks included.
     fn batch(n: usize, acks: Vec<u32>) -> Queued<u32> {
+        let body = n - acks.len() * (std::mem::size_of::<u32>() + ACK_HEAP);
         Queued {
             body: Body {
-                bytes: vec![0; n],
+                bytes: vec![0; body],
                 content_type: "application/x-protobuf",
                 content_encoding: None,
-                uncompressed_len: n,
+                uncompressed_len: body,
             },
             lines: acks.len(),
             oldest: Instant::now(),
@@ -138,26 +152,26 @@ mod tests {
 
     #[test]
     fn accounting_and_watermarks() {
-        let mut q = Queue::new(100);
+        let mut q = Queue::new(1000);
         assert!(q.has_room() && !q.is_full());
-        q.push_back(batch(40, vec![1, 2]));
-        q.set_filling(40);
-        assert_eq!(q.bytes(), 80);
+        q.push_back(batch(400, vec![1, 2]));
+        q.set_filling(400);
+        assert_eq!(q.bytes(), 800);
         assert!(!q.has_room() && !q.is_full(), "between the marks: neither");
-        q.push_back(batch(30, vec![3]));
-        q.set_filling(29);
-        assert!(!q.is_full(), "99 of 100");
-        q.set_filling(30);
+        q.push_back(batch(300, vec![3]));
+        q.set_filling(299);
+        assert!(!q.is_full(), "999 of 1000");
+        q.set_filling(300);
         assert!(q.is_full());
         assert_eq!(q.lines(), 3);
         let first = q.pop_front().unwrap();
         assert_eq!(first.acks, vec![1, 2]);
         q.set_filling(0);
-        assert_eq!(q.bytes(), 30);
+        assert_eq!(q.bytes(), 300);
         assert!(q.has_room());
         q.push_front(first);
         assert_eq!(q.front().unwrap().acks, vec![1, 2]);
-        assert_eq!(q.bytes(), 70);
+        assert_eq!(q.bytes(), 700);
         assert_eq!(q.len(), 2);
     }
 }
