@@ -22,9 +22,13 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LOG_
 ///   {"timestamp":"2026-11-27T19:48:22.687468145Z","container_id":"<64 hex>",
 ///    "container_name":"web","image":"busybox:local","stream":"stdout","message":"..."}
 ///
+/// With --loki URL the lines go to Grafana Loki instead, and a container's
+/// checkpoint moves only over lines Loki acknowledged.
+///
 /// Each stream is reopened now and then (--rotate-after, --idle-timeout)
 /// and resumes exactly where it was; checkpoints in --state-dir carry that
-/// across restarts. Metrics: http://127.0.0.1:9640/metrics.
+/// across restarts. Settings can also come from a TOML file (--config).
+/// Metrics: http://127.0.0.1:9640/metrics.
 #[derive(Debug, Parser)]
 #[command(name = "log-capturer", version = VERSION, about, long_about, args_conflicts_with_subcommands = true)]
 #[command(verbatim_doc_comment)]
