@@ -58,7 +58,9 @@ enum Command {
     /// Diagnose this node for the agent: Docker reachable (socket
     /// permissions, API version), each running container's logging driver
     /// (followable or not), the open-files limit against the containers,
-    /// the state directory (writable, in use). Changes nothing.
+    /// the state directory (writable, in use), and with --loki the sink
+    /// (reachable, TLS, authorised: an empty push, no log line). Changes
+    /// nothing.
     ///
     /// Prints a table, or with --json an array of
     /// {"check","status","detail","fix"}. Status OK, INFO (nothing to fix),
