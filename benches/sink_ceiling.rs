@@ -356,7 +356,9 @@ fn outage(tmp: &Scratch, k: &Knobs, failures: &mut Vec<String>) -> Option<Outage
         stored_before = up.stats().entries_stored;
         l = None;
     }
-    let since0 = d.stats().logs_requests_since_only;
+    // Every logs request after the streams opened is a reopen: a parked
+    // stream comes back through an inspect, with `tail` and `since`.
+    let opened0 = d.stats().logs_requests_total;
     let mut read = 0;
     while down_at.elapsed() < k.outage {
         write(&mut per);
@@ -413,7 +415,7 @@ fn outage(tmp: &Scratch, k: &Knobs, failures: &mut Vec<String>) -> Option<Outage
     let got = stored(&l);
     o.delivered = got;
     o.hwm_kib = proc::mem(a.pid).hwm_kib;
-    o.reopened = d.stats().logs_requests_since_only - since0;
+    o.reopened = d.stats().logs_requests_total - opened0;
     o.retries = agent::sum(&m, "log_capturer_sink_retries_total") as u64;
     let mut check = |ok: bool, msg: String| {
         if !ok {

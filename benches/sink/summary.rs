@@ -114,7 +114,8 @@ pub struct Outage {
     /// the last.
     pub first_after_s: Option<f64>,
     pub drain_s: f64,
-    /// Log streams reopened from a position (`since`) during the outage.
+    /// Logs requests after the streams were open: reopens (a stream parked
+    /// by the full queue comes back through an inspect, `tail` and `since`).
     pub reopened: u64,
     pub retries: u64,
 }

@@ -348,7 +348,7 @@ impl Agent {
             self.checkpoints.armed = true;
             self.timers.insert(self.checkpoints.due(), Timer::Checkpoint);
         }
-        if self.sink.as_ref().is_some_and(|s| s.paused_since.is_some() && s.has_room()) {
+        if self.sink.as_mut().is_some_and(|s| !s.note_full() && !s.closed_for_room.is_empty()) {
             self.sink_room_again();
         }
         if !self.paused.is_empty() && self.room_for_lines() {
@@ -710,10 +710,10 @@ impl Agent {
         self.paused.extend(anew);
     }
 
-    /// Lines can be taken: the output and the sink's queue are below
-    /// their low-water marks.
+    /// Lines can be taken: the output is below its low-water mark and the
+    /// sink does not pause reading (see `Sink::note_full`).
     pub(crate) fn room_for_lines(&self) -> bool {
-        self.output.has_room() && self.sink.as_ref().map_or(true, |s| s.has_room())
+        self.output.has_room() && self.sink.as_ref().map_or(true, |s| s.paused_since.is_none())
     }
 
     /// Lines cannot be taken: stop reading log streams. With a sink, the
@@ -723,11 +723,8 @@ impl Agent {
             return true;
         }
         match self.sink.as_mut() {
-            Some(s) if s.is_full() => {
-                s.paused_since.get_or_insert_with(Instant::now);
-                true
-            }
-            _ => false,
+            Some(s) => s.note_full(),
+            None => false,
         }
     }
 

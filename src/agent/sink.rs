@@ -119,7 +119,8 @@ pub(crate) struct Sink {
     pub refused_says: Limiter,
     pub headroom_says: Limiter,
     pub retry_says: Limiter,
-    /// Since when log streams have been paused by a full queue.
+    /// Since when log streams have been paused: from the moment the queue
+    /// was full until it is below its low-water mark again.
     pub paused_since: Option<Instant>,
     /// Streams closed by a long pause wait for room to reopen.
     pub closed_for_room: Vec<String>,
@@ -217,6 +218,18 @@ impl Sink {
     /// The queue (with the batch being filled) is at its cap.
     pub(crate) fn is_full(&self) -> bool {
         self.queue.is_full()
+    }
+
+    /// Whether log streams must not be read: the queue reached its cap and
+    /// has not yet drained below its low-water mark (so reading does not
+    /// flap around one threshold, and a pause is one pause).
+    pub(crate) fn note_full(&mut self) -> bool {
+        if self.is_full() {
+            self.paused_since.get_or_insert_with(Instant::now);
+        } else if self.has_room() {
+            self.paused_since = None;
+        }
+        self.paused_since.is_some()
     }
 
     /// How much of a log stream to read at once: near the cap, a read is
@@ -384,7 +397,6 @@ impl Agent {
     /// stopped meanwhile).
     pub(crate) fn sink_room_again(&mut self) {
         let Some(sink) = self.sink.as_mut() else { return };
-        sink.paused_since = None;
         let ids = std::mem::take(&mut sink.closed_for_room);
         for id in ids {
             if self.containers.get(&id).is_some_and(|c| c.follow == Follow::Backoff) {
@@ -400,6 +412,7 @@ impl Agent {
         let Some(sink) = self.sink.as_mut() else { return };
         sink.update_gauges();
         self.timers.insert(Instant::now() + TICK, Timer::SinkTick);
+        sink.note_full();
         let Some(since) = sink.paused_since else { return };
         if since.elapsed() < PAUSED_CLOSE_AFTER {
             return;
@@ -516,13 +529,12 @@ impl Agent {
     /// A stream about to be opened while the queue is full waits instead.
     pub(crate) fn must_wait_for_room(&mut self, id: &str) -> bool {
         let Some(sink) = self.sink.as_mut() else { return false };
-        if !sink.is_full() {
+        if !sink.note_full() {
             return false;
         }
         if let Some(c) = self.containers.get_mut(id) {
             c.follow = Follow::Backoff;
         }
-        sink.paused_since.get_or_insert_with(Instant::now);
         sink.closed_for_room.push(id.to_owned());
         true
     }
