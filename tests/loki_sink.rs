@@ -410,6 +410,61 @@ fn outage_with_the_agent_killed_in_the_middle_loses_nothing() {
     );
 }
 
+// ---- 3b. a pause longer than a minute closes the streams ----
+
+/// Reading pauses when the queue is full; a minute later the paused streams
+/// are closed (an outage of hours holds no dockerd connection), and they are
+/// reopened where they stopped once Loki takes lines again: nothing lost,
+/// nothing repeated but the push in flight when Loki went away.
+#[test]
+fn streams_paused_a_minute_are_closed_then_reopened_where_they_stopped() {
+    let mut s = Scenario::new("loki-park");
+    let flags = ["--loki-batch-bytes", "8KiB", "--sink-queue-bytes", "32KiB"];
+    let agent = s.agent(&flags);
+    let rate = 100.0;
+    let total = (rate as u64) * 100;
+    two_writers(&mut s, "pa", "pb", rate, total);
+    assert!(s.wait_stored(100, T), "nothing delivered before the outage\n{}", agent.stderr());
+    s.loki.outage();
+    let down = Instant::now();
+    let last = s.loki.requests().last().map_or(0, |r| r.seq);
+    // Streams stay open while paused, until the minute is up.
+    assert!(wait_for(T, || agent.metric("log_capturer_sink_queue_bytes") >= (24 << 10) as f64));
+    assert_eq!(
+        agent.metric("log_capturer_active_streams"),
+        2.0,
+        "closed before the minute\n{}",
+        agent.stderr()
+    );
+    assert!(
+        wait_for(Duration::from_secs(90), || agent.metric("log_capturer_active_streams") == 0.0),
+        "paused streams still open after {:?}\n{}",
+        down.elapsed(),
+        agent.stderr()
+    );
+    assert!(down.elapsed() >= Duration::from_secs(55), "closed after only {:?}", down.elapsed());
+    assert!(agent.stderr().contains("closing 2 log streams"), "{}", agent.stderr());
+    s.loki.resume().unwrap();
+    assert!(
+        wait_for(T, || agent.metric("log_capturer_active_streams") == 2.0),
+        "streams not reopened once Loki was back\n{}",
+        agent.stderr()
+    );
+    assert!(
+        s.wait_delivered(0, T + Duration::from_secs(60)),
+        "{}",
+        fail("not all delivered", &s.delivery(&[]), &agent)
+    );
+    let d = s.delivery(&[]);
+    assert!(
+        d.missing.is_empty() && d.unexpected.is_empty() && d.bad.is_empty(),
+        "{}",
+        fail("loss", &d, &agent)
+    );
+    let outside = d.repeats_outside(&HashSet::from([last]));
+    assert!(outside.is_empty(), "{}", fail(&format!("repeats beyond push {last}, in flight"), &d, &agent));
+}
+
 // ---- 4. checkpoints never ahead of acknowledgements ----
 
 #[test]
