@@ -138,6 +138,12 @@ impl Output {
         self.file().as_raw_fd()
     }
 
+    /// The output file, if it is a regular one (for its writeback and
+    /// size; pipes and devices have neither).
+    pub fn regular_file(&self) -> Option<&File> {
+        self.regular.then(|| self.file())
+    }
+
     fn file(&self) -> &File {
         match &self.target {
             Target::Stdout(f) | Target::File { file: f, .. } => f,

@@ -305,14 +305,8 @@ impl Agent {
     /// clean ones (few: these were just written).
     fn start_output_writeback(&mut self) {
         use std::os::unix::fs::MetadataExt;
-        // Another description of the same file: the output keeps its own.
-        let Ok(file) = File::open(format!("/proc/self/fd/{}", self.output.raw_fd())) else {
-            return;
-        };
-        let Ok(meta) = file.metadata().map_err(|_| ()).and_then(|m| m.is_file().then_some(m).ok_or(()))
-        else {
-            return;
-        };
+        let Some(file) = self.output.regular_file() else { return };
+        let Ok(meta) = file.metadata() else { return };
         let (ino, from) = self.checkpoints.kicked;
         let from = if ino == meta.ino() && from <= meta.len() { from } else { 0 };
         let (Ok(at), Ok(len)) =
@@ -322,7 +316,7 @@ impl Agent {
         };
         if len > 0 {
             let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED;
-            let _ = nix::fcntl::posix_fadvise(&file, at, len, advice);
+            let _ = nix::fcntl::posix_fadvise(file, at, len, advice);
         }
         self.checkpoints.kicked = (meta.ino(), meta.len());
     }
