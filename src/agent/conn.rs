@@ -125,6 +125,8 @@ pub(crate) enum ConnFailure {
     Deadline(ConnTimer),
     /// A log response that is not what dockerd sends.
     Response(ResponseError),
+    /// The sink's transport (TLS or the socket under it).
+    Transport(crate::sink::transport::TransportError),
 }
 
 impl fmt::Display for ConnFailure {
@@ -133,6 +135,7 @@ impl fmt::Display for ConnFailure {
             ConnFailure::Io(e) => write!(f, "{e}"),
             ConnFailure::Deadline(k) => write!(f, "{} deadline passed", k.metric().as_str()),
             ConnFailure::Response(e) => write!(f, "{e}"),
+            ConnFailure::Transport(e) => write!(f, "{e}"),
         }
     }
 }

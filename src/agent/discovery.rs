@@ -186,6 +186,7 @@ impl DiscoveryError {
             ConnFailure::Io(e) => Self::Conn(e.to_string()),
             d @ ConnFailure::Deadline(_) => Self::Deadline(d.to_string()),
             ConnFailure::Response(e) => Self::Protocol(e.to_string()),
+            ConnFailure::Transport(e) => Self::Conn(e.to_string()),
         }
     }
 }

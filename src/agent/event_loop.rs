@@ -686,7 +686,7 @@ impl Agent {
             Role::Scraper(_) => {
                 self.close_conn(key);
             }
-            Role::Sink(_) => self.sink_conn_failed(key, why, None),
+            Role::Sink(_) => self.sink_conn_failed(key, why),
         }
     }
 

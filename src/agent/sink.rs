@@ -103,8 +103,6 @@ pub(crate) struct Sink {
     pub batch_timer: Option<TimerId>,
     /// The connection's slab key.
     pub conn: Option<usize>,
-    /// A push is on the wire.
-    pub in_flight: bool,
     /// Waiting before the next try (backoff, Retry-After, refused).
     pub retry_timer: Option<TimerId>,
     pub backoff: Backoff,
@@ -143,7 +141,6 @@ impl Sink {
             queue: Queue::new(cfg.queue_bytes),
             batch_timer: None,
             conn: None,
-            in_flight: false,
             retry_timer: None,
             backoff: Backoff::default(),
             addrs: SinkAddrs::new(&cfg.url),
@@ -205,13 +202,7 @@ impl Sink {
         self.unfilled |= acks.iter().any(|a| a.resume.is_none());
         self.metrics.lines_cut(done.cut);
         self.queue.set_filling(0);
-        self.queue.push_back(Queued {
-            body: done.body,
-            lines: done.lines,
-            oldest: done.opened,
-            acks,
-            attempts: 0,
-        });
+        self.queue.push_back(Queued { body: done.body, lines: done.lines, oldest: done.opened, acks });
         true
     }
 

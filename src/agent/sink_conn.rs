@@ -11,7 +11,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::agent::conn::{ConnFailure, ConnTimer, Role};
+use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
 use crate::agent::event_loop::{Agent, Timer};
 use crate::agent::resolve::Next;
 use crate::agent::sock::{Endpoint, Sock};
@@ -99,16 +99,17 @@ impl Agent {
     /// Send the front batch if nothing is in flight and nothing waits.
     pub(crate) fn pump_sink(&mut self) {
         let Some(sink) = self.sink.as_mut() else { return };
-        if sink.in_flight || sink.retry_timer.is_some() || sink.queue.is_empty() {
+        if sink.retry_timer.is_some() || sink.queue.is_empty() {
             return;
         }
-        match sink.conn {
-            Some(key) => {
-                if self.conns.get(key).is_some_and(|c| c.connected) {
-                    self.send_push(key);
-                }
-            }
-            None => self.connect_sink(),
+        let Some(key) = sink.conn else { return self.connect_sink() };
+        // Connected and idle: no push on the wire (one at a time).
+        let idle = match self.conns.get(key) {
+            Some(c @ Conn { role: Role::Sink(sc), .. }) => c.connected && sc.sent_at.is_none(),
+            _ => false,
+        };
+        if idle {
+            self.send_push(key);
         }
     }
 
@@ -125,7 +126,7 @@ impl Agent {
         };
         let transport = match transport {
             Ok(t) => t,
-            Err(e) => return self.push_failed(ConnFailure::Io(io::Error::other(e.to_string())), None),
+            Err(e) => return self.push_failed(ConnFailure::Transport(e)),
         };
         let sock = match Sock::connect(&Endpoint::Tcp(addr)) {
             Ok(s) => s,
@@ -134,7 +135,7 @@ impl Agent {
                 if let Some(s) = self.sink.as_mut() {
                     s.addrs.failed();
                 }
-                return self.push_failed(ConnFailure::Io(e), None);
+                return self.push_failed(ConnFailure::Io(e));
             }
         };
         let role = Role::Sink(Box::new(SinkConn { transport, reader: ResponseReader::new(), sent_at: None }));
@@ -144,7 +145,7 @@ impl Agent {
                     sink.conn = Some(key);
                 }
             }
-            Err(e) => self.push_failed(ConnFailure::Io(e), None),
+            Err(e) => self.push_failed(ConnFailure::Io(e)),
         }
     }
 
@@ -166,12 +167,12 @@ impl Agent {
                     if let Some(s) = self.sink.as_mut() {
                         s.addrs.failed();
                     }
-                    return self.sink_conn_failed(key, ConnFailure::Io(e), None);
+                    return self.sink_conn_failed(key, ConnFailure::Io(e));
                 }
             }
         }
         if let Err(e) = self.sink_write(key) {
-            return self.sink_conn_failed(key, ConnFailure::Io(io::Error::other(e.to_string())), Some(e));
+            return self.sink_conn_failed(key, ConnFailure::Transport(e));
         }
         if readable || writable {
             self.sink_read(key);
@@ -210,15 +211,14 @@ impl Agent {
                     if sc.sent_at.is_none() {
                         // Nothing asked: a server that talks out of turn.
                         let e = io::Error::other("the sink sent bytes without a request");
-                        return self.sink_conn_failed(key, ConnFailure::Io(e), None);
+                        return self.sink_conn_failed(key, ConnFailure::Io(e));
                     }
                     sc.reader.push(&self.read_buf[..n])
                 }
                 Ok(Received::WouldBlock) => {
                     // A TLS handshake step may have queued records.
                     if let Err(e) = self.sink_write(key) {
-                        let io = ConnFailure::Io(io::Error::other(e.to_string()));
-                        return self.sink_conn_failed(key, io, Some(e));
+                        return self.sink_conn_failed(key, ConnFailure::Transport(e));
                     }
                     return;
                 }
@@ -230,17 +230,14 @@ impl Agent {
                     }
                     sc.reader.eof().map(Some)
                 }
-                Err(e) => {
-                    let io = ConnFailure::Io(io::Error::other(e.to_string()));
-                    return self.sink_conn_failed(key, io, Some(e));
-                }
+                Err(e) => return self.sink_conn_failed(key, ConnFailure::Transport(e)),
             };
             match answer {
                 Ok(Some(resp)) => return self.sink_answered(key, resp),
                 Ok(None) => {}
                 Err(e) => {
                     let io = ConnFailure::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
-                    return self.sink_conn_failed(key, io, None);
+                    return self.sink_conn_failed(key, io);
                 }
             }
         }
@@ -267,7 +264,6 @@ impl Agent {
         out.extend_from_slice(&head);
         out.extend_from_slice(&front.body.bytes);
         sink.metrics.bytes.inc_by(out.len() as u64);
-        sink.in_flight = true;
         let timeout = sink.cfg.timeout;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.out = out;
@@ -279,7 +275,7 @@ impl Agent {
         self.cancel_timer(key, ConnTimer::Idle);
         self.add_timer(key, Instant::now() + timeout, ConnTimer::Push);
         if let Err(e) = self.sink_write(key) {
-            self.sink_conn_failed(key, ConnFailure::Io(io::Error::other(e.to_string())), Some(e));
+            self.sink_conn_failed(key, ConnFailure::Transport(e));
         }
     }
 
@@ -298,7 +294,6 @@ impl Agent {
             self.close_sink_conn(key);
         }
         let Some(sink) = self.sink.as_mut() else { return };
-        sink.in_flight = false;
         if let Some(t) = sent_at {
             sink.metrics.duration.observe(t.elapsed().as_secs_f64());
         }
@@ -315,7 +310,7 @@ impl Agent {
                 self.batch_delivered(Some((reason, &resp.message)));
             }
             Outcome::Retry { reason, after } => {
-                let what = format!("answered {}{}", resp.status, said(&resp.message));
+                let what = format!("answered {}{}", resp.status, outcome::said(&resp.message));
                 self.retry_push(reason, after, what);
             }
             Outcome::Refused { what, split } => self.push_refused(what, split),
@@ -339,13 +334,9 @@ impl Agent {
     /// Try the same batch again after the backoff (at least `after`).
     fn retry_push(&mut self, reason: RetryReason, after: Option<Duration>, what: String) {
         let Some(sink) = self.sink.as_mut() else { return };
-        sink.in_flight = false;
         sink.metrics.up.set(0);
         sink.metrics.request(RequestResult::Retry);
         sink.metrics.retry(reason);
-        if let Some(front) = sink.queue.front_mut() {
-            front.attempts += 1;
-        }
         let wait = sink.backoff.next(&mut self.rng).max(after.unwrap_or_default());
         if let Some(held) = sink.retry_says.allow(Instant::now()) {
             message!(
@@ -362,7 +353,6 @@ impl Agent {
 
     fn push_refused(&mut self, what: String, split: bool) {
         let Some(sink) = self.sink.as_mut() else { return };
-        sink.in_flight = false;
         sink.metrics.up.set(0);
         sink.metrics.request(RequestResult::Refused);
         sink.metrics.retry(RetryReason::Refused);
@@ -413,20 +403,9 @@ impl Agent {
         };
         let whole = sink.queue.pop_front().expect("front checked");
         let [(a, na), (b, nb)] = halves;
-        let second = crate::sink::queue::Queued {
-            body: b,
-            lines: nb,
-            oldest: whole.oldest,
-            acks: whole.acks,
-            attempts: 0,
-        };
-        let first = crate::sink::queue::Queued {
-            body: a,
-            lines: na,
-            oldest: whole.oldest,
-            acks: Vec::new(),
-            attempts: 0,
-        };
+        let second =
+            crate::sink::queue::Queued { body: b, lines: nb, oldest: whole.oldest, acks: whole.acks };
+        let first = crate::sink::queue::Queued { body: a, lines: na, oldest: whole.oldest, acks: Vec::new() };
         sink.queue.push_front(second);
         sink.queue.push_front(first);
         true
@@ -453,26 +432,28 @@ impl Agent {
     }
 
     /// The connection failed (I/O, TLS, protocol) or a deadline passed.
-    pub(crate) fn sink_conn_failed(&mut self, key: usize, why: ConnFailure, tls: Option<TransportError>) {
-        let in_flight = match self.conns.get(key).map(|c| &c.role) {
-            Some(Role::Sink(sc)) => sc.sent_at.is_some() || !c_connected(self, key),
+    pub(crate) fn sink_conn_failed(&mut self, key: usize, why: ConnFailure) {
+        let in_flight = match self.conns.get(key) {
+            Some(c @ Conn { role: Role::Sink(sc), .. }) => sc.sent_at.is_some() || !c.connected,
             _ => return,
         };
         self.close_sink_conn(key);
-        if tls.as_ref().is_some_and(TransportError::is_config_problem) {
-            return self.push_refused(format!("TLS: {}", tls.expect("checked")), false);
-        }
         if in_flight || self.sink.as_ref().is_some_and(|s| !s.queue.is_empty()) {
-            self.push_failed(why, None);
+            self.push_failed(why);
         }
     }
 
-    fn push_failed(&mut self, why: ConnFailure, after: Option<Duration>) {
+    /// A push could not be made or answered: TLS refusals are the
+    /// configuration's, everything else is retried with backoff.
+    fn push_failed(&mut self, why: ConnFailure) {
         let reason = match why {
+            ConnFailure::Transport(e) if e.is_config_problem() => {
+                return self.push_refused(format!("TLS: {e}"), false)
+            }
             ConnFailure::Deadline(_) => RetryReason::Timeout,
             _ => RetryReason::Connection,
         };
-        self.retry_push(reason, after, format!("failed: {why}"));
+        self.retry_push(reason, None, format!("failed: {why}"));
     }
 
     pub(crate) fn sink_deadline(&mut self, key: usize, kind: ConnTimer) {
@@ -482,7 +463,7 @@ impl Agent {
             return;
         }
         self.metrics.deadline(kind.metric());
-        self.sink_conn_failed(key, ConnFailure::Deadline(kind), None);
+        self.sink_conn_failed(key, ConnFailure::Deadline(kind));
     }
 
     pub(crate) fn close_sink_conn(&mut self, key: usize) {
@@ -490,22 +471,9 @@ impl Agent {
             if let Some(sink) = self.sink.as_mut() {
                 if sink.conn == Some(key) {
                     sink.conn = None;
-                    sink.in_flight = false;
                 }
             }
         }
-    }
-}
-
-fn c_connected(a: &Agent, key: usize) -> bool {
-    a.conns.get(key).is_some_and(|c| c.connected)
-}
-
-fn said(m: &str) -> String {
-    if m.is_empty() {
-        String::new()
-    } else {
-        format!(": {m}")
     }
 }
 

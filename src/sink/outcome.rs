@@ -137,11 +137,21 @@ fn without_label_sets(m: &str) -> String {
     out
 }
 
+/// `": message"`, or nothing for an empty one: how an answer's body is
+/// quoted after its status.
+pub fn said(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
 /// The meaning of an answer with `status`; `message` is the start of its
 /// body, `retry_after` its `Retry-After` as a wait.
 pub fn of_status(status: u16, message: &str, retry_after: Option<Duration>) -> Outcome {
     let after = retry_after.map(|d| d.min(MAX_RETRY_AFTER));
-    let said = if message.is_empty() { String::new() } else { format!(": {message}") };
+    let said = said(message);
     match status {
         200..=299 => Outcome::Acked,
         400 => Outcome::Rejected(RejectReason::from_message(message)),

@@ -29,8 +29,6 @@ pub struct Queued<A> {
     /// the oldest.
     pub oldest: Instant,
     pub acks: Vec<A>,
-    /// Pushes of it that failed and will be retried.
-    pub attempts: u32,
 }
 
 #[derive(Debug)]
@@ -76,10 +74,6 @@ impl<A> Queue<A> {
 
     pub fn front(&self) -> Option<&Queued<A>> {
         self.batches.front()
-    }
-
-    pub fn front_mut(&mut self) -> Option<&mut Queued<A>> {
-        self.batches.front_mut()
     }
 
     /// Take the front batch off (acknowledged, rejected, or to be split).
@@ -146,7 +140,6 @@ mod tests {
             lines: acks.len(),
             oldest: Instant::now(),
             acks,
-            attempts: 0,
         }
     }
 
