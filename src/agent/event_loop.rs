@@ -311,12 +311,7 @@ impl Agent {
                     SIGNALS => self.on_signals(),
                     LISTENER => self.accept_clients(),
                     OUTPUT => self.flush_output(),
-                    t if t == crate::agent::resolve::DNS_UDP
-                        || (crate::agent::resolve::DNS_TCP - 8..=crate::agent::resolve::DNS_TCP)
-                            .contains(&t.0) =>
-                    {
-                        self.on_dns_event(t)
-                    }
+                    t if crate::agent::resolve::is_dns_token(t) => self.on_dns_event(t),
                     Token(key) => {
                         self.on_conn_event(key, ev.is_readable() || ev.is_read_closed(), ev.is_writable())
                     }

@@ -23,8 +23,13 @@ use crate::timer_wheel::TimerId;
 
 pub(crate) const DNS_UDP: Token = Token(usize::MAX - 4);
 /// Tokens of TCP exchanges: `DNS_TCP - i`, i < [`MAX_TCP`].
-pub(crate) const DNS_TCP: usize = usize::MAX - 5;
+const DNS_TCP: usize = usize::MAX - 5;
 const MAX_TCP: usize = 4;
+
+/// One of the lookup's sockets.
+pub(crate) fn is_dns_token(t: Token) -> bool {
+    t == DNS_UDP || (DNS_TCP + 1 - MAX_TCP..=DNS_TCP).contains(&t.0)
+}
 pub const MIN_TTL: Duration = Duration::from_secs(5);
 pub const MAX_TTL: Duration = Duration::from_secs(300);
 

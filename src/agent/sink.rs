@@ -86,6 +86,9 @@ pub struct ContainerSink {
     /// Bytes its driver stored for the lines read (estimated).
     pub stored: u64,
     pub meter: RateMeter,
+    /// Its stream waits, closed, for room in the queue (it is in
+    /// `Sink::closed_for_room`, once).
+    pub parked: bool,
 }
 
 pub(crate) struct Sink {
@@ -244,7 +247,7 @@ impl Sink {
         let age = self.backlog_age(Instant::now());
         match &self.failing {
             Some(f) if age > Duration::from_secs(60) => {
-                Some(format!("the sink has not acknowledged anything for {age:.0?}: {f}"))
+                Some(format!("the sink's oldest unacknowledged line is {age:.0?} old: {f}"))
             }
             _ => None,
         }
@@ -257,6 +260,8 @@ impl Sink {
         oldest.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
     }
 
+    /// The gauges the loop does not keep current line by line: set at
+    /// each scrape and each tick.
     pub(crate) fn update_gauges(&self) {
         self.metrics.queue_bytes.set(self.queue.bytes() as i64);
         self.metrics.backlog_age_seconds.set(self.backlog_age(Instant::now()).as_secs() as i64);
@@ -333,7 +338,6 @@ impl Agent {
                 sink.batch_timer = Some(self.timers.insert(d, Timer::SinkBatch));
             }
         }
-        sink.update_gauges();
         self.pump_sink();
     }
 
@@ -379,8 +383,6 @@ impl Agent {
             }
         }
         self.checkpoints.dirty = true;
-        let sink = self.sink.as_mut().expect("checked above");
-        sink.update_gauges();
     }
 
     /// Log streams may be read again (the queue has room): reopen those
@@ -390,7 +392,9 @@ impl Agent {
         let Some(sink) = self.sink.as_mut() else { return };
         let ids = std::mem::take(&mut sink.closed_for_room);
         for id in ids {
-            if self.containers.get(&id).is_some_and(|c| c.follow == Follow::Backoff) {
+            let Some(c) = self.containers.get_mut(&id) else { continue };
+            c.sink.parked = false;
+            if c.follow == Follow::Backoff {
                 self.inspect(&id);
             }
         }
@@ -453,9 +457,7 @@ impl Agent {
             }
             for ev in events.iter() {
                 let t = ev.token();
-                if t == crate::agent::resolve::DNS_UDP
-                    || (crate::agent::resolve::DNS_TCP - 8..=crate::agent::resolve::DNS_TCP).contains(&t.0)
-                {
+                if crate::agent::resolve::is_dns_token(t) {
                     self.on_dns_event(t);
                 } else if self.sink.as_ref().is_some_and(|s| s.conn == Some(t.0)) {
                     self.sink_event(t.0, ev.is_readable() || ev.is_read_closed(), ev.is_writable());
@@ -509,24 +511,24 @@ impl Agent {
     /// (through an inspect) when there is. It keeps its slot.
     pub(crate) fn park_stream(&mut self, id: &str, key: usize) {
         self.abandon_conn(key);
-        if let Some(c) = self.containers.get_mut(id) {
-            c.follow = Follow::Backoff;
-        }
-        if let Some(sink) = self.sink.as_mut() {
-            sink.closed_for_room.push(id.to_owned());
-        }
+        self.park(id);
     }
 
     /// A stream about to be opened while the queue is full waits instead.
     pub(crate) fn must_wait_for_room(&mut self, id: &str) -> bool {
-        let Some(sink) = self.sink.as_mut() else { return false };
-        if !sink.note_full() {
+        if !self.sink.as_mut().is_some_and(Sink::note_full) {
             return false;
         }
-        if let Some(c) = self.containers.get_mut(id) {
-            c.follow = Follow::Backoff;
-        }
-        sink.closed_for_room.push(id.to_owned());
+        self.park(id);
         true
+    }
+
+    /// `id` waits, holding its slot, until the queue has room.
+    fn park(&mut self, id: &str) {
+        let (Some(sink), Some(c)) = (self.sink.as_mut(), self.containers.get_mut(id)) else { return };
+        c.follow = Follow::Backoff;
+        if !std::mem::replace(&mut c.sink.parked, true) {
+            sink.closed_for_room.push(id.to_owned());
+        }
     }
 }
