@@ -234,3 +234,31 @@ fn version_names_the_commit_it_was_built_from() {
         None => assert!(version.contains("(commit unknown)"), "{version}"),
     }
 }
+
+/// The sink's settings, secrets and TLS files are checked before Docker is
+/// asked anything (the socket here does not exist): the error is the typo,
+/// not "cannot reach Docker".
+#[test]
+fn sink_files_that_cannot_be_read_are_reported_before_docker_is_reached() {
+    let dir = TempDir::new("sink-files");
+    for (args, flag) in [
+        (
+            &["--loki", "http://127.0.0.1:1", "--loki-username", "u", "--loki-password-file", "/nonexistent"]
+                [..],
+            "--loki-password-file",
+        ),
+        (&["--loki", "https://127.0.0.1:1", "--sink-ca-file", "/nonexistent.pem"][..], "--sink-ca-file"),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--docker-host")
+            .arg(format!("unix://{}", dir.0.join("no-docker.sock").display()))
+            .arg("--state-dir")
+            .arg(dir.0.join("state"))
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(args);
+        let (code, err) = run(&mut cmd);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag) && err.contains("/nonexistent"), "{args:?}: {err}");
+        assert!(!err.contains("Docker"), "{args:?}: Docker was asked first: {err}");
+    }
+}

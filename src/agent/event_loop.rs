@@ -173,7 +173,13 @@ pub(crate) fn wall_ns() -> i64 {
 impl Agent {
     /// Set everything up: state directory, output, metrics listener,
     /// signals. Reaching Docker is checked by the caller before this.
-    pub fn new(args: &AgentArgs, endpoint: Endpoint, api: Api, nofile: NofileLimit) -> anyhow::Result<Self> {
+    pub fn new(
+        args: &AgentArgs,
+        endpoint: Endpoint,
+        api: Api,
+        nofile: NofileLimit,
+        sink: Option<crate::agent::sink::SinkSetup>,
+    ) -> anyhow::Result<Self> {
         let poll = Poll::new().context("cannot create the poll instance")?;
         let now_ns = wall_ns();
         let checkpoints = Checkpointer::open(&args.state_dir, now_ns)?;
@@ -187,12 +193,7 @@ impl Agent {
         let signals = Signals::new().context("cannot set up signal handling")?;
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let mut metrics = Metrics::new();
-        let sink = match crate::sink::loki::config::LokiConfig::from_args(&args.loki, &host_name(), |k| {
-            std::env::var(k).ok()
-        })? {
-            Some(cfg) => Some(crate::agent::sink::Sink::new(cfg, metrics.registry_mut())?),
-            None => None,
-        };
+        let sink = sink.map(|s| crate::agent::sink::Sink::new(s, metrics.registry_mut()));
         // Everything the agent keeps open for its whole life is open now.
         let in_use = budget::open_fds().context("cannot count open files in /proc/self/fd")?;
         let max_streams = args.max_streams.map(|m| m as usize);
@@ -769,15 +770,4 @@ impl Agent {
             Err(e) => self.output_failed(e),
         }
     }
-}
-
-/// This machine's name, for the sink's `host` label: the kernel's (in a
-/// container, the container's own unless it shares the host's UTS
-/// namespace; `--loki-label host=NAME` sets it).
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }

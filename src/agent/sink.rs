@@ -129,14 +129,40 @@ pub(crate) struct Sink {
     pub headers: crate::http::request::Headers,
 }
 
-impl Sink {
-    pub(crate) fn new(
-        cfg: LokiConfig,
-        registry: &mut prometheus_client::registry::Registry,
-    ) -> anyhow::Result<Self> {
+/// The sink's checked settings, made before the loop exists.
+pub struct SinkSetup {
+    cfg: LokiConfig,
+    tls: Option<crate::agent::sink_conn::TlsSetup>,
+    headers: crate::http::request::Headers,
+}
+
+impl SinkSetup {
+    /// `None` without `--loki`. Reads the secret and TLS files.
+    pub fn from_args(args: &crate::sink::loki::config::LokiArgs) -> anyhow::Result<Option<Self>> {
+        let Some(cfg) = LokiConfig::from_args(args, &host_name(), |k| std::env::var(k).ok())? else {
+            return Ok(None);
+        };
         let tls = if cfg.url.tls { Some(crate::agent::sink_conn::TlsSetup::new(&cfg)?) } else { None };
         let headers = crate::agent::sink_conn::request_headers(&cfg)?;
-        Ok(Sink {
+        Ok(Some(SinkSetup { cfg, tls, headers }))
+    }
+}
+
+/// This machine's name, for the sink's `host` label: the kernel's (in a
+/// container, the container's own unless it shares the host's UTS
+/// namespace; `--loki-label host=NAME` sets it).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+impl Sink {
+    pub(crate) fn new(setup: SinkSetup, registry: &mut prometheus_client::registry::Registry) -> Self {
+        let SinkSetup { cfg, tls, headers } = setup;
+        Sink {
             batch: Batch::new(cfg.limits, cfg.encoding),
             members: Vec::new(),
             batch_seq: 0,
@@ -159,7 +185,7 @@ impl Sink {
             headers,
             tls,
             cfg,
-        })
+        }
     }
 
     /// Take one line of `c`. The caller sealed a full batch before (see

@@ -19,9 +19,12 @@ use crate::docker::request::{self, negotiate, Api};
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     // First, before anything holds an fd: the budget is derived from it.
     let nofile = crate::agent::budget::raise_nofile_limit().context("cannot read the open-files limit")?;
+    // The sink's settings, secrets and TLS files are checked before Docker
+    // is asked anything: a typo is reported as what it is.
+    let sink = crate::agent::sink::SinkSetup::from_args(&args.loki)?;
     let endpoint = resolve(&args.docker_host)?;
     let api = check_docker(&args.docker_host, &endpoint, args.connect_timeout, args.api_timeout)?;
-    let mut agent = Agent::new(args, endpoint, api, nofile)?;
+    let mut agent = Agent::new(args, endpoint, api, nofile, sink)?;
     agent.run()
 }
 
