@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::batch::{self, Limits};
+use super::batch::Limits;
 use super::encoding::Encoding;
 use super::labels::{self, ContainerLabel, LabelConfig, StaticLabel};
 use crate::cli::{parse_size, parse_timeout};
@@ -332,9 +332,6 @@ pub fn human_bytes(n: usize) -> String {
         format!("{n} B")
     }
 }
-
-/// The value of `Loki`'s default `max_line_size` in this module's terms.
-pub const DEFAULT_MAX_LINE: usize = batch::DEFAULT_MAX_LINE;
 
 #[cfg(test)]
 mod tests {
