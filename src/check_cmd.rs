@@ -787,7 +787,7 @@ fn check_sink(agent: &crate::cli::AgentArgs) -> Row {
         format!("Loki at {} ({}) answered {} to an empty push in {:.0?}", cfg.url, p.addr, a.status, p.took);
     match outcome::of_status(a.status, &a.message, None) {
         Outcome::Acked => Row::new("sink", Status::Ok, seen),
-        Outcome::Rejected(_) => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
+        Outcome::BadRequest(_) => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
             .fix("the receiver refused an empty push; check that it is Loki's push API"),
         Outcome::Retry { .. } => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
             .fix("the receiver is overloaded or failing; the agent retries, but check it"),

@@ -257,6 +257,13 @@ impl Agent {
             format!("cannot list containers ({e}): containers already there are not followed")
         } else if let Some(t) = self.sink.as_ref().and_then(|s| s.trouble()) {
             t
+        } else if let Some(why) = self.sink.as_ref().and_then(|s| s.metadata_off.as_deref()) {
+            // Healthy, with what an operator may not expect.
+            let note = format!(
+                "ok\nnote: the sink does not take structured metadata ({why}): container ids and \
+                 images are not shipped\n"
+            );
+            return plain(200, "OK", &note);
         } else {
             return plain(200, "OK", "ok\n");
         };

@@ -33,7 +33,7 @@ use crate::message;
 use crate::messages::Limiter;
 use crate::record::Record;
 use crate::sink::loki::batch::{Batch, Line};
-use crate::sink::loki::config::LokiConfig;
+use crate::sink::loki::config::{LokiConfig, MetadataMode};
 use crate::sink::loki::labels::{Container as LabelSource, LokiStream};
 use crate::sink::metrics::SinkMetrics;
 use crate::sink::outcome::RejectReason;
@@ -62,6 +62,19 @@ pub(crate) struct Ack {
     /// ends is the one ([`Agent::fill_acks`]).
     pub resume: Option<Resume>,
     pub lines: u32,
+}
+
+/// Whether pushes carry structured metadata (see `--loki-structured-metadata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Metadata {
+    On,
+    /// A whole push was refused with a message that does not name the
+    /// metadata (Loki 2.8's JSON decoder): the same batch goes once
+    /// without it; accepted, metadata stays off; refused again, it was not
+    /// the metadata.
+    Trying,
+    /// Refused by the sink (or `never`): left out of every push.
+    Off,
 }
 
 /// A container with lines in the batch being filled.
@@ -127,6 +140,10 @@ pub(crate) struct Sink {
     pub closed_for_room: Vec<String>,
     /// The reusable request head (all but the length-dependent part).
     pub headers: crate::http::request::Headers,
+    pub metadata: Metadata,
+    /// Why metadata is off (for /healthz and `check`), once the sink
+    /// refused it.
+    pub metadata_off: Option<String>,
 }
 
 /// The sink's checked settings, made before the loop exists.
@@ -162,8 +179,13 @@ fn host_name() -> String {
 impl Sink {
     pub(crate) fn new(setup: SinkSetup, registry: &mut prometheus_client::registry::Registry) -> Self {
         let SinkSetup { cfg, tls, headers } = setup;
+        let mut batch = Batch::new(cfg.limits, cfg.encoding);
+        let metadata = if cfg.metadata == MetadataMode::Never { Metadata::Off } else { Metadata::On };
+        batch.set_metadata(metadata == Metadata::On);
+        let metrics = SinkMetrics::register(registry);
+        metrics.structured_metadata_enabled.set(i64::from(metadata == Metadata::On));
         Sink {
-            batch: Batch::new(cfg.limits, cfg.encoding),
+            batch,
             members: Vec::new(),
             batch_seq: 0,
             unfilled: false,
@@ -175,7 +197,7 @@ impl Sink {
             addrs: SinkAddrs::new(&cfg.url),
             refused: None,
             failing: None,
-            metrics: SinkMetrics::register(registry),
+            metrics,
             reject_says: HashMap::new(),
             refused_says: Limiter::new(Duration::from_secs(60)),
             headroom_says: Limiter::new(Duration::from_secs(60)),
@@ -185,6 +207,8 @@ impl Sink {
             headers,
             tls,
             cfg,
+            metadata,
+            metadata_off: None,
         }
     }
 
@@ -218,6 +242,7 @@ impl Sink {
     /// container being delivered right now and its resume point before the
     /// line at hand; the others' are filled in when the delivery ends.
     pub(crate) fn seal(&mut self, current: Option<(&str, &Resume)>) -> bool {
+        let metadata = self.batch.metadata();
         let Some(done) = self.batch.finish() else { return false };
         self.batch_seq += 1;
         let acks = self
@@ -231,7 +256,13 @@ impl Sink {
         self.unfilled |= acks.iter().any(|a| a.resume.is_none());
         self.metrics.lines_cut(done.cut);
         self.queue.set_filling(0);
-        self.queue.push_back(Queued { body: done.body, lines: done.lines, oldest: done.opened, acks });
+        self.queue.push_back(Queued {
+            body: done.body,
+            lines: done.lines,
+            oldest: done.opened,
+            acks,
+            metadata,
+        });
         true
     }
 
@@ -374,29 +405,33 @@ impl Agent {
         self.seal_batch();
     }
 
-    /// The front batch was answered for good (2xx, or 400 for part of it):
-    /// its lines are delivered; checkpoints move over them.
-    pub(crate) fn batch_delivered(&mut self, rejected: Option<(RejectReason, &str)>) {
+    /// The front batch was answered for good (2xx, or a 400 refusing some
+    /// of its entries, which Loki lists, and storing the rest): its lines
+    /// are delivered; checkpoints move over them.
+    pub(crate) fn batch_delivered(&mut self, refused: Option<(&[(RejectReason, u64)], &str)>) {
         let Some(sink) = self.sink.as_mut() else { return };
         let Some(q) = sink.queue.pop_front() else { return };
-        // Answered for good: a 400's lines count too (Loki stored all but
-        // the refused ones, and does not say how many those were).
+        // Answered for good: the refused lines count too (not sent again).
         sink.metrics.lines.inc_by(q.lines as u64);
-        match rejected {
-            None => {}
-            Some((reason, said)) => {
-                sink.metrics.rejected(reason, q.lines as u64);
-                let says =
-                    sink.reject_says.entry(reason).or_insert_with(|| Limiter::new(Duration::from_secs(60)));
-                if let Some(held) = says.allow(Instant::now()) {
-                    message!(
-                        "the sink refused lines of a push of {} for good ({reason}): {}; the rest were \
-                         stored, and it is not sent again (log_capturer_sink_rejected_lines_total){}",
-                        q.lines,
-                        said,
-                        crate::messages::held_back(held)
-                    );
-                }
+        if let Some((refused, said)) = refused {
+            let mut n = 0;
+            for &(reason, lines) in refused {
+                sink.metrics.rejected(reason, lines);
+                n += lines;
+            }
+            let reasons = refused.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ");
+            // One message a minute for each set of reasons.
+            let key = refused.first().map_or(RejectReason::TooOld, |(r, _)| *r);
+            let says = sink.reject_says.entry(key).or_insert_with(|| Limiter::new(Duration::from_secs(60)));
+            if let Some(held) = says.allow(Instant::now()) {
+                message!(
+                    "the sink refused {n} lines of a push of {} for good ({reasons}): {}; it stored the \
+                     others, and the refused ones are not sent again: they would be refused again \
+                     (log_capturer_sink_rejected_lines_total){}",
+                    q.lines,
+                    said,
+                    crate::messages::held_back(held)
+                );
             }
         }
         for ack in q.acks {

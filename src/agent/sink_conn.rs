@@ -14,12 +14,16 @@ use std::time::{Duration, Instant};
 use crate::agent::conn::{Conn, ConnFailure, ConnTimer, Role};
 use crate::agent::event_loop::{Agent, Timer};
 use crate::agent::resolve::Next;
+use crate::agent::sink::Metadata;
 use crate::agent::sock::{Endpoint, Sock};
 use crate::http::request::Headers;
 use crate::message;
+use crate::sink::loki::config::MetadataMode;
 use crate::sink::loki::config::{Auth, LokiConfig};
+use crate::sink::loki::encoding::Body;
 use crate::sink::metrics::RequestResult;
-use crate::sink::outcome::{self, Outcome, RetryReason, REFUSED_RETRY};
+use crate::sink::outcome::{self, BadRequest, Outcome, RetryReason, REFUSED_RETRY};
+use crate::sink::queue::Queued;
 use crate::sink::response::{PushResponse, ResponseReader};
 use crate::sink::transport::{Received, Transport, TransportError};
 
@@ -243,15 +247,29 @@ impl Agent {
         }
     }
 
-    /// Put the front batch on the wire.
+    /// Put the front batch on the wire (without its structured metadata
+    /// if the sink refused it).
     fn send_push(&mut self, key: usize) {
         let Some(sink) = self.sink.as_mut() else { return };
         let Some(front) = sink.queue.front() else { return };
+        let mut trial: Option<Body> = None;
+        if front.metadata && sink.metadata != Metadata::On {
+            match crate::sink::loki::strip::without_metadata(&front.body, sink.cfg.encoding) {
+                // Off for good: the queue keeps the body as it is sent.
+                Ok(b) if sink.metadata == Metadata::Off => sink.queue.set_front_body(b, false),
+                Ok(b) => trial = Some(b),
+                // The agent's own encoding: cannot happen. Sent as it is,
+                // the sink answers for it.
+                Err(e) => message!("cannot take the structured metadata out of a push ({e}); sent as it is"),
+            }
+        }
+        let Some(front) = sink.queue.front() else { return };
+        let body = trial.as_ref().unwrap_or(&front.body);
         let head = match crate::http::request::post(
             &sink.cfg.url.path,
             &sink.cfg.url.host_header(),
             &sink.headers,
-            front.body.bytes.len(),
+            body.bytes.len(),
         ) {
             Ok(h) => h,
             Err(e) => {
@@ -260,9 +278,9 @@ impl Agent {
                 return;
             }
         };
-        let mut out = Vec::with_capacity(head.len() + front.body.bytes.len());
+        let mut out = Vec::with_capacity(head.len() + body.bytes.len());
         out.extend_from_slice(&head);
-        out.extend_from_slice(&front.body.bytes);
+        out.extend_from_slice(&body.bytes);
         sink.metrics.bytes.inc_by(out.len() as u64);
         let timeout = sink.cfg.timeout;
         let Some(conn) = self.conns.get_mut(key) else { return };
@@ -280,15 +298,21 @@ impl Agent {
     }
 
     fn sink_answered(&mut self, key: usize, resp: PushResponse) {
-        let sent_at = match self.conns.get_mut(key).map(|c| &mut c.role) {
-            Some(Role::Sink(sc)) => sc.sent_at.take(),
-            _ => None,
+        let (sent_at, unsent) = match self.conns.get_mut(key) {
+            Some(Conn { role: Role::Sink(sc), out, out_pos, .. }) => {
+                // Bytes still in our buffer or in TLS records not yet
+                // written: the receiver cannot have read the whole push.
+                let left = out.len() - *out_pos;
+                let unsent = (left > 0 || sc.transport.wants_write()).then_some((*out_pos, out.len()));
+                (sc.sent_at.take(), unsent)
+            }
+            _ => (None, None),
         };
         self.cancel_timer(key, ConnTimer::Push);
         // An answer before the whole request was sent (a 413 or 401 that
-        // did not wait for the body) leaves the connection mid-request.
-        let sent_all = self.conns.get(key).is_some_and(|c| c.out_pos >= c.out.len());
-        if resp.keep_alive && sent_all {
+        // did not wait for the body, a proxy) leaves the connection
+        // mid-request.
+        if resp.keep_alive && unsent.is_none() {
             self.add_timer(key, Instant::now() + KEEP_ALIVE_IDLE, ConnTimer::Idle);
         } else {
             self.close_sink_conn(key);
@@ -298,19 +322,72 @@ impl Agent {
             sink.metrics.duration.observe(t.elapsed().as_secs_f64());
         }
         let wait = resp.retry_after.and_then(|r| r.wait(resp.date));
+        let said = outcome::said(&resp.message);
         match outcome::of_status(resp.status, &resp.message, wait) {
+            // Whatever it says, a receiver that has not read the whole push
+            // has not stored it.
+            Outcome::Acked | Outcome::BadRequest(_) if unsent.is_some() => {
+                let (written, total) = unsent.unwrap_or_default();
+                let what = format!(
+                    "answered {}{said} before the whole push was sent ({written} of {total} bytes \
+                     written): not an acknowledgement",
+                    resp.status
+                );
+                self.retry_push(RetryReason::EarlyAnswer, wait, what);
+            }
             Outcome::Acked => {
                 sink.metrics.request(RequestResult::Ok);
+                if sink.metadata == Metadata::Trying {
+                    self.metadata_off(
+                        "it refused a whole push with it and accepted the same push without it",
+                    );
+                }
                 self.sink_recovered();
                 self.batch_delivered(None);
             }
-            Outcome::Rejected(reason) => {
+            Outcome::BadRequest(BadRequest::Entries { refused }) => {
                 sink.metrics.request(RequestResult::Rejected);
                 self.sink_recovered();
-                self.batch_delivered(Some((reason, &resp.message)));
+                self.batch_delivered(Some((&refused, &resp.message)));
+            }
+            Outcome::BadRequest(BadRequest::Metadata) => {
+                let carried =
+                    sink.queue.front().is_some_and(|q| q.metadata) && sink.metadata != Metadata::Off;
+                if carried && sink.cfg.metadata == MetadataMode::Auto {
+                    sink.metrics.request(RequestResult::Retry);
+                    self.metadata_off(&format!("400 Bad Request{said}"));
+                } else {
+                    let what = format!(
+                        "400 Bad Request{said}: this Loki refuses structured metadata; allow it \
+                         (limits_config: allow_structured_metadata: true, with schema v13 on tsdb) or run \
+                         with --loki-structured-metadata auto or never"
+                    );
+                    self.push_refused(what, false);
+                }
+            }
+            Outcome::BadRequest(BadRequest::Request) => {
+                let carried = sink.queue.front().is_some_and(|q| q.metadata);
+                if carried && sink.metadata == Metadata::On && sink.cfg.metadata == MetadataMode::Auto {
+                    // Loki 2.8's JSON decoder cannot read metadata and says
+                    // only that the JSON is wrong: try the same push without.
+                    sink.metrics.request(RequestResult::Retry);
+                    sink.metadata = Metadata::Trying;
+                    message!(
+                        "the sink {} refused a whole push{said}; sending it again without structured \
+                         metadata (a Loki before 2.9 cannot read it in JSON)",
+                        sink.cfg.url
+                    );
+                } else {
+                    if sink.metadata == Metadata::Trying {
+                        // Refused without metadata too: it was not that.
+                        sink.metadata = Metadata::On;
+                    }
+                    let what = request_refused(resp.status, &said, &resp.message);
+                    self.push_refused(what, false);
+                }
             }
             Outcome::Retry { reason, after } => {
-                let what = format!("answered {}{}", resp.status, outcome::said(&resp.message));
+                let what = format!("answered {}{said}", resp.status);
                 self.retry_push(reason, after, what);
             }
             Outcome::Refused { what, split } => self.push_refused(what, split),
@@ -318,6 +395,33 @@ impl Agent {
         self.pump_sink();
     }
 
+    /// The sink refuses structured metadata: leave it out from now on,
+    /// queued batches included, and say so once.
+    fn metadata_off(&mut self, why: &str) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.metadata = Metadata::Off;
+        sink.batch.set_metadata(false);
+        sink.metrics.structured_metadata_enabled.set(0);
+        let how = match sink.cfg.encoding {
+            crate::sink::loki::encoding::Encoding::Json => {
+                "Loki 2.9 and later store it in JSON pushes when allowed; Loki 2.8 cannot: \
+                 --loki-encoding protobuf keeps the lines flowing there (2.8 ignores metadata in \
+                 protobuf)"
+            }
+            crate::sink::loki::encoding::Encoding::Protobuf => {
+                "to keep them, allow it in Loki (limits_config: allow_structured_metadata: true, \
+                 which needs schema v13 on the tsdb store) and restart the agent"
+            }
+        };
+        message!(
+            "the sink {} does not take structured metadata ({why}): pushes go without it from now on, \
+             the refused one included, and nothing is lost; container ids and images are not shipped \
+             ({how}); --loki-structured-metadata never says this in advance \
+             (log_capturer_sink_structured_metadata_enabled 0)",
+            sink.cfg.url
+        );
+        sink.metadata_off = Some(why.to_owned());
+    }
     /// A push was answered for good: the sink is up.
     fn sink_recovered(&mut self) {
         let Some(sink) = self.sink.as_mut() else { return };
@@ -404,8 +508,9 @@ impl Agent {
         let whole = sink.queue.pop_front().expect("front checked");
         let [(a, na), (b, nb)] = halves;
         let second =
-            crate::sink::queue::Queued { body: b, lines: nb, oldest: whole.oldest, acks: whole.acks };
-        let first = crate::sink::queue::Queued { body: a, lines: na, oldest: whole.oldest, acks: Vec::new() };
+            Queued { body: b, lines: nb, oldest: whole.oldest, acks: whole.acks, metadata: whole.metadata };
+        let first =
+            Queued { body: a, lines: na, oldest: whole.oldest, acks: Vec::new(), metadata: whole.metadata };
         sink.queue.push_front(second);
         sink.queue.push_front(first);
         true
@@ -475,6 +580,23 @@ impl Agent {
             }
         }
     }
+}
+
+/// What to tell the operator about a 400 that refused a whole push: Loki
+/// may have stored nothing of it, so it waits, and is sent again slowly.
+fn request_refused(status: u16, said: &str, message: &str) -> String {
+    let m = message.to_ascii_lowercase();
+    let fix = if m.contains("label") {
+        "a label set this Loki does not take: check --loki-label and --loki-container-label against \
+         its limits_config (max_label_names_per_series, max_label_name_length, max_label_value_length)"
+    } else if m.contains("snappy") || m.contains("proto") || m.contains("loghttp") || m.contains("mime") {
+        "this Loki cannot decode the agent's push: a bug of the agent or a proxy rewriting bodies; \
+         --loki-encoding json (or protobuf) may get through meanwhile; please report it with this \
+         message"
+    } else {
+        "the whole push was refused for a reason the agent does not know: fix what Loki says"
+    };
+    format!("{status} Bad Request{said}: {fix}. The push is kept (not one of its lines is dropped)")
 }
 
 #[cfg(test)]

@@ -63,6 +63,7 @@ pub struct SinkMetrics {
     /// not known yet).
     pub retention_headroom_seconds: Gauge<f64, AtomicU64>,
     lines_cut: Counter,
+    pub structured_metadata_enabled: Gauge,
 }
 
 impl SinkMetrics {
@@ -78,8 +79,10 @@ impl SinkMetrics {
         r.register(
             "log_capturer_sink_requests",
             "Pushes to the sink by result: ok = acknowledged, rejected = some lines refused for good \
-             (400, not sent again), retry = failed and sent again (429, 5xx, connection, deadline), \
-             refused = the configuration is refused (401, 403, 404, 413, TLS), tried again slowly",
+             (400 naming entries: too old, too new, too long; the rest stored, not sent again), retry \
+             = failed and sent again (429, 5xx, connection, deadline, an answer before the push was \
+             sent whole), refused = the configuration or the whole request is refused (401, 403, \
+             404, 413, TLS, a 400 refusing the whole push): its lines wait, tried again slowly",
             requests_family.clone(),
         );
         let requests = RequestResult::ALL
@@ -110,7 +113,8 @@ impl SinkMetrics {
             "log_capturer_sink_retries",
             "Pushes sent again, by reason: rate_limited (429), server_error (5xx), connection, timeout \
              (no answer within --sink-timeout), dns (the sink's name did not resolve), refused (the \
-             configuration was refused; tried every 30 s)",
+             configuration or the whole request was refused; tried every 30 s), early_answer (answered \
+             before the push was sent whole: not an acknowledgement)",
             retries_family.clone(),
         );
         let retries = RetryReason::ALL
@@ -120,9 +124,10 @@ impl SinkMetrics {
         let rejected_family = Family::<ReasonLabel, Counter>::default();
         r.register(
             "log_capturer_sink_rejected_lines",
-            "Lines of pushes the sink rejected in part for good (400), by the reason in its answer: \
-             too_old, too_new, line_too_long, labels, rate_limited, other. Loki stores the valid \
-             lines of such a push; which lines it refused, it does not say",
+            "Lines the sink refused for good (400) and that are not sent again, by the reason in its \
+             answer: too_old, too_new, line_too_long (Loki stores the other lines of such a push; the \
+             count is the refusals its answer lists: at least one per such push). A 400 that refuses a whole push drops nothing: \
+             it is counted as refused in log_capturer_sink_requests_total",
             rejected_family.clone(),
         );
         let rejected = RejectReason::ALL
@@ -160,8 +165,16 @@ impl SinkMetrics {
              longer lines for good)",
             lines_cut.clone(),
         );
+        let structured_metadata_enabled = Gauge::default();
+        r.register(
+            "log_capturer_sink_structured_metadata_enabled",
+            "1 while pushes carry each container's id and image as structured metadata, 0 once the \
+             sink refused it and they are left out (--loki-structured-metadata auto), or with never",
+            structured_metadata_enabled.clone(),
+        );
         Self {
             up,
+            structured_metadata_enabled,
             requests,
             lines,
             bytes,

@@ -1,15 +1,30 @@
-//! What a push's answer means for the batch: acknowledged, rejected for
-//! good, retried, or refused because the configuration is wrong. No I/O;
-//! the loop acts on it.
+//! What a push's answer means for the batch: acknowledged, some entries
+//! refused for good, retried, or refused because something must be fixed.
+//! No I/O; the loop acts on it.
 //!
-//! Loki's answers (see `sinks-notes.md`): 2xx stores everything. 400 means
-//! some entries were refused for good (too old, too new, too long, bad
-//! labels) **and the rest were stored**, so the batch is never sent again.
-//! 429 and 5xx store nothing: the same batch is sent again, forever, with
-//! backoff. 401, 403, 404 (and other 4xx), redirects and TLS failures are
-//! the operator's to fix: resending at full speed cannot help, so the
-//! batch waits and is tried slowly. 413 is that too, and the batch is cut
-//! in two.
+//! The policy is taken from real Loki's answers (2.8 and 2.9; see the
+//! README's "Shipping to Loki"): success is 2xx (Loki's is `204`). A `400`
+//! is one of three things, told apart by its message, one refusal per line:
+//!
+//! - **Entry-level** ("timestamp too old", "too far behind", "timestamp too
+//!   new", "Max entry size … exceeded"): Loki refused those entries and
+//!   stored the rest of the push. Sending it again cannot help (they would
+//!   be refused again): they are counted per reason and not resent.
+//! - **Structured metadata refused** (Loki 2.9 by default, 3.x on an old
+//!   schema): the driver sends the same batch again without it.
+//! - **Request-level** (a label set Loki cannot parse, duplicate label
+//!   names, too many labels, a label value too long, a body it cannot
+//!   decode) or a message the agent does not recognise: Loki may have
+//!   stored nothing. The lines are never dropped: the batch waits, the
+//!   operator is told what to fix, and it is tried again slowly (a resend of
+//!   what Loki did store is dropped by Loki as a duplicate).
+//!
+//! 429 and 5xx store nothing the agent can rely on: the same batch goes
+//! again with backoff (after a per-stream 429 Loki holds part of the push,
+//! and drops those entries of the resend as duplicates). 401, 403, 404 (and
+//! other 4xx), redirects and TLS failures are the operator's to fix:
+//! resending at full speed cannot help, so the batch waits and is tried
+//! slowly. 413 is that too, and the batch is cut in two.
 
 use std::fmt;
 use std::time::Duration;
@@ -24,13 +39,27 @@ pub const REFUSED_RETRY: Duration = Duration::from_secs(30);
 pub enum Outcome {
     /// 2xx: every line stored.
     Acked,
-    /// 400: stored but for the refused entries; never resend.
-    Rejected(RejectReason),
+    /// 400: what Loki says it refused (see [`BadRequest`]).
+    BadRequest(BadRequest),
     /// Send the same batch again after the backoff (at least `after`).
     Retry { reason: RetryReason, after: Option<Duration> },
     /// The configuration (URL, credentials, TLS, limits) is wrong: keep
     /// everything, tell the operator what to fix, try again slowly.
     Refused { what: String, split: bool },
+}
+
+/// What a `400` refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRequest {
+    /// Entries only; the rest of the push was stored. `refused` holds the
+    /// number Loki listed per reason (each listed refusal is one entry,
+    /// or Loki's own "total ignored: N").
+    Entries { refused: Vec<(RejectReason, u64)> },
+    /// Structured metadata is not allowed on this Loki (and possibly
+    /// entry-level refusals too: those come back on the resend).
+    Metadata,
+    /// The whole request, or a refusal the agent does not recognise.
+    Request,
 }
 
 /// `reason` of `log_capturer_sink_retries_total`.
@@ -42,11 +71,20 @@ pub enum RetryReason {
     Timeout,
     Dns,
     Refused,
+    /// Answered before the whole push was sent: not an acknowledgement.
+    EarlyAnswer,
 }
 
 impl RetryReason {
-    pub const ALL: [RetryReason; 6] =
-        [Self::RateLimited, Self::ServerError, Self::Connection, Self::Timeout, Self::Dns, Self::Refused];
+    pub const ALL: [RetryReason; 7] = [
+        Self::RateLimited,
+        Self::ServerError,
+        Self::Connection,
+        Self::Timeout,
+        Self::Dns,
+        Self::Refused,
+        Self::EarlyAnswer,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,60 +94,28 @@ impl RetryReason {
             Self::Timeout => "timeout",
             Self::Dns => "dns",
             Self::Refused => "refused",
+            Self::EarlyAnswer => "early_answer",
         }
     }
 }
 
 /// `reason` of `log_capturer_sink_rejected_lines_total`: why Loki refused
-/// entries of a batch, from its message.
+/// entries for good. Only entry-level refusals drop lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     TooOld,
     TooNew,
     LineTooLong,
-    Labels,
-    RateLimited,
-    Other,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] =
-        [Self::TooOld, Self::TooNew, Self::LineTooLong, Self::Labels, Self::RateLimited, Self::Other];
+    pub const ALL: [RejectReason; 3] = [Self::TooOld, Self::TooNew, Self::LineTooLong];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TooOld => "too_old",
             Self::TooNew => "too_new",
             Self::LineTooLong => "line_too_long",
-            Self::Labels => "labels",
-            Self::RateLimited => "rate_limited",
-            Self::Other => "other",
-        }
-    }
-
-    /// Loki's 400 messages name the problem in words that have been stable
-    /// across 2.x and 3.x ("timestamp too old", "too far behind", "too new",
-    /// "line too long", "error at least one label pair is invalid"...).
-    pub fn from_message(m: &str) -> Self {
-        // Loki echoes the stream's labels ('{name="value", …}'): a label
-        // value saying "label" or "too old" must not decide the reason.
-        let m = without_label_sets(m).to_ascii_lowercase();
-        if m.contains("too old") || m.contains("too far behind") || m.contains("out of order") {
-            Self::TooOld
-        } else if m.contains("too new") || m.contains("too far in the future") {
-            Self::TooNew
-        } else if m.contains("line too long")
-            || m.contains("max entry size")
-            || m.contains("max_line_size")
-            || m.contains("line size")
-        {
-            Self::LineTooLong
-        } else if m.contains("label") || m.contains("stream selector") {
-            Self::Labels
-        } else if m.contains("rate limit") || m.contains("ingestion rate") {
-            Self::RateLimited
-        } else {
-            Self::Other
         }
     }
 }
@@ -120,20 +126,112 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// `m` without its quoted label sets (`'{…}'`).
-fn without_label_sets(m: &str) -> String {
-    let mut out = String::with_capacity(m.len());
-    let mut rest = m;
-    while let Some(start) = rest.find("'{") {
-        out.push_str(&rest[..start]);
-        match rest[start..].find("}'") {
-            Some(end) => rest = &rest[start + end + 2..],
-            None => {
-                rest = "";
-            }
+/// What one line of a 400's message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Entry(RejectReason),
+    Metadata,
+    /// Loki's "total ignored: N out of M" after the refusals it lists.
+    Total(u64),
+    Request,
+}
+
+/// One line of Loki's message, without its label sets (a label value
+/// saying "too old" must not decide anything). Loki's words have been
+/// stable across 2.x: "has timestamp too old", "entry too far behind",
+/// "has timestamp too new", "Max entry size '…' bytes exceeded".
+fn refusal(line: &str) -> Refusal {
+    let l = without_label_sets(line).to_ascii_lowercase();
+    if l.contains("structured metadata") && (l.contains("disallowed") || l.contains("not allowed")) {
+        Refusal::Metadata
+    } else if l.contains("timestamp too old") || l.contains("too far behind") {
+        Refusal::Entry(RejectReason::TooOld)
+    } else if l.contains("timestamp too new") {
+        Refusal::Entry(RejectReason::TooNew)
+    } else if l.contains("max entry size") && l.contains("exceeded") {
+        Refusal::Entry(RejectReason::LineTooLong)
+    } else if let Some(n) = total_ignored(&l) {
+        Refusal::Total(n)
+    } else {
+        Refusal::Request
+    }
+}
+
+/// N of "user 'fake', total ignored: N out of M" (the ingester's summary
+/// of the entries it refused from one stream).
+fn total_ignored(l: &str) -> Option<u64> {
+    let rest = &l[l.find("total ignored: ")? + "total ignored: ".len()..];
+    let n = &rest[..rest.find(' ')?];
+    rest[n.len()..].starts_with(" out of ").then(|| n.parse().ok()).flatten()
+}
+
+/// Sort a 400 by its message.
+pub fn bad_request(message: &str) -> BadRequest {
+    let mut refused: Vec<(RejectReason, u64)> = Vec::new();
+    let mut metadata = false;
+    let mut request = false;
+    // Listed refusals since the last "total ignored": a total replaces them.
+    let mut listed: Vec<RejectReason> = Vec::new();
+    let add = |refused: &mut Vec<(RejectReason, u64)>, r: RejectReason, n: u64| match refused
+        .iter_mut()
+        .find(|(x, _)| *x == r)
+    {
+        Some((_, c)) => *c += n,
+        None => refused.push((r, n)),
+    };
+    for line in message.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match refusal(line) {
+            Refusal::Entry(r) => listed.push(r),
+            Refusal::Metadata => metadata = true,
+            Refusal::Request => request = true,
+            Refusal::Total(n) => match listed.first().copied() {
+                Some(r) => {
+                    add(&mut refused, r, n);
+                    listed.clear();
+                }
+                // A total with nothing listed before it: not Loki's shape.
+                None => request = true,
+            },
         }
     }
-    out.push_str(rest);
+    for r in listed {
+        add(&mut refused, r, 1);
+    }
+    if metadata {
+        BadRequest::Metadata
+    } else if request || refused.is_empty() {
+        BadRequest::Request
+    } else {
+        BadRequest::Entries { refused }
+    }
+}
+
+/// `m` without its label sets (`{…}`, quoted values skipped whole: a
+/// value may hold braces).
+fn without_label_sets(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut depth = 0usize;
+    let mut chars = m.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            '"' if depth > 0 => {
+                // A quoted label value, with backslash escapes.
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
     out
 }
 
@@ -154,7 +252,7 @@ pub fn of_status(status: u16, message: &str, retry_after: Option<Duration>) -> O
     let said = said(message);
     match status {
         200..=299 => Outcome::Acked,
-        400 => Outcome::Rejected(RejectReason::from_message(message)),
+        400 => Outcome::BadRequest(bad_request(message)),
         429 => Outcome::Retry { reason: RetryReason::RateLimited, after },
         408 => Outcome::Retry { reason: RetryReason::Timeout, after },
         500..=599 => Outcome::Retry { reason: RetryReason::ServerError, after },
@@ -211,23 +309,91 @@ mod tests {
         }
     }
 
+    fn entries(v: &[(RejectReason, u64)]) -> BadRequest {
+        BadRequest::Entries { refused: v.to_vec() }
+    }
+
     #[test]
-    fn reasons_from_loki_messages() {
-        for (m, r) in [
-            ("entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01", RejectReason::TooOld),
-            ("entry with timestamp 2020 ignored, reason: 'entry too far behind'", RejectReason::TooOld),
-            ("entry for stream '{a=\"b\"}' has timestamp too new: 2099", RejectReason::TooNew),
+    fn entry_level_refusals_are_counted_per_reason() {
+        use RejectReason::*;
+        for (m, want) in [
+            ("entry for stream '{a=\"b\"}' has timestamp too old: 2020-01-01T00:00:00Z, oldest acceptable \
+              timestamp is: 2020-01-08T00:00:00Z", entries(&[(TooOld, 1)])),
+            ("entry for stream '{a=\"b\"}' has timestamp too new: 2099-01-01T00:00:00Z", entries(&[(TooNew, 1)])),
             (
                 "Max entry size '262144' bytes exceeded for stream '{container=\"web\"}' while adding an entry \
                  with length '300000' bytes",
-                RejectReason::LineTooLong,
+                entries(&[(LineTooLong, 1)]),
             ),
-            ("stream '{team=\"label-makers\"}': something unknown", RejectReason::Other),
-            ("error at least one label pair is invalid", RejectReason::Labels),
-            ("something else", RejectReason::Other),
+            // 2.9's ingester: one line per entry (at most 10), then the total.
+            (
+                "entry with timestamp 2026-12-04 01:45:41 +0000 UTC ignored, reason: 'entry too far behind, \
+                 oldest acceptable timestamp is: 2026-12-04T02:45:41Z',\nentry with timestamp 2026-12-04 \
+                 01:45:42 +0000 UTC ignored, reason: 'entry too far behind, oldest acceptable timestamp is: \
+                 2026-12-04T02:45:41Z',\nuser 'fake', total ignored: 37 out of 40 for stream: {probe=\"ooo\"}",
+                entries(&[(TooOld, 37)]),
+            ),
+            // 2.8 puts the stream in the first line.
+            (
+                "entry with timestamp 2026-12-04 01:09:48 +0000 UTC ignored, reason: 'entry too far behind, \
+                 oldest acceptable timestamp is: 2026-12-04T02:09:48Z' for stream: {probe=\"ooo\"},\nuser \
+                 'fake', total ignored: 1 out of 1",
+                entries(&[(TooOld, 1)]),
+            ),
+            (
+                "Max entry size '10' bytes exceeded for stream '{a=\"1\"}' while adding an entry with length \
+                 '11' bytes\nentry for stream '{a=\"1\"}' has timestamp too new: 2099-01-01T00:00:00Z\nMax \
+                 entry size '10' bytes exceeded for stream '{a=\"2\"}' while adding an entry with length '12' \
+                 bytes",
+                entries(&[(LineTooLong, 2), (TooNew, 1)]),
+            ),
         ] {
-            assert_eq!(RejectReason::from_message(m), r, "{m}");
-            assert_eq!(of_status(400, m, None), Outcome::Rejected(r));
+            assert_eq!(bad_request(m), want, "{m}");
+            assert_eq!(of_status(400, m, None), Outcome::BadRequest(want));
         }
+    }
+
+    #[test]
+    fn request_level_and_unknown_refusals_keep_the_lines() {
+        for m in [
+            "couldn't parse labels: 1:5: parse error: unexpected character inside braces: '-'",
+            "1:11: parse error: unexpected end of input inside braces",
+            "error at least one label pair is required per stream",
+            "stream '{a=\"1\", a=\"2\"}' has duplicate label name: 'a'",
+            "stream '{probe=\"vvv\"}' has label value too long: 'vvv'",
+            "entry for stream '{l00=\"v\"}' has 31 label names; limit 30",
+            "snappy: corrupt input",
+            "proto: illegal wireType 7",
+            "mime: no media type",
+            "loghttp.PushRequest.Streams: []*loghttp.Stream: unmarshalerDecoder: Value is string, but can't \
+             find closing '\"' symbol, error found in #10 byte of ...",
+            "something nobody has seen",
+            "",
+            // Mixed: an entry-level refusal does not make a request-level one harmless.
+            "Max entry size '10' bytes exceeded for stream '{a=\"1\"}' while adding an entry with length '11' \
+             bytes\nstream '{a=\"1\", a=\"2\"}' has duplicate label name: 'a'",
+            // A label value that says "too old" decides nothing.
+            "stream '{team=\"timestamp too old\"}' has label value too long: 'x'",
+        ] {
+            assert_eq!(bad_request(m), BadRequest::Request, "{m}");
+        }
+    }
+
+    #[test]
+    fn metadata_refusals_are_recognised_whatever_else_is_said() {
+        let one =
+            "stream '{container=\"lk_14\", host=\"vm\"}' includes structured metadata, but this feature \
+                   is disallowed. Please see `limits_config.structured_metadata` or contact your Loki \
+                   administrator to enable it.";
+        assert_eq!(bad_request(one), BadRequest::Metadata);
+        let many = format!("{one}\n{one}\nentry for stream '{{a=\"b\"}}' has timestamp too new: 2099");
+        assert_eq!(bad_request(&many), BadRequest::Metadata);
+    }
+
+    #[test]
+    fn label_sets_are_skipped_with_quotes_and_braces_inside_values() {
+        assert_eq!(without_label_sets("a '{x=\"}\", y=\"{\\\"\"}' b {c=\"d\"} e"), "a '' b  e");
+        assert_eq!(total_ignored("user 'fake', total ignored: 12 out of 30"), Some(12));
+        assert_eq!(total_ignored("total ignored: x out of 3"), None);
     }
 }

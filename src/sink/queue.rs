@@ -29,6 +29,8 @@ pub struct Queued<A> {
     /// the oldest.
     pub oldest: Instant,
     pub acks: Vec<A>,
+    /// Its body carries structured metadata.
+    pub metadata: bool,
 }
 
 #[derive(Debug)]
@@ -68,6 +70,11 @@ impl<A> Queue<A> {
     }
 
     /// Front to back.
+    pub fn batches(&self) -> impl DoubleEndedIterator<Item = &Queued<A>> {
+        self.batches.iter()
+    }
+
+    /// Front to back.
     pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Queued<A>> {
         self.batches.iter_mut()
     }
@@ -77,6 +84,16 @@ impl<A> Queue<A> {
     }
 
     /// Take the front batch off (acknowledged, rejected, or to be split).
+    /// Replace the front batch's body (the same entries, encoded anew).
+    pub fn set_front_body(&mut self, body: Body, metadata: bool) {
+        if let Some(front) = self.batches.front_mut() {
+            self.bytes -= front.held();
+            front.body = body;
+            front.metadata = metadata;
+            self.bytes += front.held();
+        }
+    }
+
     pub fn pop_front(&mut self) -> Option<Queued<A>> {
         let q = self.batches.pop_front()?;
         self.bytes -= q.held();
@@ -140,6 +157,7 @@ mod tests {
             lines: acks.len(),
             oldest: Instant::now(),
             acks,
+            metadata: true,
         }
     }
 

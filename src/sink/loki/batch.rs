@@ -225,6 +225,16 @@ impl<T> Batch<T> {
         self.encoder.encoding()
     }
 
+    /// Whether bodies carry structured metadata, from the next one
+    /// [`finish`](Self::finish)ed on (the batch being filled included).
+    pub fn set_metadata(&mut self, on: bool) {
+        self.req.set_metadata(on);
+    }
+
+    pub fn metadata(&self) -> bool {
+        self.req.metadata()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.req.is_empty()
     }

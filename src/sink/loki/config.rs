@@ -38,6 +38,15 @@ pub struct LokiArgs {
     #[arg(long, value_name = "ENCODING", default_value = "protobuf", requires = "loki")]
     pub loki_encoding: Encoding,
 
+    /// Container id and image as Loki structured metadata: `auto` sends
+    /// them while Loki takes them, and when a Loki refuses them (2.9's
+    /// default limits, 3.x on a schema older than v13, 2.8's JSON decoder)
+    /// sends the same lines again without them and from then on, saying so
+    /// once; `always` keeps them (a refusing Loki then holds every push: the
+    /// lines wait until it allows them); `never` sends none.
+    #[arg(long, value_name = "WHEN", default_value = "auto", requires = "loki")]
+    pub loki_structured_metadata: MetadataMode,
+
     /// Add a static label to every stream, e.g. `env=prod`. Repeat for
     /// several. `host=NAME` replaces the host name. Each stream already has
     /// host, container, compose_project, compose_service (when set) and
@@ -180,6 +189,45 @@ pub struct LokiConfig {
     pub queue_bytes: usize,
     pub timeout: Duration,
     pub tls: TlsFiles,
+    pub metadata: MetadataMode,
+}
+
+/// `--loki-structured-metadata`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetadataMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl MetadataMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+}
+
+impl std::fmt::Display for MetadataMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MetadataMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("`{s}` is not one of auto (send while Loki takes it), always, never")),
+        }
+    }
 }
 
 impl LokiConfig {
@@ -260,6 +308,7 @@ impl LokiConfig {
             limits,
             queue_bytes: a.sink_queue_bytes,
             timeout: a.sink_timeout,
+            metadata: a.loki_structured_metadata,
             tls: TlsFiles {
                 ca_file: a.sink_ca_file.clone(),
                 client_cert: a.sink_client_cert.clone(),

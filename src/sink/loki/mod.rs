@@ -48,4 +48,5 @@ pub mod labels;
 pub mod protobuf;
 pub mod push;
 pub mod split;
+pub mod strip;
 pub mod wire;

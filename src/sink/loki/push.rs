@@ -87,6 +87,9 @@ pub struct PushRequest {
     /// The source of the last entry added.
     last: Option<u32>,
     entries: usize,
+    /// Encode no structured metadata (the receiver refuses it); kept
+    /// across [`clear`](Self::clear).
+    no_metadata: bool,
 }
 
 impl PushRequest {
@@ -96,6 +99,16 @@ impl PushRequest {
 
     pub fn is_empty(&self) -> bool {
         self.entries == 0
+    }
+
+    /// Whether entries carry their structured metadata (and the
+    /// `truncated` marker) when encoded.
+    pub fn set_metadata(&mut self, on: bool) {
+        self.no_metadata = !on;
+    }
+
+    pub fn metadata(&self) -> bool {
+        !self.no_metadata
     }
 
     /// Number of entries.
@@ -208,11 +221,12 @@ impl<'a> Stream<'a> {
     /// The entries, in the order they were added.
     pub fn entries(&self) -> impl ExactSizeIterator<Item = Entry<'a>> + Clone + 'a {
         let req = self.req;
+        let on = !req.no_metadata;
         self.group.entries.iter().map(move |e| Entry {
             timestamp_ns: e.timestamp_ns,
             line: &req.arena[e.start as usize..e.end as usize],
-            metadata: req.sources[e.source as usize].0.metadata(),
-            truncated: e.truncated,
+            metadata: if on { req.sources[e.source as usize].0.metadata() } else { &[] },
+            truncated: on && e.truncated,
         })
     }
 }

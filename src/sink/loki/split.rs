@@ -36,18 +36,14 @@ struct RawStream<'a> {
 }
 
 fn split_protobuf(body: &Body) -> Result<Option<[(Body, usize); 2]>, String> {
-    let len = snap::raw::decompress_len(&body.bytes).map_err(|e| e.to_string())?;
-    if len > MAX_PLAIN {
-        return Err(format!("a body of {len} bytes decompressed"));
-    }
-    let plain = snap::raw::Decoder::new().decompress_vec(&body.bytes).map_err(|e| e.to_string())?;
+    let plain = unsnappy(body)?;
     let mut streams = Vec::new();
-    for (field, stream) in fields(&plain)? {
+    for (field, stream) in wire::fields(&plain)? {
         if field != 1 {
             return Err(format!("PushRequest field {field}"));
         }
         let mut s = RawStream { labels: &[], entries: Vec::new() };
-        for (f, v) in fields(stream)? {
+        for (f, v) in wire::fields(stream)? {
             match f {
                 1 => s.labels = v,
                 2 => s.entries.push(v),
@@ -87,7 +83,7 @@ fn split_protobuf(body: &Body) -> Result<Option<[(Body, usize); 2]>, String> {
     Ok(Some([(snappy(a, body), counts[0]), (snappy(b, body), counts[1])]))
 }
 
-fn snappy(plain: Vec<u8>, like: &Body) -> Body {
+pub(super) fn snappy(plain: Vec<u8>, like: &Body) -> Body {
     let bytes = snap::raw::Encoder::new().compress_vec(&plain).expect("far below Snappy's block limit");
     Body {
         bytes,
@@ -97,28 +93,17 @@ fn snappy(plain: Vec<u8>, like: &Body) -> Body {
     }
 }
 
-/// Fields of one message as (number, length-delimited bytes); the push
-/// messages the agent writes have no other kind.
-fn fields(mut buf: &[u8]) -> Result<Vec<(u64, &[u8])>, String> {
-    let varint = wire::get_varint;
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        if key & 7 != 2 {
-            return Err(format!("wire type {} where a length-delimited field was expected", key & 7));
-        }
-        let n = usize::try_from(varint(&mut buf)?).map_err(|e| e.to_string())?;
-        if n > buf.len() {
-            return Err(format!("length {n} beyond the {} bytes left", buf.len()));
-        }
-        let (v, rest) = buf.split_at(n);
-        buf = rest;
-        out.push((key >> 3, v));
+/// The protobuf of a Snappy-compressed body, bounded.
+pub(super) fn unsnappy(body: &Body) -> Result<Vec<u8>, String> {
+    let len = snap::raw::decompress_len(&body.bytes).map_err(|e| e.to_string())?;
+    if len > MAX_PLAIN {
+        return Err(format!("a body of {len} bytes decompressed"));
     }
-    Ok(out)
+    snap::raw::Decoder::new().decompress_vec(&body.bytes).map_err(|e| e.to_string())
 }
 
-fn split_json(body: &Body) -> Result<Option<[(Body, usize); 2]>, String> {
+/// The JSON value of a gzip-compressed body, bounded.
+pub(super) fn gunzip_json(body: &Body) -> Result<serde_json::Value, String> {
     let mut plain = Vec::new();
     GzDecoder::new(&body.bytes[..])
         .take(MAX_PLAIN as u64 + 1)
@@ -127,7 +112,11 @@ fn split_json(body: &Body) -> Result<Option<[(Body, usize); 2]>, String> {
     if plain.len() > MAX_PLAIN {
         return Err("the body decompresses to more than 256 MiB".into());
     }
-    let v: serde_json::Value = serde_json::from_slice(&plain).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&plain).map_err(|e| e.to_string())
+}
+
+fn split_json(body: &Body) -> Result<Option<[(Body, usize); 2]>, String> {
+    let v = gunzip_json(body)?;
     let streams = v.get("streams").and_then(|s| s.as_array()).ok_or("no \"streams\" array")?;
     let total: usize = streams.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum();
     if total < 2 {
@@ -154,7 +143,7 @@ fn split_json(body: &Body) -> Result<Option<[(Body, usize); 2]>, String> {
     Ok(Some([(gzip(&a, body), counts[0]), (gzip(&b, body), counts[1])]))
 }
 
-fn gzip(streams: &[serde_json::Value], like: &Body) -> Body {
+pub(super) fn gzip(streams: &[serde_json::Value], like: &Body) -> Body {
     let plain =
         serde_json::to_vec(&serde_json::json!({ "streams": streams })).expect("a JSON value serializes");
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());

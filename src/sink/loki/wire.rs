@@ -84,6 +84,27 @@ pub fn put_varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
     put_varint(out, v);
 }
 
+/// Fields of one message as (number, length-delimited bytes); the push
+/// messages the agent writes have no other kind.
+pub fn fields(mut buf: &[u8]) -> Result<Vec<(u64, &[u8])>, String> {
+    let varint = get_varint;
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let key = varint(&mut buf)?;
+        if key & 7 != 2 {
+            return Err(format!("wire type {} where a length-delimited field was expected", key & 7));
+        }
+        let n = usize::try_from(varint(&mut buf)?).map_err(|e| e.to_string())?;
+        if n > buf.len() {
+            return Err(format!("length {n} beyond the {} bytes left", buf.len()));
+        }
+        let (v, rest) = buf.split_at(n);
+        buf = rest;
+        out.push((key >> 3, v));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
