@@ -139,6 +139,17 @@ pub struct AgentArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub stream_rcvbuf: Option<usize>,
 
+    /// Check the loop's invariants after every turn (the sink is either
+    /// pushing, connecting, resolving or waiting on a timer; every followed
+    /// container has exactly one of a stream, an inspect, a retry timer or
+    /// a place in the queue for room; the connections and their owners
+    /// agree): a violation is counted in
+    /// log_capturer_invariant_violations_total and said once a minute.
+    /// Costs a walk over every container and connection per turn. Debug
+    /// builds always check, and abort on a violation.
+    #[arg(long)]
+    pub check_invariants: bool,
+
     #[command(flatten)]
     pub loki: crate::sink::loki::config::LokiArgs,
 }

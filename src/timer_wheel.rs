@@ -211,6 +211,12 @@ impl<T> TimerWheel<T> {
         TimerId { key, generation }
     }
 
+    /// The deadline of a live timer (as given), `None` once it fired or
+    /// was cancelled: for checks that a part's timer is really armed.
+    pub fn deadline(&self, id: TimerId) -> Option<Instant> {
+        self.nodes.get(id.key as usize).filter(|n| n.generation == id.generation).map(|n| n.deadline)
+    }
+
     /// Removes a live timer and returns its payload. O(1). An id whose timer
     /// already fired or was cancelled returns `None` and changes nothing,
     /// even if its storage now holds another timer.
@@ -695,9 +701,13 @@ mod tests {
         let mut w = TimerWheel::new(MS, 8, o);
         let a = w.insert(o + 3 * MS, 1);
         let b = w.insert(o + 30 * MS, 2);
+        assert_eq!(w.deadline(a), Some(o + 3 * MS));
         assert_eq!(poll(&mut w, o + 3 * MS), vec![(a, 1)]);
+        assert_eq!(w.deadline(a), None);
         assert_eq!(w.cancel(a), None);
+        assert_eq!(w.deadline(b), Some(o + 30 * MS));
         assert_eq!(w.cancel(b), Some(2));
+        assert_eq!(w.deadline(b), None);
         assert_eq!(w.cancel(b), None);
         assert!(w.is_empty());
     }

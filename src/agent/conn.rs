@@ -82,6 +82,16 @@ impl Deadlines {
         }
     }
 
+    /// The armed deadline of `kind`.
+    pub(crate) fn get(&self, kind: ConnTimer) -> Option<TimerId> {
+        self.armed[kind as usize]
+    }
+
+    /// Every armed deadline.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = TimerId> + '_ {
+        self.armed.iter().flatten().copied()
+    }
+
     /// Disarm everything; returns the timers to cancel.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = TimerId> + '_ {
         self.armed.iter_mut().filter_map(Option::take)

@@ -98,6 +98,9 @@ pub struct Container {
     pub ending: Ending,
     /// The stream that just ended was following a running container.
     pub ended_live: bool,
+    /// Its retry or final-read timer, while in `Follow::Backoff` (for the
+    /// loop's invariants: a container waiting on nothing would wait forever).
+    pub wake: Option<crate::timer_wheel::TimerId>,
 }
 
 impl Container {
@@ -124,6 +127,7 @@ impl Container {
             died: false,
             ending: Ending::None,
             ended_live: false,
+            wake: None,
         };
         c.set_identity("", "");
         c

@@ -95,6 +95,13 @@ pub(crate) struct Discovery {
     ids_says: Limiter,
 }
 
+impl Discovery {
+    /// A list call is in flight (its connection is in the slab).
+    pub(crate) fn listing(&self) -> bool {
+        self.listing
+    }
+}
+
 impl Default for Discovery {
     fn default() -> Self {
         Self {
@@ -813,7 +820,9 @@ impl Agent {
             AfterEnd::AwaitDie => {
                 c.ending = Ending::AwaitingDie;
                 c.follow = Follow::Backoff;
-                self.timers.insert(Instant::now() + DIE_WAIT, Timer::FinalRead { id: id.to_owned() });
+                c.wake = Some(
+                    self.timers.insert(Instant::now() + DIE_WAIT, Timer::FinalRead { id: id.to_owned() }),
+                );
             }
             AfterEnd::Drained => {
                 c.ending = Ending::None;

@@ -162,6 +162,7 @@ pub struct Agent {
     pub(crate) docker_clock: crate::agent::clock::DockerClock,
     /// Where records go instead of the output, when a sink is configured.
     pub(crate) sink: Option<crate::agent::sink::Sink>,
+    pub(crate) invariants: crate::agent::invariants::Invariants,
 }
 
 /// Wall-clock now in nanoseconds since the epoch: Docker's timestamps are
@@ -194,6 +195,8 @@ impl Agent {
         poll.registry().register(&mut SourceFd(&signals.as_raw_fd()), SIGNALS, Interest::READABLE)?;
         let mut metrics = Metrics::new();
         let sink = sink.map(|s| crate::agent::sink::Sink::new(s, metrics.registry_mut()));
+        let invariants =
+            crate::agent::invariants::Invariants::new(args.check_invariants, metrics.registry_mut());
         // Everything the agent keeps open for its whole life is open now.
         let in_use = budget::open_fds().context("cannot count open files in /proc/self/fd")?;
         let max_streams = args.max_streams.map(|m| m as usize);
@@ -258,6 +261,7 @@ impl Agent {
             fd_says: crate::messages::Limiter::new(Duration::from_secs(1)),
             docker_clock: Default::default(),
             sink,
+            invariants,
         })
     }
 
@@ -356,6 +360,7 @@ impl Agent {
         {
             self.accept_clients();
         }
+        self.check_invariants();
     }
 
     pub(crate) fn on_timer(&mut self, id: TimerId, t: Timer) {

@@ -457,7 +457,7 @@ impl Agent {
         };
         let wait = c.backoff.next(&mut self.rng);
         c.follow = Follow::Backoff;
-        self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
+        c.wake = Some(self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() }));
     }
 
     /// A connect failed. dockerd's listen backlog full (EAGAIN on a unix
@@ -473,7 +473,7 @@ impl Agent {
         };
         c.follow = Follow::Backoff;
         let wait = BACKLOG_RETRY.mul_f64(1.0 + self.rng.unit());
-        self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() });
+        c.wake = Some(self.timers.insert(Instant::now() + wait, Timer::Retry { id: id.to_owned() }));
     }
 
     pub(crate) fn retry_container(&mut self, id: &str) {

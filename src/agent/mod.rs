@@ -31,6 +31,7 @@
 //! - [`conn`]: one connection: role, deadlines by kind, typed failures
 //! - [`discovery`]: ping, events, list, inspect
 //! - [`follow`]: one container's log stream on the loop: open, deliver, rotate, recover
+//! - [`invariants`]: what must hold after every turn (checked in tests and with `--check-invariants`)
 //! - [`stream`]: the stream's rules, without I/O
 //! - [`resume`]: where a stream resumes and how replays are dropped
 //! - [`clock`]: Docker's clock, and resume points checked against it
@@ -52,6 +53,7 @@ pub mod discovery;
 pub mod event_loop;
 pub mod exchange;
 pub mod follow;
+pub mod invariants;
 pub mod metrics_http;
 pub mod persist;
 pub mod resolve;

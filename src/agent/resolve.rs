@@ -86,6 +86,12 @@ impl SinkAddrs {
         Next::Addr(a)
     }
 
+    /// While a lookup runs: its timer (it always has one; `Some(None)`
+    /// would be a lookup nothing wakes).
+    pub(crate) fn lookup_timer(&self) -> Option<Option<TimerId>> {
+        self.lookup.as_ref().map(|r| r.timer)
+    }
+
     /// The connection to the address last given worked.
     pub(crate) fn worked(&mut self) {
         self.failed_in_row = 0;
