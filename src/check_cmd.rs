@@ -127,7 +127,7 @@ fn check_all(args: &CheckArgs) -> Vec<Row> {
     };
     rows.push(check_open_files(running, args.agent.max_streams));
     check_state_dir(&args.agent.state_dir, &mut rows);
-    rows.push(check_sink(&args.agent));
+    check_sink(&args.agent, &mut rows);
     rows
 }
 
@@ -747,23 +747,28 @@ fn check_lock(dir: &Path) -> Row {
 // ---- Sink ------------------------------------------------------------------
 
 /// The sink, if one is configured: its settings, then an empty push
-/// (reachable, TLS, credentials, tenant), which stores no log line.
-fn check_sink(agent: &crate::cli::AgentArgs) -> Row {
-    use crate::sink::outcome::{self, Outcome};
+/// (reachable, TLS, credentials, tenant), which stores no log line; then
+/// Loki's version and whether it takes structured metadata (a probe that
+/// stores nothing either, see [`crate::sink::probe::metadata_probe`]).
+fn check_sink(agent: &crate::cli::AgentArgs, rows: &mut Vec<Row>) {
+    use crate::sink::loki::config::MetadataMode;
+    use crate::sink::outcome::{self, BadRequest, Outcome};
     let cfg = match crate::sink::loki::config::LokiConfig::from_args(&agent.loki, "check", |k| {
         std::env::var(k).ok()
     }) {
         Ok(Some(cfg)) => cfg,
         Ok(None) => {
-            return Row::new(
+            return rows.push(Row::new(
                 "sink",
                 Status::Info,
                 "no sink configured: the agent writes JSON lines to --output",
-            )
+            ))
         }
         Err(e) => {
-            return Row::new("sink", Status::Fail, format!("{e:#}"))
-                .fix("correct the --loki-* / --sink-* settings")
+            return rows.push(
+                Row::new("sink", Status::Fail, format!("{e:#}"))
+                    .fix("correct the --loki-* / --sink-* settings"),
+            )
         }
     };
     let timeout = agent.loki.sink_timeout.min(Duration::from_secs(10));
@@ -779,19 +784,155 @@ fn check_sink(agent: &crate::cli::AgentArgs) -> Row {
                 }
                 _ => "check that Loki runs and listens at the --loki address, and the firewall",
             };
-            return Row::new("sink", Status::Fail, format!("Loki at {}: {e}", cfg.url)).fix(fix);
+            return rows.push(Row::new("sink", Status::Fail, format!("Loki at {}: {e}", cfg.url)).fix(fix));
         }
     };
     let a = &p.answer;
     let seen =
         format!("Loki at {} ({}) answered {} to an empty push in {:.0?}", cfg.url, p.addr, a.status, p.took);
-    match outcome::of_status(a.status, &a.message, None) {
+    let row = match outcome::of_status(a.status, &a.message, None) {
         Outcome::Acked => Row::new("sink", Status::Ok, seen),
         Outcome::BadRequest(_) => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
             .fix("the receiver refused an empty push; check that it is Loki's push API"),
         Outcome::Retry { .. } => Row::new("sink", Status::Warn, format!("{seen}: {}", a.message))
             .fix("the receiver is overloaded or failing; the agent retries, but check it"),
         Outcome::Refused { what, .. } => Row::new("sink", Status::Fail, seen).fix(what),
+    };
+    let reachable = row.status == Status::Ok;
+    rows.push(row);
+    if !reachable {
+        return;
+    }
+    let version = crate::sink::probe::version(&cfg, timeout).ok().flatten();
+    rows.push(match &version {
+        Some(v) => {
+            Row::new("sink: Loki version", Status::Info, format!("Loki {v} (/loki/api/v1/status/buildinfo)"))
+        }
+        None => Row::new("sink: Loki version", Status::Info, "not given (no /loki/api/v1/status/buildinfo)"),
+    });
+    rows.push(check_loki_limits(&cfg, timeout));
+    if cfg.metadata == MetadataMode::Never {
+        return rows.push(Row::new(
+            "sink: structured metadata",
+            Status::Info,
+            "not sent (--loki-structured-metadata never): container ids and images are not shipped",
+        ));
+    }
+    // Loki 2.8 ignores metadata in protobuf pushes and cannot read it in JSON.
+    let before_2_9 = version.as_deref().is_some_and(|v| {
+        let mut n = v.trim_start_matches('v').split('.').map(|x| x.parse::<u32>().unwrap_or(0));
+        (n.next().unwrap_or(0), n.next().unwrap_or(0)) < (2, 9)
+    });
+    let auto = cfg.metadata == MetadataMode::Auto;
+    let refused = |why: String| {
+        let status = if auto { Status::Warn } else { Status::Fail };
+        let then = if auto {
+            "the agent sends without it (auto): lines are shipped, container ids and images are not"
+        } else {
+            "with --loki-structured-metadata always, every push waits until it is allowed"
+        };
+        Row::new("sink: structured metadata", status, format!("{why}; {then}"))
+    };
+    const CHECK_SM: &str = "sink: structured metadata";
+    if before_2_9 {
+        return rows.push(match cfg.encoding {
+            crate::sink::loki::encoding::Encoding::Json => {
+                refused("Loki before 2.9 cannot decode it in JSON pushes".to_owned())
+                    .fix("--loki-encoding protobuf (Loki 2.8 ignores it there), or Loki 2.9 or later")
+            }
+            crate::sink::loki::encoding::Encoding::Protobuf => Row::new(
+                CHECK_SM,
+                Status::Warn,
+                "Loki before 2.9 ignores it: lines are stored, container ids and images are not",
+            )
+            .fix("Loki 2.9 or later with schema v13 stores it"),
+        });
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    rows.push(match crate::sink::probe::metadata_probe(&cfg, host.trim(), timeout) {
+        Err(e) => Row::new(CHECK_SM, Status::Info, format!("not checked: {e}")),
+        Ok(p) => match outcome::of_status(p.answer.status, &p.answer.message, None) {
+            Outcome::BadRequest(BadRequest::Metadata) => refused(format!("refused: {}", p.answer.message))
+                .fix("allow it in Loki (limits_config: allow_structured_metadata: true, schema v13 on tsdb)"),
+            Outcome::Acked => Row::new(
+                CHECK_SM,
+                Status::Ok,
+                format!(
+                    "accepted: container ids and images are stored (the probe stored one line in \
+                         {{probe=\"{}\"}})",
+                    crate::sink::probe::PROBE_LABEL
+                ),
+            ),
+            _ => Row::new(
+                CHECK_SM,
+                Status::Info,
+                format!("not known: the probe was answered {}: {}", p.answer.status, p.answer.message),
+            ),
+        },
+    });
+}
+
+/// The limits Loki applies to what the agent sends (from its `/config`):
+/// label names per stream, line size, how old an entry may be.
+fn check_loki_limits(cfg: &crate::sink::loki::config::LokiConfig, timeout: Duration) -> Row {
+    use crate::sink::probe::limit;
+    const CHECK: &str = "sink: Loki limits";
+    let config = match crate::sink::probe::loki_config(cfg, timeout) {
+        Ok(Some(c)) => c,
+        Ok(None) | Err(_) => {
+            return Row::new(CHECK, Status::Info, "not checked: Loki does not serve /config here (a proxy?)")
+        }
+    };
+    let mut seen = Vec::new();
+    let mut wrong = Vec::new();
+    let names = cfg.labels.max_names();
+    if let Some(n) = limit(&config, "max_label_names_per_series").and_then(|v| v.parse::<usize>().ok()) {
+        seen.push(format!("max_label_names_per_series {n} (the agent's streams have at most {names})"));
+        if names > n {
+            wrong.push(format!(
+                "streams can have {names} labels, Loki takes {n}: every push would be refused; drop \
+                 --loki-label/--loki-container-label or raise max_label_names_per_series"
+            ));
+        }
+    }
+    if let Some(v) = limit(&config, "max_label_value_length").and_then(|v| v.parse::<usize>().ok()) {
+        seen.push(format!("max_label_value_length {v}"));
+        if v < crate::sink::loki::labels::MAX_VALUE_LEN {
+            wrong.push(format!(
+                "label values are cut at {} bytes, Loki takes {v}: a longer container name or label value \
+                 would hold its pushes",
+                crate::sink::loki::labels::MAX_VALUE_LEN
+            ));
+        }
+    }
+    let max_line = cfg.limits.max_line;
+    if let Some(v) = limit(&config, "max_line_size") {
+        seen.push(format!("max_line_size {v} (--loki-max-line-bytes {max_line})"));
+        // Loki reads KB as 1024 bytes, MB as 1024 KB.
+        let loki =
+            crate::cli::parse_size(&v.replace("KB", "KiB").replace("MB", "MiB").replace("GB", "GiB")).ok();
+        if loki.is_some_and(|l| l > 0 && max_line > l) {
+            wrong.push(format!(
+                "lines are cut at {max_line} bytes but Loki refuses lines over {v}: set --loki-max-line-bytes to \
+                 at most it (refused lines are lost)"
+            ));
+        }
+    }
+    if let (Some(r), Some(age)) =
+        (limit(&config, "reject_old_samples"), limit(&config, "reject_old_samples_max_age"))
+    {
+        seen.push(if r == "true" {
+            format!("entries older than {age} refused (a backlog older than that is lost)")
+        } else {
+            "entries of any age taken".to_owned()
+        });
+    }
+    if seen.is_empty() {
+        return Row::new(CHECK, Status::Info, "not checked: no limits_config in Loki's /config");
+    }
+    match wrong.is_empty() {
+        true => Row::new(CHECK, Status::Ok, seen.join("; ")),
+        false => Row::new(CHECK, Status::Warn, seen.join("; ")).fix(wrong.join("; ")),
     }
 }
 

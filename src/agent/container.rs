@@ -178,17 +178,29 @@ impl Filters {
 
 /// Exponential backoff with jitter: 250 ms doubling to 30 s, each wait drawn
 /// from [d/2, d] so that many streams failing together do not retry together.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     failures: u32,
+    cap: Duration,
 }
 
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::with_cap(BACKOFF_CAP)
+    }
+}
+
 impl Backoff {
+    /// Doubling from [`BACKOFF_BASE`] up to `cap`, with jitter.
+    pub fn with_cap(cap: Duration) -> Self {
+        Self { failures: 0, cap }
+    }
+
     pub fn next(&mut self, rng: &mut Rng) -> Duration {
-        let exp = BACKOFF_BASE.saturating_mul(1 << self.failures.min(16)).min(BACKOFF_CAP);
+        let exp = BACKOFF_BASE.saturating_mul(1 << self.failures.min(16)).min(self.cap);
         self.failures = self.failures.saturating_add(1);
         exp.mul_f64(0.5 + 0.5 * rng.unit())
     }

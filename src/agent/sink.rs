@@ -48,6 +48,13 @@ pub const PAUSED_CLOSE_AFTER: Duration = Duration::from_secs(60);
 /// Smallest read of a log stream while the queue is nearly full.
 pub const MIN_READ: usize = 2 << 10;
 
+/// Longest backoff between pushes that fail (not refused ones, nor a
+/// longer `Retry-After`): once the receiver is healthy again, the first
+/// acknowledgement comes within this (plus the push itself). A failing
+/// push costs a connect and a request: cheap enough to try every few
+/// seconds through an outage of hours, with jitter against a fleet's herd.
+pub const RETRY_CAP: Duration = Duration::from_secs(5);
+
 /// The sink's housekeeping period.
 pub const TICK: Duration = Duration::from_secs(1);
 
@@ -193,7 +200,7 @@ impl Sink {
             batch_timer: None,
             conn: None,
             retry_timer: None,
-            backoff: Backoff::default(),
+            backoff: Backoff::with_cap(RETRY_CAP),
             addrs: SinkAddrs::new(&cfg.url),
             refused: None,
             failing: None,

@@ -444,9 +444,10 @@ impl Agent {
         let wait = sink.backoff.next(&mut self.rng).max(after.unwrap_or_default());
         if let Some(held) = sink.retry_says.allow(Instant::now()) {
             message!(
-                "the sink {} {what}; sending again in {wait:.1?} (and with backoff up to 30 s until it \
+                "the sink {} {what}; sending again in {wait:.1?} (and with backoff up to {:?} until it \
                  answers; nothing is dropped, reading pauses when the queue of {} is full){}",
                 sink.cfg.url,
+                crate::agent::sink::RETRY_CAP,
                 crate::sink::loki::config::human_bytes(sink.cfg.queue_bytes),
                 crate::messages::held_back(held)
             );

@@ -1,5 +1,5 @@
 //! Request heads the agent writes to a sink: `POST` with a body of known
-//! length, on a keep-alive connection.
+//! length, on a keep-alive connection (and `GET`, for `check`'s questions).
 //!
 //! Header values come from the operator (a tenant, a token read from a
 //! file, `--header` flags): a CR or LF in one would end the head early and
@@ -87,6 +87,21 @@ impl Headers {
 /// `path` and `host` come from a URL parsed at start-up; they are checked
 /// here too, so no caller can put a CR or LF on the wire.
 pub fn post(path: &str, host: &str, headers: &Headers, content_length: usize) -> Result<Vec<u8>, BadHeader> {
+    head("POST", path, host, headers, Some(content_length))
+}
+
+/// A request head with no body (`GET`).
+pub fn get(path: &str, host: &str, headers: &Headers) -> Result<Vec<u8>, BadHeader> {
+    head("GET", path, host, headers, None)
+}
+
+fn head(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &Headers,
+    content_length: Option<usize>,
+) -> Result<Vec<u8>, BadHeader> {
     let path_ok = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic());
     if !path_ok {
         return Err(BadHeader::Value("request target".into()));
@@ -95,15 +110,19 @@ pub fn post(path: &str, host: &str, headers: &Headers, content_length: usize) ->
         return Err(BadHeader::Value("Host".into()));
     }
     let mut out = String::with_capacity(128 + headers.encoded.len());
-    out.push_str("POST ");
+    out.push_str(method);
+    out.push(' ');
     out.push_str(path);
     out.push_str(" HTTP/1.1\r\nHost: ");
     out.push_str(host);
     out.push_str("\r\nUser-Agent: log-capturer/");
     out.push_str(env!("CARGO_PKG_VERSION"));
-    out.push_str("\r\nContent-Length: ");
-    out.push_str(&content_length.to_string());
     out.push_str("\r\n");
+    if let Some(n) = content_length {
+        out.push_str("Content-Length: ");
+        out.push_str(&n.to_string());
+        out.push_str("\r\n");
+    }
     out.push_str(&headers.encoded);
     out.push_str("\r\n");
     if out.len() > MAX_HEAD {

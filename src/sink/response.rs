@@ -87,6 +87,8 @@ pub struct ResponseReader {
     head: HeadReader,
     state: State,
     received: bool,
+    /// How much of the body is kept as the message.
+    keep: usize,
 }
 
 impl Default for ResponseReader {
@@ -97,7 +99,13 @@ impl Default for ResponseReader {
 
 impl ResponseReader {
     pub fn new() -> Self {
-        Self { head: HeadReader::default(), state: State::Head { interim: 0 }, received: false }
+        Self::keeping(MAX_MESSAGE)
+    }
+
+    /// A reader that keeps up to `keep` bytes of the body (at most
+    /// `MAX_BODY`): for `check`, which reads Loki's `/config`.
+    pub fn keeping(keep: usize) -> Self {
+        Self { head: HeadReader::default(), state: State::Head { interim: 0 }, received: false, keep }
     }
 
     /// The final response's head is complete (its status is known).
@@ -153,7 +161,7 @@ impl ResponseReader {
                             if *len > MAX_BODY {
                                 return Err(SinkResponseError::TooLarge);
                             }
-                            let room = MAX_MESSAGE.saturating_sub(message.len());
+                            let room = self.keep.saturating_sub(message.len());
                             message.extend_from_slice(&d[..d.len().min(room)]);
                         }
                         Some(BodyEvent::End) => {

@@ -258,6 +258,12 @@ pub struct LabelConfig {
 }
 
 impl LabelConfig {
+    /// The most label names a stream gets (each of the agent's own, every
+    /// static one, every container label copied).
+    pub fn max_names(&self) -> usize {
+        DEFAULT_NAMES.len() + self.statics.len() + self.container_labels.len()
+    }
+
     /// `host` is the value of the `host` label (the machine's name, not a
     /// container's); a static `host=…` replaces it.
     pub fn new(
