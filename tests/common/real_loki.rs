@@ -440,23 +440,28 @@ impl Loki {
     }
 
     /// Every entry of `selector` with `start <= ts < end`, paged by time
-    /// (pages of `limit` ≤ 5000). Entries may share a timestamp across a
+    /// (pages of 5000). Entries may share a timestamp across a
     /// page's end: a full page's last timestamp is left out of it and asked
     /// for again as the next page's start (`start` is inclusive), so none is
     /// skipped or counted twice. A page full of one timestamp is a failure
     /// (more than `limit` entries at one nanosecond), not a silent cut.
     pub fn entries_between(&self, selector: &str, start: i64, end: i64) -> Vec<Stored> {
-        const LIMIT: usize = 5000;
+        self.entries_paged(selector, start, end, 5000)
+    }
+
+    /// [`Loki::entries_between`] in pages of `limit` (small ones test the
+    /// paging itself).
+    pub fn entries_paged(&self, selector: &str, start: i64, end: i64, limit: usize) -> Vec<Stored> {
         let mut all = Vec::new();
         let mut from = start;
         loop {
-            let mut page = self.query_page(selector, from, end, LIMIT);
-            if page.len() < LIMIT {
+            let mut page = self.query_page(selector, from, end, limit);
+            if page.len() < limit {
                 all.append(&mut page);
                 return all;
             }
             let last = page.last().unwrap().ts_ns;
-            assert!(page[0].ts_ns != last, "{selector}: {LIMIT} entries or more at timestamp {last}");
+            assert!(page[0].ts_ns != last, "{selector}: {limit} entries or more at timestamp {last}");
             page.retain(|e| e.ts_ns < last);
             all.append(&mut page);
             from = last;
@@ -489,6 +494,11 @@ pub fn v13_config(shipped: &str) -> String {
     shipped
         .replace("schema: v12", "schema: v13")
         .replace("\nlimits_config:\n", "\nlimits_config:\n  allow_structured_metadata: true\n")
+}
+
+/// Straight to stderr: libtest captures `eprintln!` of passing tests.
+pub fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 pub fn now_ns() -> i64 {

@@ -420,7 +420,8 @@ fn decode(head: &Head, body: &[u8], max: usize, sm: StructuredMetadata) -> Resul
     let encoding = head.get("content-encoding").unwrap_or("").trim().to_ascii_lowercase();
     let gz;
     let raw: &[u8] = match encoding.as_str() {
-        "" | "identity" => body,
+        // Loki takes `snappy` as saying what the protobuf body is anyway.
+        "" | "identity" | "snappy" => body,
         "gzip" => {
             let mut out = Vec::new();
             let r = flate2::read::GzDecoder::new(body).take(max as u64 + 1).read_to_end(&mut out);
@@ -433,7 +434,7 @@ fn decode(head: &Head, body: &[u8], max: usize, sm: StructuredMetadata) -> Resul
             gz = out;
             &gz
         }
-        other => return Err((415, format!("Content-Encoding {other:?} not supported"))),
+        other => return Err((400, format!("Content-Encoding {other:?} not supported"))),
     };
     let media =
         head.get("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
