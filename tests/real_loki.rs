@@ -90,6 +90,33 @@ fn compare(truth: &[Want], stored: &[Stored], enc: &str, with_metadata: bool) ->
     d
 }
 
+/// What Loki holds for `selector` once it holds `want` entries, or once
+/// the agent has had nothing left to send for five seconds in a row (then
+/// what is missing is lost), at most 90 s.
+fn wait_held(loki: &Loki, selector: &str, want: usize, agent: &Agent) -> Vec<Stored> {
+    // Everything acknowledged: the queue empty, no backlog.
+    let idle = || {
+        let m = agent.metrics();
+        sample(&m, "log_capturer_sink_queue_bytes") == 0.0
+            && sample(&m, "log_capturer_sink_backlog_age_seconds") == 0.0
+    };
+    let mut idle_since: Option<Instant> = None;
+    let mut stored = Vec::new();
+    wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+        stored = loki.entries(selector);
+        if stored.len() >= want {
+            return true;
+        }
+        if idle() {
+            idle_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(5)
+        } else {
+            idle_since = None;
+            false
+        }
+    });
+    stored
+}
+
 /// One encoding's run: a Docker double with three containers and the
 /// agent shipping them to the real Loki under the label `enc`.
 struct Run {
@@ -137,14 +164,6 @@ impl Run {
     fn selector(&self) -> String {
         format!("{{enc=\"{}\"}}", self.enc)
     }
-
-    /// Everything acknowledged and nothing left to read: the queue empty,
-    /// no backlog, every container's lines read.
-    fn idle(&self) -> bool {
-        let m = self.agent.metrics();
-        sample(&m, "log_capturer_sink_queue_bytes") == 0.0
-            && sample(&m, "log_capturer_sink_backlog_age_seconds") == 0.0
-    }
 }
 
 fn say_delivery(test: &str, enc: &str, d: &Delivery) {
@@ -190,26 +209,9 @@ fn through_crashes(test: &str, variant: Variant, gauge: (f64, f64)) {
     for r in &runs {
         assert!(r.s.wait_written(T), "{test} {}: containers did not finish writing", r.enc);
     }
-    // Until Loki holds every line, or the agent has nothing left to send
-    // (then what is missing is lost) for five seconds in a row.
     let mut results = Vec::new();
     for r in &runs {
-        let want = r.s.total() as usize;
-        let mut idle_since: Option<Instant> = None;
-        let mut stored = Vec::new();
-        wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
-            stored = loki.entries(&r.selector());
-            if stored.len() >= want {
-                return true;
-            }
-            if r.idle() {
-                let t = *idle_since.get_or_insert_with(Instant::now);
-                t.elapsed() >= Duration::from_secs(5)
-            } else {
-                idle_since = None;
-                false
-            }
-        });
+        let stored = wait_held(&loki, &r.selector(), r.s.total() as usize, &r.agent);
         let with_metadata = variant.stores_metadata();
         let d = compare(&r.s.truth(), &stored, r.enc, with_metadata);
         say_delivery(test, r.enc, &d);
@@ -362,11 +364,7 @@ fn real_dockerd_containers_into_loki_2_9_9_every_line_once() {
         .collect();
     assert!(wait_exited(&d, &names, Duration::from_secs(240)), "containers did not finish");
     let want = names.len() * total as usize;
-    let mut stored = Vec::new();
-    wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
-        stored = loki.entries("{enc=\"real\"}");
-        stored.len() >= want
-    });
+    let stored = wait_held(&loki, "{enc=\"real\"}", want, &agent);
     for n in &names {
         // (number, stream) -> Docker's timestamp.
         let logs = run_with_timeout(
