@@ -15,7 +15,7 @@ STATIC_BIN := target/$(TARGET)/release/log-capturer
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= log-capturer:$(VERSION)
 
-.PHONY: help demo build release static image image-test unit-check test lint fmt fuzz-smoke bench ceiling bench-loki peers soak soak-ci ci docker-up docker-down clean
+.PHONY: help demo build release static image image-test unit-check test test-loki lint fmt fuzz-smoke bench ceiling bench-loki peers soak soak-ci ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ rules-check: ## promtool check + unit tests of the alert rules (deploy/prometheu
 # sets, makes that a failure). docker_daemon_restart starts its own dockerd.
 test: ## unit and integration tests (the README's test command)
 	$(CARGO) test --locked --workspace
+
+# Part of `make test` too; skipped there without LC_LOKI_DIR.
+test-loki: ## the agent and the Loki double against real Loki 2.8.11/2.9.9 (LC_LOKI_DIR=dir with loki-*.xz, ~2 min)
+	LC_REQUIRE_LOKI=1 $(CARGO) test --locked --test real_loki --test loki_parity
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use docker_double::{Config, ContainerSpec, Double, Fault, Match, SinceMode, Stats, Stream, Writer};
 
+pub mod real_loki;
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

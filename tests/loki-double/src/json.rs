@@ -8,12 +8,73 @@ use serde_json::Value;
 
 use crate::labels;
 use crate::proto::RawStream;
-use crate::validate::RawEntry;
+use crate::validate::{RawEntry, StructuredMetadata};
 
-pub fn decode(body: &[u8]) -> Result<Vec<RawStream>, String> {
+pub fn decode(body: &[u8], sm: StructuredMetadata) -> Result<Vec<RawStream>, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("JSON: {e}"))?;
     let streams = v.get("streams").and_then(Value::as_array).ok_or("JSON: no \"streams\" array")?;
-    streams.iter().map(stream).collect()
+    let streams: Vec<RawStream> = streams.iter().map(stream).collect::<Result<_, _>>()?;
+    if sm == StructuredMetadata::Unknown {
+        if let Some(at) = third_element(body) {
+            return Err(unknown_third_element(body, at));
+        }
+    }
+    Ok(streams)
+}
+
+/// Where the first `values` entry with a third element starts it (the
+/// byte after the line's closing quote), if any.
+fn third_element(body: &[u8]) -> Option<usize> {
+    // Past the line string of `["ts", "line"`, a `,` instead of `]`.
+    let (mut in_str, mut esc, mut depth, mut strings) = (false, false, 0usize, 0usize);
+    let mut in_value = false;
+    for (i, &b) in body.iter().enumerate() {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => {
+                    in_str = false;
+                    if in_value {
+                        strings += 1;
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' => {
+                depth += 1;
+                // `values` is the second array level: `[[` opens an entry.
+                in_value = depth == 3;
+                strings = 0;
+            }
+            b']' => {
+                depth = depth.saturating_sub(1);
+                in_value = false;
+            }
+            b',' if in_value && strings == 2 => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Loki 2.8's answer to a `values` entry of three elements: its JSON
+/// decoder (jsoniter) reads the entry as a pair and stumbles on what
+/// follows the line, in its own words, with a window of the body.
+fn unknown_third_element(body: &[u8], at: usize) -> String {
+    let window = |from: usize, to: usize| {
+        String::from_utf8_lossy(&body[from.min(body.len())..to.min(body.len())]).into_owned()
+    };
+    format!(
+        "loghttp.PushRequest.Streams: []*loghttp.Stream: unmarshalerDecoder: Value is string, but can't find \
+         closing '\"' symbol, error found in #10 byte of ...|{}|..., bigger context ...|{}|...",
+        window(at.saturating_sub(10), at + 10),
+        window(at.saturating_sub(50), at + 50)
+    )
 }
 
 fn stream(s: &Value) -> Result<RawStream, String> {
@@ -61,7 +122,7 @@ mod tests {
 
     #[test]
     fn decodes() {
-        let got = decode(
+        let got = decode_all(
             br#"{"streams":[{"stream":{"b":"2","a":"x\"y"},"values":[["5","one"],["6","two",{"id":"c1"}]]}]}"#,
         )
         .unwrap();
@@ -83,7 +144,25 @@ mod tests {
             br#"{"streams":[{"stream":{},"values":[["5"]]}]}"#,
             br#"{"streams":[{"stream":{},"values":[["5","x",[]]]}]}"#,
         ] {
-            assert!(decode(b).is_err(), "{}", String::from_utf8_lossy(b));
+            assert!(decode_all(b).is_err(), "{}", String::from_utf8_lossy(b));
         }
+    }
+
+    fn decode_all(b: &[u8]) -> Result<Vec<RawStream>, String> {
+        decode(b, StructuredMetadata::Allowed)
+    }
+
+    #[test]
+    fn a_third_element_is_an_error_where_metadata_is_unknown() {
+        let with = br#"{"streams":[{"stream":{"a":"b"},"values":[["5","o,n]e"],["6","two",{"id":"c1"}]]}]}"#;
+        let without = br#"{"streams":[{"stream":{"a":"[x\"],"},"values":[["5","o,n]e"],["6","t\"wo"]]}]}"#;
+        assert_eq!(third_element(without), None);
+        let at = third_element(with).unwrap();
+        assert_eq!(&with[at - 5..at], br#""two""#);
+        let e = decode(with, StructuredMetadata::Unknown).unwrap_err();
+        assert!(e.starts_with("loghttp.PushRequest.Streams: []*loghttp.Stream: unmarshalerDecoder:"), "{e}");
+        assert!(!e.contains("metadata"), "{e}");
+        assert_eq!(decode(without, StructuredMetadata::Unknown).unwrap()[0].entries.len(), 2);
+        assert_eq!(decode(with, StructuredMetadata::Disallowed).unwrap()[0].entries[1].metadata.len(), 1);
     }
 }

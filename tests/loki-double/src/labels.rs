@@ -9,8 +9,9 @@ use crate::validate::{Limits, Reason, Rejection};
 /// A parsed label set, in the order written.
 pub type Pairs = Vec<(String, String)>;
 
-/// Why a selector does not parse: Loki answers `Error parsing labels '%s'
-/// with error: %s` (reason `invalid_labels`) with its parser's text here.
+/// Why a selector does not parse: Loki 2.9 answers `couldn't parse labels:
+/// 1:COL: parse error: WHAT` (2.8 without the prefix), reason
+/// `invalid_labels`, and refuses the whole push for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     /// 1-based column of the offending character, as LogQL's parser says it.
@@ -20,7 +21,7 @@ pub struct ParseError {
 
 impl std::fmt::Display for ParseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "parse error at line 1, col {}: {}", self.col, self.what)
+        write!(f, "1:{}: parse error: {}", self.col, self.what)
     }
 }
 
@@ -41,11 +42,17 @@ pub fn parse(s: &str) -> Result<Pairs, ParseError> {
             let name = p.name()?;
             p.ws();
             match (p.peek(), p.b.get(p.i + 1)) {
-                (Some(b'='), Some(b'~')) | (Some(b'!'), _) => {
-                    return Err(p.err("only equality matchers are allowed in a stream's labels"))
+                (Some(b'='), Some(b'~')) => {
+                    return Err(p.err("unexpected <op:=~> in label set, expected \"=\""))
+                }
+                (Some(b'!'), Some(b'=')) => {
+                    return Err(p.err("unexpected <op:!=> in label set, expected \"=\""))
+                }
+                (Some(b'!'), Some(b'~')) => {
+                    return Err(p.err("unexpected <op:!~> in label set, expected \"=\""))
                 }
                 (Some(b'='), _) => p.i += 1,
-                _ => return Err(p.err("syntax error: expected =")),
+                _ => return Err(p.unexpected()),
             }
             p.ws();
             let value = p.string()?;
@@ -57,7 +64,7 @@ pub fn parse(s: &str) -> Result<Pairs, ParseError> {
                     p.i += 1;
                     break;
                 }
-                _ => return Err(p.err("syntax error: expected , or }")),
+                _ => return Err(p.unexpected()),
             }
         }
     }
@@ -82,6 +89,14 @@ impl Cursor<'_> {
         ParseError { col: self.i + 1, what: what.to_owned() }
     }
 
+    /// LogQL's lexer's words for what it found instead of what it wanted.
+    fn unexpected(&self) -> ParseError {
+        match self.peek() {
+            None => self.err("unexpected end of input inside braces"),
+            Some(c) => self.err(&format!("unexpected character inside braces: '{}'", c as char)),
+        }
+    }
+
     fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
@@ -102,7 +117,7 @@ impl Cursor<'_> {
         let start = self.i;
         match self.peek() {
             Some(c) if c.is_ascii_alphabetic() || c == b'_' => self.i += 1,
-            _ => return Err(self.err("syntax error: expected a label name")),
+            _ => return Err(self.unexpected()),
         }
         while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || c == b'_') {
             self.i += 1;
@@ -144,7 +159,7 @@ impl Cursor<'_> {
                 }
                 self.i += 1;
             }
-            _ => return Err(self.err("syntax error: expected a quoted label value")),
+            _ => return Err(self.unexpected()),
         }
         String::from_utf8(out)
             .map_err(|_| ParseError { col: start + 1, what: "invalid UTF-8 in label value".to_owned() })
@@ -255,7 +270,7 @@ pub fn quote_into(s: &mut String, v: &str) {
 pub fn validate(raw: &str, limits: &Limits) -> Result<(String, Pairs), Rejection> {
     let pairs = parse(raw).map_err(|e| Rejection {
         reason: Reason::InvalidLabels,
-        message: format!("Error parsing labels '{raw}' with error: {e}"),
+        message: format!("couldn't parse labels: {e}"),
     })?;
     if pairs.is_empty() {
         return Err(Rejection {

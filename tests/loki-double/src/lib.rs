@@ -14,11 +14,18 @@
 //!   from the field numbers and the JSON shape, sharing no code with the
 //!   agent's encoder. `Content-Length` or chunked request bodies.
 //! - Validation as the distributor and ingester do it, with Loki's reasons
-//!   and message texts ([`Limits`]): label syntax and limits (the whole
-//!   stream refused), too old, too far in the future, line too long,
-//!   structured metadata limits, too far behind the stream's newest entry.
-//!   A request with refused entries is answered `400` with a refusal's
-//!   message **and its valid entries are stored**; otherwise `204`.
+//!   and message texts ([`Limits`]), as real Loki 2.8.11 and 2.9.9 were
+//!   seen to answer (`tests/loki_parity.rs` runs the same pushes against
+//!   both): a label set that does not parse refuses **the whole push**
+//!   (nothing stored, good streams neither); `{}`, duplicate names, too
+//!   many names, a name or value too long refuse that stream; too old, too
+//!   far in the future, line too long, too far behind the stream's newest
+//!   entry refuse that entry. Such a push is answered `400` (one refusal's
+//!   message, or several grouped as `N errors like: …; …` as 2.9 does) **and
+//!   its valid entries are stored**; otherwise `204`. An undecodable body
+//!   (bad snappy, protobuf or JSON, an empty one) stores nothing.
+//! - Structured metadata ([`StructuredMetadata`]): stored (the default),
+//!   refused per entry as 2.9 does by default, or unknown as to 2.8.
 //! - Dedup: an entry identical to one held (same stream, nanosecond
 //!   timestamp and line) is dropped silently and counted.
 //! - `X-Scope-OrgID` recorded (a `401 no org id` without it when
@@ -57,7 +64,7 @@ use std::time::{Duration, Instant};
 pub use labels::{canonical as canonical_labels, parse as parse_labels, ParseError as LabelParseError};
 pub use proto::{decode as decode_protobuf, DecodeError, RawStream};
 pub use tls::{Issued, Pki};
-pub use validate::{Limits, RawEntry, Reason, Rejection};
+pub use validate::{Limits, RawEntry, Reason, Rejection, StructuredMetadata};
 
 /// How the double is set up. [`Config::default`] gives Loki's defaults,
 /// plain HTTP on `127.0.0.1:0`, no auth, tenant optional.
@@ -68,6 +75,9 @@ pub struct Config {
     /// `GET /ready` (`200 ready`).
     pub push_path: String,
     pub limits: Limits,
+    /// Structured metadata stored (the default), refused as by Loki 2.9's
+    /// defaults, or unknown as to Loki 2.8.
+    pub structured_metadata: StructuredMetadata,
     pub tls: Option<TlsConfig>,
     pub auth: Option<Auth>,
     /// Answer `401 no org id` to a push without `X-Scope-OrgID`, as Loki
@@ -91,6 +101,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             push_path: "/loki/api/v1/push".to_owned(),
             limits: Limits::default(),
+            structured_metadata: StructuredMetadata::Allowed,
             tls: None,
             auth: None,
             require_tenant: false,

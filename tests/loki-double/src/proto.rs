@@ -30,9 +30,11 @@ pub enum DecodeError {
     VarintTooLong,
     /// Wire types 3 and 4 (groups) and 6, 7: not in this schema.
     BadWireType(u8),
-    /// A known field with the wrong wire type.
+    /// A known field (named as Go's generated code names it) with the
+    /// wrong wire type: checked before the wire type's own validity, as
+    /// gogo-protobuf's unmarshaller does.
     WrongType {
-        field: u32,
+        field: &'static str,
         wire: u8,
     },
     FieldZero,
@@ -60,6 +62,9 @@ enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
+    /// A wire type this schema never uses (groups, 6, 7): an error either
+    /// way, worded by whether the field is known.
+    Bad,
 }
 
 impl<'a> Reader<'a> {
@@ -111,23 +116,31 @@ impl<'a> Reader<'a> {
                 self.take(4)?;
                 Value::Fixed
             }
-            w => return Err(DecodeError::BadWireType(w)),
+            _ => Value::Bad,
         };
         Ok(Some((field, wire, v)))
     }
 }
 
-fn bytes<'a>(field: u32, wire: u8, v: Value<'a>) -> Result<&'a [u8], DecodeError> {
+fn bytes<'a>(field: &'static str, wire: u8, v: Value<'a>) -> Result<&'a [u8], DecodeError> {
     match v {
         Value::Bytes(b) => Ok(b),
         _ => Err(DecodeError::WrongType { field, wire }),
     }
 }
 
-fn varint(field: u32, wire: u8, v: Value<'_>) -> Result<u64, DecodeError> {
+fn varint(field: &'static str, wire: u8, v: Value<'_>) -> Result<u64, DecodeError> {
     match v {
         Value::Varint(x) => Ok(x),
         _ => Err(DecodeError::WrongType { field, wire }),
+    }
+}
+
+/// An unknown field is skipped, unless its wire type cannot be.
+fn skip(wire: u8, v: Value<'_>) -> Result<(), DecodeError> {
+    match v {
+        Value::Bad => Err(DecodeError::BadWireType(wire)),
+        _ => Ok(()),
     }
 }
 
@@ -140,8 +153,9 @@ pub fn decode(buf: &[u8]) -> Result<Vec<RawStream>, DecodeError> {
     let mut r = Reader { b: buf };
     let mut streams = Vec::new();
     while let Some((f, w, v)) = r.field()? {
-        if f == 1 {
-            streams.push(stream(bytes(f, w, v)?)?);
+        match f {
+            1 => streams.push(stream(bytes("Streams", w, v)?)?),
+            _ => skip(w, v)?,
         }
     }
     Ok(streams)
@@ -152,9 +166,9 @@ fn stream(buf: &[u8]) -> Result<RawStream, DecodeError> {
     let mut s = RawStream::default();
     while let Some((f, w, v)) = r.field()? {
         match f {
-            1 => s.labels = utf8(bytes(f, w, v)?, "stream labels")?,
-            2 => s.entries.push(entry(bytes(f, w, v)?)?),
-            _ => {}
+            1 => s.labels = utf8(bytes("Labels", w, v)?, "stream labels")?,
+            2 => s.entries.push(entry(bytes("Entries", w, v)?)?),
+            _ => skip(w, v)?,
         }
     }
     Ok(s)
@@ -165,10 +179,10 @@ fn entry(buf: &[u8]) -> Result<RawEntry, DecodeError> {
     let mut e = RawEntry { ts_ns: 0, line: Vec::new(), metadata: Vec::new() };
     while let Some((f, w, v)) = r.field()? {
         match f {
-            1 => e.ts_ns = timestamp(bytes(f, w, v)?)?,
-            2 => e.line = bytes(f, w, v)?.to_vec(),
-            3 => e.metadata.push(pair(bytes(f, w, v)?)?),
-            _ => {}
+            1 => e.ts_ns = timestamp(bytes("Timestamp", w, v)?)?,
+            2 => e.line = bytes("Line", w, v)?.to_vec(),
+            3 => e.metadata.push(pair(bytes("StructuredMetadata", w, v)?)?),
+            _ => skip(w, v)?,
         }
     }
     Ok(e)
@@ -180,9 +194,9 @@ fn timestamp(buf: &[u8]) -> Result<i128, DecodeError> {
     while let Some((f, w, v)) = r.field()? {
         match f {
             // int64 and int32 are plain two's-complement varints (not zigzag).
-            1 => secs = varint(f, w, v)? as i64,
-            2 => nanos = varint(f, w, v)? as i32,
-            _ => {}
+            1 => secs = varint("Seconds", w, v)? as i64,
+            2 => nanos = varint("Nanos", w, v)? as i32,
+            _ => skip(w, v)?,
         }
     }
     Ok(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
@@ -193,9 +207,9 @@ fn pair(buf: &[u8]) -> Result<(String, String), DecodeError> {
     let (mut name, mut value) = (String::new(), String::new());
     while let Some((f, w, v)) = r.field()? {
         match f {
-            1 => name = utf8(bytes(f, w, v)?, "structured metadata name")?,
-            2 => value = utf8(bytes(f, w, v)?, "structured metadata value")?,
-            _ => {}
+            1 => name = utf8(bytes("Name", w, v)?, "structured metadata name")?,
+            2 => value = utf8(bytes("Value", w, v)?, "structured metadata value")?,
+            _ => skip(w, v)?,
         }
     }
     Ok((name, value))
@@ -271,8 +285,11 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert_eq!(decode(&[0x0b]), Err(DecodeError::BadWireType(3)));
-        assert_eq!(decode(&[0x08, 1]), Err(DecodeError::WrongType { field: 1, wire: 0 }));
+        assert_eq!(decode(&[0x13]), Err(DecodeError::BadWireType(3)));
+        assert_eq!(decode(&[0x0b]), Err(DecodeError::WrongType { field: "Streams", wire: 3 }));
+        assert_eq!(decode(&[0x0f, 1]).unwrap_err().to_string(), "wrong wireType = 7 for field Streams");
+        assert_eq!(decode(&[0x17]).unwrap_err().to_string(), "illegal wireType 7");
+        assert_eq!(decode(&[0x08, 1]), Err(DecodeError::WrongType { field: "Streams", wire: 0 }));
         assert_eq!(decode(&[0x02, 0]), Err(DecodeError::FieldZero));
         assert_eq!(decode(&[0x10; 11]).unwrap_err(), DecodeError::Truncated);
         assert_eq!(

@@ -19,6 +19,7 @@ use crate::http::{self, BodyLen, Head, HeadError};
 use crate::proto::RawStream;
 use crate::store::{Probe, State};
 use crate::time::{http_date, now_ns};
+use crate::validate::StructuredMetadata;
 use crate::{json, proto, Auth, Config, Fault, RequestRecord};
 
 /// Bytes read per `read` call.
@@ -415,11 +416,12 @@ struct Decoded {
 }
 
 /// Decompress and decode a push body. Errors are (status, Loki-like text).
-fn decode(head: &Head, body: &[u8], max: usize) -> Result<Decoded, (u16, String)> {
+fn decode(head: &Head, body: &[u8], max: usize, sm: StructuredMetadata) -> Result<Decoded, (u16, String)> {
     let encoding = head.get("content-encoding").unwrap_or("").trim().to_ascii_lowercase();
     let gz;
     let raw: &[u8] = match encoding.as_str() {
-        "" | "identity" => body,
+        // Loki takes `snappy` as saying what the protobuf body is anyway.
+        "" | "identity" | "snappy" => body,
         "gzip" => {
             let mut out = Vec::new();
             let r = flate2::read::GzDecoder::new(body).take(max as u64 + 1).read_to_end(&mut out);
@@ -432,22 +434,28 @@ fn decode(head: &Head, body: &[u8], max: usize) -> Result<Decoded, (u16, String)
             gz = out;
             &gz
         }
-        other => return Err((415, format!("Content-Encoding {other:?} not supported"))),
+        other => return Err((400, format!("Content-Encoding {other:?} not supported"))),
     };
     let media =
         head.get("content-type").unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let suffix = if encoding == "gzip" { "+gzip" } else { "" };
     if media == "application/json" {
-        let streams = json::decode(raw).map_err(|e| (400, e))?;
+        let streams = json::decode(raw, sm).map_err(|e| (400, e))?;
         return Ok(Decoded { streams, format: format!("json{suffix}") });
     }
     // Loki takes anything that is not JSON as snappy-compressed protobuf.
-    let len = snap::raw::decompress_len(raw).map_err(|e| (400, format!("snappy: {e}")))?;
+    // Go's snappy says "corrupt input" for every bad block, an empty one too.
+    let corrupt = |_| (400, "snappy: corrupt input".to_owned());
+    let len = snap::raw::decompress_len(raw).map_err(corrupt)?;
     if len > max {
         return Err((413, format!("request body too large: {len} bytes, limit: {max} bytes")));
     }
-    let plain = snap::raw::Decoder::new().decompress_vec(raw).map_err(|e| (400, format!("snappy: {e}")))?;
-    let streams = proto::decode(&plain).map_err(|e| (400, format!("proto: {e}")))?;
+    let plain = snap::raw::Decoder::new().decompress_vec(raw).map_err(corrupt)?;
+    let mut streams = proto::decode(&plain).map_err(|e| (400, format!("proto: {e}")))?;
+    if sm == StructuredMetadata::Unknown {
+        // An unknown field to Loki 2.8: skipped, the entry stored without it.
+        streams.iter_mut().flat_map(|s| &mut s.entries).for_each(|e| e.metadata.clear());
+    }
     Ok(Decoded { streams, format: format!("protobuf{suffix}") })
 }
 
@@ -497,7 +505,8 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
     let cfg = &shared.cfg;
     let push = head.method == "POST" && head.path == cfg.push_path;
     let tenant = head.get("x-scope-orgid").map(str::to_owned);
-    let mut decoded = if push { Some(decode(head, &body, cfg.max_body)) } else { None };
+    let mut decoded =
+        if push { Some(decode(head, &body, cfg.max_body, cfg.structured_metadata)) } else { None };
     let date = http_date(now_ns());
     let close = head.close;
 
@@ -562,9 +571,17 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
             }
             Some(Ok(d)) => {
                 *st.stats.pushes_by_format.entry(d.format).or_default() += 1;
-                let out = st.push(&cfg.limits, d.streams, tenant.as_deref(), seq, reject, now_ns());
+                let out = st.push(
+                    &cfg.limits,
+                    cfg.structured_metadata,
+                    d.streams,
+                    tenant.as_deref(),
+                    seq,
+                    reject,
+                    now_ns(),
+                );
                 match out.message() {
-                    Some(m) => (400, Some(m.to_owned())),
+                    Some(m) => (400, Some(m)),
                     None => (204, None),
                 }
             }

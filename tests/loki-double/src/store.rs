@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use crate::labels;
 use crate::proto::RawStream;
-use crate::validate::{self, Limits, Reason, Rejection};
+use crate::validate::{self, Limits, Reason, Rejection, StructuredMetadata};
 use crate::{Entry, EntryKey, Fault, Match, RequestRecord, Stats};
 
 /// A request as far as fault matching needs it.
@@ -40,18 +40,36 @@ pub fn memfind(hay: &[u8], needle: &[u8]) -> bool {
 pub struct Outcome {
     /// The distributor's refusals, in request order.
     pub rejected: Vec<Rejection>,
+    /// Word the 400 as Loki 2.8 does (the last refusal alone).
+    last_only: bool,
 }
 
 impl Outcome {
-    /// The 400 body, if any: like Loki, the last refusal's message; an
-    /// ingester refusal (too far behind) wins over the distributor's.
-    pub fn message(&self) -> Option<&str> {
-        self.rejected
-            .iter()
-            .rev()
-            .find(|r| r.reason == Reason::TooFarBehind)
-            .or(self.rejected.last())
-            .map(|r| r.message.as_str())
+    /// The 400 body, if any. An ingester refusal (too far behind) wins over
+    /// the distributor's. Loki 2.9 says one refusal as it is, and several
+    /// grouped by text, `N errors like: MESSAGE; M errors like: …`; 2.8
+    /// gives the last one only.
+    pub fn message(&self) -> Option<String> {
+        if let Some(r) = self.rejected.iter().rev().find(|r| r.reason == Reason::TooFarBehind) {
+            return Some(r.message.clone());
+        }
+        match self.rejected.as_slice() {
+            [] => None,
+            [one] => Some(one.message.clone()),
+            [.., last] if self.last_only => Some(last.message.clone()),
+            all => {
+                let mut groups: Vec<(&str, usize)> = Vec::new();
+                for r in all {
+                    match groups.iter_mut().find(|(m, _)| *m == r.message) {
+                        Some((_, n)) => *n += 1,
+                        None => groups.push((&r.message, 1)),
+                    }
+                }
+                let parts: Vec<String> =
+                    groups.iter().map(|(m, n)| format!("{n} errors like: {m}")).collect();
+                Some(parts.join("; "))
+            }
+        }
     }
 }
 
@@ -110,16 +128,34 @@ impl State {
 
     /// Validate and store, as the distributor then the ingester would.
     /// `reject` is an injected refusal of lines containing a marker.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         limits: &Limits,
+        sm: StructuredMetadata,
         streams: Vec<RawStream>,
         tenant: Option<&str>,
         request: u64,
         reject: Option<(&str, Reason)>,
         now_ns: i128,
     ) -> Outcome {
-        let mut out = Outcome::default();
+        let mut out = Outcome { last_only: sm == StructuredMetadata::Unknown, ..Outcome::default() };
+        // Loki parses every stream's labels while it reads the request:
+        // one label set that does not parse refuses the whole push, good
+        // streams too. (Label limits, duplicate names and `{}` are checked
+        // later, per stream: the others are stored.)
+        let unparsed =
+            streams.iter().filter(|s| !s.entries.is_empty()).find_map(|s| labels::parse(&s.labels).err());
+        if let Some(e) = unparsed {
+            let n: u64 = streams.iter().map(|s| s.entries.len() as u64).sum();
+            self.stats.entries_received += n;
+            *self.stats.entries_rejected.entry(Reason::InvalidLabels.as_str().to_owned()).or_default() += n;
+            out.rejected.push(Rejection {
+                reason: Reason::InvalidLabels,
+                message: format!("couldn't parse labels: {e}"),
+            });
+            return out;
+        }
         for s in streams {
             let n = s.entries.len() as u64;
             self.stats.entries_received += n;
@@ -145,7 +181,7 @@ impl State {
                     Some((marker, reason)) if memfind(&e.line, marker.as_bytes()) => {
                         Err(validate::injected(limits, reason, &name, &e))
                     }
-                    _ => validate::entry(limits, &name, &e, now_ns),
+                    _ => validate::entry(limits, sm, &name, &e, now_ns),
                 };
                 // Validated timestamps are within days of now: they fit.
                 let ts = match check {

@@ -51,6 +51,25 @@ impl Default for Limits {
     }
 }
 
+/// What a Loki does with an entry's structured metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StructuredMetadata {
+    /// Stored with the entry (2.9 with schema v13 and
+    /// `allow_structured_metadata: true`; 3.x on v13).
+    #[default]
+    Allowed,
+    /// Refused, as by 2.9 with its defaults (and 3.x on a schema before
+    /// v13): each entry carrying metadata is refused with reason
+    /// `disallowed_structured_metadata`, the other entries are stored, 400.
+    Disallowed,
+    /// Unknown to it, as to 2.8: in protobuf, field 3 of an entry is skipped
+    /// (stored without it, 204); in JSON, a third element in a `values`
+    /// entry does not decode (400, nothing of the push stored, and the
+    /// answer does not say why in terms of metadata). Its 400s name the
+    /// last refusal only, as 2.8's do.
+    Unknown,
+}
+
 /// Why an entry was not stored: Loki's `reason` label of
 /// `loki_discarded_samples_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,6 +86,7 @@ pub enum Reason {
     TooFarBehind,
     StructuredMetadataTooLarge,
     StructuredMetadataTooMany,
+    DisallowedStructuredMetadata,
 }
 
 impl Reason {
@@ -84,6 +104,7 @@ impl Reason {
             Reason::TooFarBehind => "too_far_behind",
             Reason::StructuredMetadataTooLarge => "structured_metadata_too_large",
             Reason::StructuredMetadataTooMany => "structured_metadata_too_many",
+            Reason::DisallowedStructuredMetadata => "disallowed_structured_metadata",
         }
     }
 }
@@ -112,8 +133,14 @@ pub struct RawEntry {
 }
 
 /// The distributor's `ValidateEntry`, in its order: age, future, line
-/// size, structured metadata.
-pub fn entry(limits: &Limits, stream: &str, e: &RawEntry, now_ns: i128) -> Result<(), Rejection> {
+/// size, structured metadata (allowed at all, then its limits).
+pub fn entry(
+    limits: &Limits,
+    sm: StructuredMetadata,
+    stream: &str,
+    e: &RawEntry,
+    now_ns: i128,
+) -> Result<(), Rejection> {
     if let Some(age) = limits.reject_old_samples_max_age {
         let oldest = now_ns - age.as_nanos() as i128;
         if e.ts_ns < oldest {
@@ -143,6 +170,9 @@ pub fn entry(limits: &Limits, stream: &str, e: &RawEntry, now_ns: i128) -> Resul
             ),
         });
     }
+    if sm == StructuredMetadata::Disallowed && !e.metadata.is_empty() {
+        return Err(disallowed(stream));
+    }
     let sm_size: usize = e.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
     if sm_size > limits.max_structured_metadata_size {
         return Err(Rejection {
@@ -166,6 +196,18 @@ pub fn entry(limits: &Limits, stream: &str, e: &RawEntry, now_ns: i128) -> Resul
         });
     }
     Ok(())
+}
+
+/// Loki 2.9's refusal of an entry with structured metadata when
+/// `allow_structured_metadata` is false.
+fn disallowed(stream: &str) -> Rejection {
+    Rejection {
+        reason: Reason::DisallowedStructuredMetadata,
+        message: format!(
+            "stream '{stream}' includes structured metadata, but this feature is disallowed. Please see \
+             `limits_config.structured_metadata` or contact your Loki administrator to enable it."
+        ),
+    }
 }
 
 /// The ingester's unordered-writes window: `None` when the entry may be
@@ -225,6 +267,7 @@ pub fn injected(limits: &Limits, reason: Reason, stream: &str, e: &RawEntry) -> 
             limits.max_structured_metadata_entries_count + 1,
             limits.max_structured_metadata_entries_count
         ),
+        Reason::DisallowedStructuredMetadata => return disallowed(stream),
     };
     Rejection { reason, message }
 }
@@ -243,28 +286,49 @@ mod tests {
     fn boundaries() {
         let l = Limits::default();
         let week = 168 * 3600 * 1_000_000_000i128;
-        assert!(entry(&l, "{a=\"b\"}", &e(NOW - week, 1), NOW).is_ok());
-        let r = entry(&l, "{a=\"b\"}", &e(NOW - week - 1, 1), NOW).unwrap_err();
+        assert!(entry(&l, StructuredMetadata::Allowed, "{a=\"b\"}", &e(NOW - week, 1), NOW).is_ok());
+        let r = entry(&l, StructuredMetadata::Allowed, "{a=\"b\"}", &e(NOW - week - 1, 1), NOW).unwrap_err();
         assert_eq!(r.reason, Reason::GreaterThanMaxSampleAge);
         assert!(r
             .message
             .starts_with("entry for stream '{a=\"b\"}' has timestamp too old: 2023-11-07T22:13:19"));
         let grace = 600 * 1_000_000_000i128;
-        assert!(entry(&l, "s", &e(NOW + grace, 1), NOW).is_ok());
-        assert_eq!(entry(&l, "s", &e(NOW + grace + 1, 1), NOW).unwrap_err().reason, Reason::TooFarInFuture);
-        assert!(entry(&l, "s", &e(NOW, 256 * 1024), NOW).is_ok());
-        let r = entry(&l, "s", &e(NOW, 256 * 1024 + 1), NOW).unwrap_err();
+        assert!(entry(&l, StructuredMetadata::Allowed, "s", &e(NOW + grace, 1), NOW).is_ok());
+        assert_eq!(
+            entry(&l, StructuredMetadata::Allowed, "s", &e(NOW + grace + 1, 1), NOW).unwrap_err().reason,
+            Reason::TooFarInFuture
+        );
+        assert!(entry(&l, StructuredMetadata::Allowed, "s", &e(NOW, 256 * 1024), NOW).is_ok());
+        let r = entry(&l, StructuredMetadata::Allowed, "s", &e(NOW, 256 * 1024 + 1), NOW).unwrap_err();
         assert_eq!(r.reason, Reason::LineTooLong);
         assert!(
             r.message.contains("'262144' bytes exceeded") && r.message.ends_with("length '262145' bytes")
         );
         // Age is checked before size, as Loki does.
-        assert_eq!(entry(&l, "s", &e(0, 300_000), NOW).unwrap_err().reason, Reason::GreaterThanMaxSampleAge);
+        assert_eq!(
+            entry(&l, StructuredMetadata::Allowed, "s", &e(0, 300_000), NOW).unwrap_err().reason,
+            Reason::GreaterThanMaxSampleAge
+        );
         let mut m = e(NOW, 1);
         m.metadata = (0..129).map(|i| (format!("k{i}"), String::new())).collect();
-        assert_eq!(entry(&l, "s", &m, NOW).unwrap_err().reason, Reason::StructuredMetadataTooMany);
+        assert_eq!(
+            entry(&l, StructuredMetadata::Allowed, "s", &m, NOW).unwrap_err().reason,
+            Reason::StructuredMetadataTooMany
+        );
         m.metadata = vec![("k".into(), "v".repeat(64 * 1024))];
-        assert_eq!(entry(&l, "s", &m, NOW).unwrap_err().reason, Reason::StructuredMetadataTooLarge);
+        assert_eq!(
+            entry(&l, StructuredMetadata::Allowed, "s", &m, NOW).unwrap_err().reason,
+            Reason::StructuredMetadataTooLarge
+        );
+        m.metadata = vec![("k".into(), "v".into())];
+        let r = entry(&l, StructuredMetadata::Disallowed, "{a=\"b\"}", &m, NOW).unwrap_err();
+        assert_eq!(r.reason, Reason::DisallowedStructuredMetadata);
+        assert!(r
+            .message
+            .starts_with("stream '{a=\"b\"}' includes structured metadata, but this feature is disallowed."));
+        assert!(entry(&l, StructuredMetadata::Disallowed, "s", &e(NOW, 1), NOW).is_ok());
+        // Unknown metadata never reaches validation: the decoders drop it.
+        assert!(entry(&l, StructuredMetadata::Unknown, "s", &m, NOW).is_ok());
     }
 
     #[test]
