@@ -166,24 +166,35 @@ impl Shared {
     /// The fault a request gets, decided from its head, before its body is
     /// read: a queued [`Fault::EarlyAnswer`] first in line for this head,
     /// else (no queued fault matches the head) a random draw for a push.
-    /// `None` leaves the choice to [`handle`], which sees the body.
+    /// `None` leaves the choice to [`handle`], which sees the body. An
+    /// early answer applies only to a body longer than its `after_bytes`
+    /// (with a `Content-Length`): one it would read whole is not early.
     fn head_fault(&self, head: &Head) -> Option<Fault> {
         let push = head.method == "POST" && head.path == self.cfg.push_path;
         let tenant = head.get("x-scope-orgid");
         let probe = Probe { push, tenant, streams: None };
+        let fits = |f: &Fault| match (f, &head.body) {
+            (Fault::EarlyAnswer { after_bytes, .. }, BodyLen::Length(n)) => n > after_bytes,
+            (Fault::EarlyAnswer { .. }, _) => false,
+            _ => true,
+        };
         {
             let mut st = self.lock();
-            if let Some(i) = st.faults.iter().position(|(m, _, n)| *n > 0 && m.matches(&probe)) {
+            let first = st.faults.iter().position(|(m, f, n)| *n > 0 && m.matches(&probe) && fits(f));
+            if let Some(i) = first {
                 if !matches!(st.faults[i].1, Fault::EarlyAnswer { .. }) {
                     return None;
                 }
-                return st.take_fault(&probe);
+                return take(&mut st, i);
             }
         }
         if !push {
             return None;
         }
         let drawn = self.random.lock().unwrap_or_else(|e| e.into_inner()).as_mut()?.draw()?;
+        if !fits(&drawn) {
+            return None;
+        }
         self.with(|st| st.stats.faults_fired += 1);
         Some(drawn)
     }
@@ -199,6 +210,31 @@ impl Shared {
             self.cond.wait_timeout_while(st, d, |st| !st.shutdown).unwrap_or_else(|e| e.into_inner());
         !st.shutdown
     }
+}
+
+/// Use up one of queued fault `i`.
+fn take(st: &mut State, i: usize) -> Option<Fault> {
+    let f = st.faults[i].1.clone();
+    st.faults[i].2 -= 1;
+    if st.faults[i].2 == 0 {
+        st.faults.remove(i);
+    }
+    st.stats.faults_fired += 1;
+    Some(f)
+}
+
+/// The first queued fault for a request whose body is read, early answers
+/// apart (they are decided at the head).
+fn take_after_body(st: &mut State, p: &Probe) -> Option<Fault> {
+    let first = st.faults.iter().position(|(m, _, n)| *n > 0 && m.matches(p))?;
+    if !matches!(st.faults[first].1, Fault::EarlyAnswer { .. }) {
+        return st.take_fault(p);
+    }
+    let i = st
+        .faults
+        .iter()
+        .position(|(m, f, n)| *n > 0 && !matches!(f, Fault::EarlyAnswer { .. }) && m.matches(p))?;
+    take(st, i)
 }
 
 pub(crate) fn start(cfg: Config, tls: Option<Arc<ServerConfig>>) -> io::Result<(Arc<Shared>, SocketAddr)> {
@@ -402,19 +438,18 @@ fn serve(shared: &Shared, mut tcp: TcpStream, id: u64) {
             return;
         }
         let pre = shared.head_fault(&head);
-        if let Some(Fault::EarlyAnswer { after_bytes, status }) = pre {
-            let body_len = match head.body {
-                BodyLen::Length(n) => n,
-                BodyLen::Chunked => usize::MAX,
-            };
-            let want = after_bytes.min(body_len);
-            while buf.len() < want {
-                match io.read(&mut chunk) {
+        if let (Some(Fault::EarlyAnswer { after_bytes, status }), BodyLen::Length(n)) = (&pre, &head.body) {
+            let (after_bytes, status, n) = (*after_bytes, *status, *n);
+            // Never the whole body (`head_fault` saw it is longer than
+            // `after_bytes`): the answer is early whatever the reads bring.
+            while buf.len() < after_bytes {
+                let room = (n - 1 - buf.len()).min(READ_CHUNK);
+                match io.read(&mut chunk[..room]) {
                     Ok(0) | Err(_) => return,
                     Ok(k) => buf.extend_from_slice(&chunk[..k]),
                 }
             }
-            let read = buf.len().min(body_len);
+            let read = buf.len();
             let bytes = early_answer(shared, id, &head, head_len, read, status, after_bytes);
             if io.write_all(&bytes).and_then(|()| io.flush()).is_ok() {
                 let _ = io.tcp().shutdown(Shutdown::Write);
@@ -669,7 +704,7 @@ fn handle(
     };
     let fault = match pre {
         Some(f) => Some(f),
-        None => st.take_fault(&probe),
+        None => take_after_body(&mut st, &probe),
     };
     let mut rec = RequestRecord {
         seq,
@@ -776,12 +811,8 @@ fn handle(
             (Action::Later { delay, bytes: render(s, &m, &[]), close }, s, m)
         }
         Some(Fault::ResetNoAnswer) => (Action::Reset(Vec::new()), 0, None),
-        // Taken at the head (see `Shared::head_fault`); a queued one that a
-        // body-only matcher picked has nothing left to answer early.
-        Some(Fault::EarlyAnswer { status, .. }) => {
-            let m = Some("answered after the whole body".to_owned());
-            (Action::Send { bytes: render(status, &m, &[]), close: true }, status, m)
-        }
+        // Handled at the head, before the body (see `Shared::head_fault`).
+        Some(Fault::EarlyAnswer { .. }) => unreachable!("an early answer after the body"),
         Some(Fault::ResetMidResponse { stored }) => {
             let (s, m) = if stored { normal(&mut st, None) } else { (204, None) };
             let mut bytes = render(s, &m, &[]);
