@@ -185,6 +185,8 @@ pub struct Sample {
     pub metrics: Option<BTreeMap<String, f64>>,
     pub rss_kb: u64,
     pub stored: u64,
+    /// Entries the double dropped as identical to one held: repeats.
+    pub dups: u64,
     /// The checkpoint file's positions (see [`CheckpointSnap`]).
     pub checkpoint: Option<CheckpointSnap>,
 }
@@ -306,6 +308,7 @@ impl Sampler {
                     metrics: scrape(t.metrics),
                     rss_kb: rss_kb(t.pid),
                     stored: loki.stats().entries_stored,
+                    dups: loki.stats().duplicates_dropped,
                     checkpoint,
                 };
                 out.lock().unwrap().push(sample);
@@ -368,7 +371,7 @@ pub fn timeline(samples: &[Sample]) -> String {
                 x.t, x.generation, x.rss_kb, x.stored
             )),
             Some(m) => s.push_str(&format!(
-                "  t={:6.1}s agent#{} requests[{}] up={} queue={}B backlog={}s retries[{}] rss={}kB stored={}\n",
+                "  t={:6.1}s agent#{} requests[{}] up={} queue={}B backlog={}s retries[{}] rss={}kB stored={} dups={}\n",
                 x.t,
                 x.generation,
                 label_values(m, REQ),
@@ -377,7 +380,8 @@ pub fn timeline(samples: &[Sample]) -> String {
                 m.get("log_capturer_sink_backlog_age_seconds").copied().unwrap_or(f64::NAN),
                 label_values(m, RETRIES),
                 x.rss_kb,
-                x.stored
+                x.stored,
+                x.dups
             )),
         }
     }
