@@ -15,7 +15,7 @@ STATIC_BIN := target/$(TARGET)/release/log-capturer
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= log-capturer:$(VERSION)
 
-.PHONY: help demo build release static image image-test unit-check test test-loki lint fmt fuzz-smoke bench ceiling bench-loki peers soak soak-ci ci docker-up docker-down clean
+.PHONY: help demo build release static image image-test unit-check test test-loki lint fmt fuzz-smoke bench ceiling bench-loki peers soak soak-ci chaos chaos-ci ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -96,7 +96,20 @@ soak: ## soak on a real dockerd: SOAK_MINUTES (30), SOAK_ROTATE (30s), SOAK_CONT
 soak-ci: ## the soak compressed as CI runs it: 3 minutes, streams reopened every 2 s
 	$(MAKE) soak SOAK_MINUTES=3 SOAK_ROTATE=2s
 
-ci: test lint fuzz-smoke soak-ci image-test unit-check rules-check ## what .ci/run runs
+# Chaos (tests/chaos.rs): seeded fault schedules against both doubles, about
+# a minute a seed. SEED=N replays one; SEEDS=N runs N seeds from CHAOS_BASE
+# (1); chaos-ci runs the fixed sequence from 18000 for CHAOS_BUDGET seconds.
+CHAOS_BASE ?= 1
+CHAOS_BUDGET ?= 480
+chaos: ## seeded fault schedules: SEED=N replays one, SEEDS=N runs a campaign (from CHAOS_BASE)
+	LC_CHAOS_BASE=$(CHAOS_BASE) $(if $(SEED),LC_SEED=$(SEED)) $(if $(SEEDS),LC_SEEDS=$(SEEDS)) \
+		$(CARGO) test --locked --test chaos -- --ignored --nocapture
+
+chaos-ci: ## the chaos seeds from 18000 for CHAOS_BUDGET seconds (480), as CI runs them
+	LC_CHAOS_BASE=18000 LC_CHAOS_BUDGET_SECS=$(CHAOS_BUDGET) \
+		$(CARGO) test --locked --test chaos -- --ignored --nocapture
+
+ci: test lint fuzz-smoke soak-ci chaos-ci image-test unit-check rules-check ## what .ci/run runs
 
 # Silent recipe: stdout is only the export line, so `eval "$$(make docker-up)"` works.
 docker-up: ## start a private dockerd for tests (as root); prints the DOCKER_HOST line to export

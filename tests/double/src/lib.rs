@@ -451,7 +451,20 @@ impl Double {
         self.with(|st| st.set_clock_offset(offset_ns))
     }
 
-    /// Forget every fault not yet used.
+    /// Random mode: every request that no queued fault takes draws one
+    /// fault from the entries of `mix` (probability, matcher, fault) whose
+    /// matcher it meets, or none with the probability left over; seeded by
+    /// `seed`. Replaces any earlier mix; [`Double::clear_random_faults`]
+    /// ends it.
+    pub fn random_faults(&self, seed: u64, mix: Vec<(f64, Match, Fault)>) {
+        self.with(|st| st.random = Some((seed, mix)))
+    }
+
+    pub fn clear_random_faults(&self) {
+        self.with(|st| st.random = None)
+    }
+
+    /// Forget every queued fault not yet used (the random mode stays).
     pub fn clear_faults(&self) {
         self.with(|st| st.faults.clear())
     }

@@ -231,6 +231,9 @@ pub(crate) enum Step {
 /// older `{"label":{"a":true}}`.
 pub(crate) type Filters = BTreeMap<String, Vec<String>>;
 
+/// Random faults: (probability, matcher, fault).
+pub(crate) type Mix = Vec<(f64, Match, Fault)>;
+
 pub(crate) struct State {
     pub cfg: Config,
     pub api_max: String,
@@ -241,6 +244,8 @@ pub(crate) struct State {
     pub events_base: u64,
     last_event_ns: i64,
     pub faults: Vec<(Match, Fault, u32)>,
+    /// Random mode: the generator's state and the mix.
+    pub random: Option<(u64, Mix)>,
     pub stats: Stats,
     /// Containers with new messages or an ended run since the server last
     /// looked: their parked follow streams are woken.
@@ -283,6 +288,7 @@ impl State {
             events_base: 0,
             last_event_ns: 0,
             faults: Vec::new(),
+            random: None,
             stats: Stats::default(),
             dirty: Vec::new(),
             events_dirty: false,
@@ -848,21 +854,43 @@ impl State {
 
     // ---- faults -----------------------------------------------------
 
-    /// The fault for a request, if one is armed for it.
+    /// The fault for a request, if one is armed for it: the first queued
+    /// one that matches, else (random mode) one drawn among the matching
+    /// entries of the mix.
     pub fn take_fault(&mut self, route: &crate::api::Route, logs_of: Option<&str>) -> Option<Fault> {
         use crate::api::Route;
-        let i = self.faults.iter().position(|(m, _, times)| {
-            *times > 0
-                && match m {
-                    Match::Any => true,
-                    Match::Logs => matches!(route, Route::Logs(_)),
-                    Match::LogsOf(id) => matches!(route, Route::Logs(_)) && logs_of.is_some_and(|l| l == id),
-                    Match::Events => matches!(route, Route::Events),
-                    Match::Inspect => matches!(route, Route::Inspect(_)),
-                    Match::List => matches!(route, Route::List),
-                    Match::Ping => matches!(route, Route::Ping),
+        let applies = |m: &Match| match m {
+            Match::Any => true,
+            Match::Logs => matches!(route, Route::Logs(_)),
+            Match::LogsOf(id) => matches!(route, Route::Logs(_)) && logs_of.is_some_and(|l| l == id),
+            Match::Events => matches!(route, Route::Events),
+            Match::Inspect => matches!(route, Route::Inspect(_)),
+            Match::List => matches!(route, Route::List),
+            Match::Ping => matches!(route, Route::Ping),
+        };
+        let Some(i) = self.faults.iter().position(|(m, _, times)| *times > 0 && applies(m)) else {
+            let (rng, mix) = self.random.as_mut()?;
+            if !mix.iter().any(|(_, m, _)| applies(m)) {
+                return None;
+            }
+            // splitmix64: one draw per matching request, reproducible
+            // from the seed for a given order of requests.
+            *rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = *rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+            let mut acc = 0.0;
+            for (p, m, f) in mix.iter() {
+                if applies(m) {
+                    acc += p;
+                    if u < acc {
+                        return Some(f.clone());
+                    }
                 }
-        })?;
+            }
+            return None;
+        };
         let f = self.faults[i].1.clone();
         self.faults[i].2 -= 1;
         if self.faults[i].2 == 0 {

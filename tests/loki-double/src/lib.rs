@@ -176,6 +176,21 @@ pub enum Fault {
     /// (Loki's message for it); the rest go through the normal checks and
     /// are stored. `400` when anything was refused.
     RejectLines { marker: String, reason: Reason },
+    /// Store the push as usual, then answer normally after this delay (a
+    /// slow ingester: the answer may come after the client gave up).
+    Late(Duration),
+    /// Read the request, store nothing and reset the connection (RST)
+    /// without sending a byte.
+    ResetNoAnswer,
+    /// Read the head and about `after_bytes` of the body (at least that
+    /// much, as much as one read brings), then stop reading, answer
+    /// `status` with `Connection: close`, half-close, and reset the
+    /// connection a second later; nothing is stored. A proxy or a load
+    /// balancer that answers before the request is in: whatever the status,
+    /// it acknowledges nothing. Decided from the head alone: queued with
+    /// [`Double::inject`] it applies to the next request whose head matches
+    /// (a [`Match::LineContains`] never does).
+    EarlyAnswer { after_bytes: usize, status: u16 },
 }
 
 /// One accepted entry.
@@ -370,8 +385,24 @@ impl Double {
         self.shared.with(|st| st.faults.push((m, fault, times)))
     }
 
+    /// Forget the faults queued with [`Double::inject`] (the random mode,
+    /// if set, stays).
     pub fn clear_faults(&self) {
         self.shared.with(|st| st.faults.clear())
+    }
+
+    /// Random mode: every push whose head matches no queued fault draws
+    /// one fault from `mix` (probability, fault), with a generator seeded
+    /// by `seed`, or none (a normal answer) with the probability left over.
+    /// Replaces any earlier mix. The draws are reproducible for a given
+    /// order of pushes.
+    pub fn random_faults(&self, seed: u64, mix: Vec<(f64, Fault)>) {
+        self.shared.set_random(Some(server::RandomFaults::new(seed, mix)));
+    }
+
+    /// Leave the random mode: pushes get queued faults or normal answers.
+    pub fn clear_random_faults(&self) {
+        self.shared.set_random(None);
     }
 
     /// Faults not yet used (matcher, fault, times left).

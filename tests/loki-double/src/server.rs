@@ -29,6 +29,42 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A TLS handshake must finish within this long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an early answer's connection stays half-closed before the
+/// reset: the client must be able to read the answer before its writes
+/// fail, or the early answer would test nothing.
+const EARLY_HOLD: Duration = Duration::from_secs(1);
+
+/// Faults drawn per push from a seeded generator (splitmix64).
+pub(crate) struct RandomFaults {
+    state: u64,
+    mix: Vec<(f64, Fault)>,
+}
+
+impl RandomFaults {
+    pub fn new(seed: u64, mix: Vec<(f64, Fault)>) -> RandomFaults {
+        RandomFaults { state: seed, mix }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn draw(&mut self) -> Option<Fault> {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let mut acc = 0.0;
+        for (p, f) in &self.mix {
+            acc += p;
+            if u < acc {
+                return Some(f.clone());
+            }
+        }
+        None
+    }
+}
 
 pub(crate) struct Shared {
     pub cfg: Config,
@@ -44,6 +80,7 @@ pub(crate) struct Shared {
     /// Bumped to make the accept thread drop its listener: an outage.
     listen_gen: AtomicU64,
     next_conn: AtomicU64,
+    random: Mutex<Option<RandomFaults>>,
 }
 
 impl Shared {
@@ -123,6 +160,46 @@ impl Shared {
         Ok(())
     }
 
+    pub fn set_random(&self, r: Option<RandomFaults>) {
+        *self.random.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    /// The fault a request gets, decided from its head, before its body is
+    /// read: a queued [`Fault::EarlyAnswer`] first in line for this head,
+    /// else (no queued fault matches the head) a random draw for a push.
+    /// `None` leaves the choice to [`handle`], which sees the body. An
+    /// early answer applies only to a body longer than its `after_bytes`
+    /// (with a `Content-Length`): one it would read whole is not early.
+    fn head_fault(&self, head: &Head) -> Option<Fault> {
+        let push = head.method == "POST" && head.path == self.cfg.push_path;
+        let tenant = head.get("x-scope-orgid");
+        let probe = Probe { push, tenant, streams: None };
+        let fits = |f: &Fault| match (f, &head.body) {
+            (Fault::EarlyAnswer { after_bytes, .. }, BodyLen::Length(n)) => n > after_bytes,
+            (Fault::EarlyAnswer { .. }, _) => false,
+            _ => true,
+        };
+        {
+            let mut st = self.lock();
+            let first = st.faults.iter().position(|(m, f, n)| *n > 0 && m.matches(&probe) && fits(f));
+            if let Some(i) = first {
+                if !matches!(st.faults[i].1, Fault::EarlyAnswer { .. }) {
+                    return None;
+                }
+                return take(&mut st, i);
+            }
+        }
+        if !push {
+            return None;
+        }
+        let drawn = self.random.lock().unwrap_or_else(|e| e.into_inner()).as_mut()?.draw()?;
+        if !fits(&drawn) {
+            return None;
+        }
+        self.with(|st| st.stats.faults_fired += 1);
+        Some(drawn)
+    }
+
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -134,6 +211,31 @@ impl Shared {
             self.cond.wait_timeout_while(st, d, |st| !st.shutdown).unwrap_or_else(|e| e.into_inner());
         !st.shutdown
     }
+}
+
+/// Use up one of queued fault `i`.
+fn take(st: &mut State, i: usize) -> Option<Fault> {
+    let f = st.faults[i].1.clone();
+    st.faults[i].2 -= 1;
+    if st.faults[i].2 == 0 {
+        st.faults.remove(i);
+    }
+    st.stats.faults_fired += 1;
+    Some(f)
+}
+
+/// The first queued fault for a request whose body is read, early answers
+/// apart (they are decided at the head).
+fn take_after_body(st: &mut State, p: &Probe) -> Option<Fault> {
+    let first = st.faults.iter().position(|(m, _, n)| *n > 0 && m.matches(p))?;
+    if !matches!(st.faults[first].1, Fault::EarlyAnswer { .. }) {
+        return st.take_fault(p);
+    }
+    let i = st
+        .faults
+        .iter()
+        .position(|(m, f, n)| *n > 0 && !matches!(f, Fault::EarlyAnswer { .. }) && m.matches(p))?;
+    take(st, i)
 }
 
 pub(crate) fn start(cfg: Config, tls: Option<Arc<ServerConfig>>) -> io::Result<(Arc<Shared>, SocketAddr)> {
@@ -151,6 +253,7 @@ pub(crate) fn start(cfg: Config, tls: Option<Arc<ServerConfig>>) -> io::Result<(
         acceptor: Mutex::new(None),
         listen_gen: AtomicU64::new(0),
         next_conn: AtomicU64::new(0),
+        random: Mutex::new(None),
     });
     let t = spawn_acceptor(shared.clone(), listener)?;
     *shared.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
@@ -266,6 +369,12 @@ enum Action {
     Silence,
     /// Write these bytes, then reset the connection.
     Reset(Vec<u8>),
+    /// Wait this long, then as [`Action::Send`].
+    Later {
+        delay: Duration,
+        bytes: Vec<u8>,
+        close: bool,
+    },
 }
 
 fn serve(shared: &Shared, mut tcp: TcpStream, id: u64) {
@@ -329,6 +438,27 @@ fn serve(shared: &Shared, mut tcp: TcpStream, id: u64) {
         if head.expect_continue && io.write_all(http::continue_100()).is_err() {
             return;
         }
+        let pre = shared.head_fault(&head);
+        if let (Some(Fault::EarlyAnswer { after_bytes, status }), BodyLen::Length(n)) = (&pre, &head.body) {
+            let (after_bytes, status, n) = (*after_bytes, *status, *n);
+            // Never the whole body (`head_fault` saw it is longer than
+            // `after_bytes`): the answer is early whatever the reads bring.
+            while buf.len() < after_bytes {
+                let room = (n - 1 - buf.len()).min(READ_CHUNK);
+                match io.read(&mut chunk[..room]) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            let read = buf.len();
+            let bytes = early_answer(shared, id, &head, head_len, read, status, after_bytes);
+            if io.write_all(&bytes).and_then(|()| io.flush()).is_ok() {
+                let _ = io.tcp().shutdown(Shutdown::Write);
+                shared.sleep(EARLY_HOLD);
+            }
+            reset(io.tcp());
+            return;
+        }
         let body = match head.body {
             BodyLen::Length(n) => {
                 while buf.len() < n {
@@ -362,7 +492,13 @@ fn serve(shared: &Shared, mut tcp: TcpStream, id: u64) {
                 }
             },
         };
-        match handle(shared, id, &head, head_len, body) {
+        match handle(shared, id, &head, head_len, body, pre) {
+            Action::Later { delay, bytes, close } => {
+                if !shared.sleep(delay) || io.write_all(&bytes).and_then(|()| io.flush()).is_err() || close {
+                    let _ = io.tcp().shutdown(Shutdown::Both);
+                    return;
+                }
+            }
             Action::Send { bytes, close } => {
                 if io.write_all(&bytes).and_then(|()| io.flush()).is_err() || close {
                     let _ = io.tcp().shutdown(Shutdown::Both);
@@ -501,7 +637,60 @@ fn status_text(status: u16) -> &'static str {
     }
 }
 
-fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8>) -> Action {
+/// Record a request answered before its body was read (`read` bytes of
+/// it), and the answer: `status` and `Connection: close`.
+fn early_answer(
+    shared: &Shared,
+    conn: u64,
+    head: &Head,
+    head_len: usize,
+    read: usize,
+    status: u16,
+    after_bytes: usize,
+) -> Vec<u8> {
+    let date = http_date(now_ns());
+    let msg = format!("answered after {read} bytes of the body");
+    let bytes = match status {
+        204 => http::no_content(&date, true),
+        s => http::error(s, &msg, &[], &date, true),
+    };
+    shared.with(|st| {
+        st.stats.requests_total += 1;
+        st.stats.bytes_received += (head_len + read) as u64;
+        *st.stats.requests_by_status.entry(status).or_default() += 1;
+        let seq = st.stats.requests_total;
+        if st.keep {
+            st.requests.push(RequestRecord {
+                seq,
+                at: std::time::Instant::now(),
+                conn,
+                method: head.method.clone(),
+                path: head.path.clone(),
+                status,
+                tenant: head.get("x-scope-orgid").map(str::to_owned),
+                content_type: head.get("content-type").map(str::to_owned),
+                content_encoding: head.get("content-encoding").map(str::to_owned),
+                user_agent: head.get("user-agent").map(str::to_owned),
+                body_len: read,
+                entries: 0,
+                message: Some(msg),
+                fault: Some(Fault::EarlyAnswer { after_bytes, status }),
+            });
+        }
+    });
+    bytes
+}
+
+/// `pre`: the fault [`Shared::head_fault`] chose (else one is taken from
+/// the queue here, the body known).
+fn handle(
+    shared: &Shared,
+    conn: u64,
+    head: &Head,
+    head_len: usize,
+    body: Vec<u8>,
+    pre: Option<Fault>,
+) -> Action {
     let cfg = &shared.cfg;
     let push = head.method == "POST" && head.path == cfg.push_path;
     let tenant = head.get("x-scope-orgid").map(str::to_owned);
@@ -522,7 +711,10 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
             _ => None,
         },
     };
-    let fault = st.take_fault(&probe);
+    let fault = match pre {
+        Some(f) => Some(f),
+        None => take_after_body(&mut st, &probe),
+    };
     let mut rec = RequestRecord {
         seq,
         at: std::time::Instant::now(),
@@ -631,6 +823,13 @@ fn handle(shared: &Shared, conn: u64, head: &Head, head_len: usize, body: Vec<u8
             let (s, m) = normal(&mut st, None);
             (Action::Dribble { now: Vec::new(), slowly: render(s, &m, &[]), every, close }, s, m)
         }
+        Some(Fault::Late(delay)) => {
+            let (s, m) = normal(&mut st, None);
+            (Action::Later { delay, bytes: render(s, &m, &[]), close }, s, m)
+        }
+        Some(Fault::ResetNoAnswer) => (Action::Reset(Vec::new()), 0, None),
+        // Handled at the head, before the body (see `Shared::head_fault`).
+        Some(Fault::EarlyAnswer { .. }) => unreachable!("an early answer after the body"),
         Some(Fault::ResetMidResponse { stored }) => {
             let (s, m) = if stored { normal(&mut st, None) } else { (204, None) };
             let mut bytes = render(s, &m, &[]);

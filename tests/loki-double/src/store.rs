@@ -19,7 +19,7 @@ pub struct Probe<'a> {
 }
 
 impl Match {
-    fn matches(&self, p: &Probe) -> bool {
+    pub(crate) fn matches(&self, p: &Probe) -> bool {
         match self {
             Match::Any => true,
             Match::Push => p.push,
