@@ -97,6 +97,10 @@ pub(crate) struct SinkConn {
     pub reader: ResponseReader,
     /// When the push on the wire was sent; `None` between pushes.
     pub sent_at: Option<Instant>,
+    /// An answer that closes the connection, held until the server has
+    /// closed it: cleanly, the answer stands; with a reset, the server had
+    /// not read the whole push (see [`Agent::sink_read`]).
+    pub closing: Option<PushResponse>,
 }
 
 impl Agent {
@@ -142,7 +146,12 @@ impl Agent {
                 return self.push_failed(ConnFailure::Io(e));
             }
         };
-        let role = Role::Sink(Box::new(SinkConn { transport, reader: ResponseReader::new(), sent_at: None }));
+        let role = Role::Sink(Box::new(SinkConn {
+            transport,
+            reader: ResponseReader::new(),
+            sent_at: None,
+            closing: None,
+        }));
         match self.insert_conn(sock, Vec::new(), role) {
             Ok(key) => {
                 if let Some(sink) = self.sink.as_mut() {
@@ -205,6 +214,13 @@ impl Agent {
         Ok(())
     }
 
+    /// Read the answer. One that says `Connection: close` is acted on only
+    /// once the server has closed: a server (or proxy) that answers before
+    /// reading the whole push and closes has unread bytes of it, and its
+    /// kernel then resets the connection instead of closing it. So a reset
+    /// after such an answer means the push was not read whole: it is no
+    /// acknowledgement. (A kept-alive answer needs no wait: the server must
+    /// have read the whole body to find the next request.)
     fn sink_read(&mut self, key: usize) {
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
@@ -212,8 +228,9 @@ impl Agent {
             let got = sc.transport.read(&mut conn.sock, &mut self.read_buf);
             let answer = match got {
                 Ok(Received::Data(n)) => {
-                    if sc.sent_at.is_none() {
-                        // Nothing asked: a server that talks out of turn.
+                    if sc.sent_at.is_none() || sc.closing.is_some() {
+                        // Nothing asked, or already answered: a server that
+                        // talks out of turn.
                         let e = io::Error::other("the sink sent bytes without a request");
                         return self.sink_conn_failed(key, ConnFailure::Io(e));
                     }
@@ -227,6 +244,9 @@ impl Agent {
                     return;
                 }
                 Ok(Received::Eof) => {
+                    if let Some(resp) = sc.closing.take() {
+                        return self.sink_answered(key, resp, false);
+                    }
                     if sc.sent_at.is_none() {
                         // The server closed an idle kept-alive connection.
                         self.close_sink_conn(key);
@@ -234,10 +254,19 @@ impl Agent {
                     }
                     sc.reader.eof().map(Some)
                 }
-                Err(e) => return self.sink_conn_failed(key, ConnFailure::Transport(e)),
+                Err(e) => {
+                    if let Some(resp) = sc.closing.take() {
+                        return self.sink_answered(key, resp, true);
+                    }
+                    return self.sink_conn_failed(key, ConnFailure::Transport(e));
+                }
             };
             match answer {
-                Ok(Some(resp)) => return self.sink_answered(key, resp),
+                Ok(Some(resp)) if !resp.keep_alive => {
+                    let Some(Conn { role: Role::Sink(sc), .. }) = self.conns.get_mut(key) else { return };
+                    sc.closing = Some(resp);
+                }
+                Ok(Some(resp)) => return self.sink_answered(key, resp, false),
                 Ok(None) => {}
                 Err(e) => {
                     let io = ConnFailure::Io(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
@@ -297,7 +326,9 @@ impl Agent {
         }
     }
 
-    fn sink_answered(&mut self, key: usize, resp: PushResponse) {
+    /// `reset`: the server reset the connection after this answer (see
+    /// [`Agent::sink_read`]).
+    fn sink_answered(&mut self, key: usize, resp: PushResponse, reset: bool) {
         let (sent_at, unsent) = match self.conns.get_mut(key) {
             Some(Conn { role: Role::Sink(sc), out, out_pos, .. }) => {
                 // Bytes still in our buffer or in TLS records not yet
@@ -326,13 +357,14 @@ impl Agent {
         match outcome::of_status(resp.status, &resp.message, wait) {
             // Whatever it says, a receiver that has not read the whole push
             // has not stored it.
-            Outcome::Acked | Outcome::BadRequest(_) if unsent.is_some() => {
-                let (written, total) = unsent.unwrap_or_default();
-                let what = format!(
-                    "answered {}{said} before the whole push was sent ({written} of {total} bytes \
-                     written): not an acknowledgement",
-                    resp.status
-                );
+            Outcome::Acked | Outcome::BadRequest(_) if unsent.is_some() || reset => {
+                let how = match unsent {
+                    Some((written, total)) => {
+                        format!("before the whole push was sent ({written} of {total} bytes written)")
+                    }
+                    None => "and reset the connection, so it had not read the whole push".to_owned(),
+                };
+                let what = format!("answered {}{said} {how}: not an acknowledgement", resp.status);
                 self.retry_push(RetryReason::EarlyAnswer, wait, what);
             }
             Outcome::Acked => {
