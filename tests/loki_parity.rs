@@ -119,6 +119,8 @@ struct Case {
     name: &'static str,
     content_type: &'static str,
     content_encoding: Option<&'static str>,
+    /// A push sent first (answered 204), to set a stream's newest entry.
+    setup: Option<Vec<u8>>,
     body: Vec<u8>,
     /// Compare the answer's words too (else status and storage only).
     words: bool,
@@ -132,6 +134,7 @@ fn cases(t: i64) -> Vec<Case> {
             name,
             content_type: PB,
             content_encoding: None,
+            setup: None,
             body: snappy(&protobuf(&streams)),
             words: true,
         });
@@ -179,11 +182,19 @@ fn cases(t: i64) -> Vec<Case> {
             (format!("{{s=\"b\", {}}}", run("metadata_protobuf")), vec![e(t + 2, "plain stream")]),
         ],
     );
-    v.push(Case { name: "empty_body", content_type: PB, content_encoding: None, body: vec![], words: true });
+    v.push(Case {
+        name: "empty_body",
+        content_type: PB,
+        content_encoding: None,
+        setup: None,
+        body: vec![],
+        words: true,
+    });
     v.push(Case {
         name: "corrupt_snappy",
         content_type: PB,
         content_encoding: None,
+        setup: None,
         body: b"\xff\x00 not snappy at all".to_vec(),
         words: true,
     });
@@ -191,6 +202,7 @@ fn cases(t: i64) -> Vec<Case> {
         name: "unknown_field_bad_wire",
         content_type: PB,
         content_encoding: None,
+        setup: None,
         body: snappy(&[0x17, 1, 2, 3]),
         words: true,
     });
@@ -199,6 +211,7 @@ fn cases(t: i64) -> Vec<Case> {
         name: "content_encoding_snappy",
         content_type: PB,
         content_encoding: Some("snappy"),
+        setup: None,
         body: snappy(&protobuf(&[(labels.as_str(), vec![e(t, "said snappy")])])),
         words: true,
     });
@@ -207,6 +220,7 @@ fn cases(t: i64) -> Vec<Case> {
         name: "content_encoding_br",
         content_type: PB,
         content_encoding: Some("br"),
+        setup: None,
         body: snappy(&protobuf(&[(labels.as_str(), vec![e(t, "said br")])])),
         words: true,
     });
@@ -214,11 +228,19 @@ fn cases(t: i64) -> Vec<Case> {
         name: "snappy_not_protobuf",
         content_type: PB,
         content_encoding: None,
+        setup: None,
         body: snappy(&[0x0f, 1, 2, 3]),
         words: true,
     });
     let mut js = |name: &'static str, streams: Vec<JsonStream>, words: bool| {
-        v.push(Case { name, content_type: JSON, content_encoding: None, body: json(&streams), words });
+        v.push(Case {
+            name,
+            content_type: JSON,
+            content_encoding: None,
+            setup: None,
+            body: json(&streams),
+            words,
+        });
     };
     js(
         "good_json",
@@ -253,6 +275,12 @@ fn cases(t: i64) -> Vec<Case> {
         ],
         true,
     );
+    const HOUR: i64 = 3_600_000_000_000;
+    js(
+        "too_new_mixed",
+        vec![(pairs(&[("run", "too_new_mixed")]), vec![e(t, "now"), e(t + HOUR, "an hour ahead")])],
+        true,
+    );
     // Several refusals: 2.9 groups them in an order of its own.
     js(
         "several_refusals",
@@ -278,6 +306,19 @@ fn cases(t: i64) -> Vec<Case> {
         ],
         false,
     );
+    // The ingester's window: an hour behind the stream's newest entry.
+    let stream = pairs(&[("run", "too_far_behind")]);
+    v.push(Case {
+        name: "too_far_behind",
+        content_type: JSON,
+        content_encoding: None,
+        setup: Some(json(&[(stream.clone(), vec![e(t, "newest")])])),
+        body: json(&[(
+            stream,
+            vec![e(t - 2 * HOUR, "two hours behind"), e(t - HOUR + 600_000_000_000, "50 min behind")],
+        )]),
+        words: true,
+    });
     v
 }
 
@@ -340,6 +381,12 @@ fn parity(test: &str, variant: Variant) -> Option<Loki> {
     for c in cases(t) {
         let mut headers = vec![("Content-Type", c.content_type)];
         headers.extend(c.content_encoding.map(|e| ("Content-Encoding", e)));
+        if let Some(b) = &c.setup {
+            let (ls, lm) = loki.push(&headers, b);
+            let (ds, dm) =
+                http(&double.addr().to_string(), "POST", "/loki/api/v1/push", &headers, b).unwrap();
+            assert_eq!((ls, ds), (204, 204), "{}: the setup push: Loki {lm:?}, double {dm:?}", c.name);
+        }
         let (ls, lm) = loki.push(&headers, &c.body);
         let (ds, dm) =
             http(&double.addr().to_string(), "POST", "/loki/api/v1/push", &headers, &c.body).unwrap();
