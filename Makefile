@@ -15,7 +15,7 @@ STATIC_BIN := target/$(TARGET)/release/log-capturer
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= log-capturer:$(VERSION)
 
-.PHONY: help demo build release static image image-test unit-check test test-loki lint fmt fuzz-smoke bench ceiling bench-loki peers soak soak-ci chaos chaos-ci ci docker-up docker-down clean
+.PHONY: help demo build release static image image-test unit-check test test-loki lint fmt fuzz-smoke bench ceiling bench-loki peers peers-loki soak soak-ci chaos chaos-ci ci docker-up docker-down clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -88,6 +88,10 @@ bench-loki: ## lines per agent CPU s into the Loki double vs /dev/null, RSS thro
 
 peers: ## log-capturer vs `docker logs -f` vs the Python SDK on N=10, 55 containers (~25 min)
 	benches/peers/run.sh
+
+peers-loki: ## log-capturer vs Grafana Promtail into a real Loki 2.9.9: 20 containers, 3 min (LC_LOKI_DIR; benches/peers-loki/README.md)
+	$(CARGO) build --locked --release --bin log-capturer
+	benches/peers-loki/run.py
 
 soak: ## soak on a real dockerd: SOAK_MINUTES (30), SOAK_ROTATE (30s), SOAK_CONTAINERS (55)
 	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_ROTATE=$(SOAK_ROTATE) SOAK_CONTAINERS=$(SOAK_CONTAINERS) \

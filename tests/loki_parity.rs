@@ -119,6 +119,8 @@ struct Case {
     name: &'static str,
     content_type: &'static str,
     content_encoding: Option<&'static str>,
+    /// A push sent first (answered 204), to set a stream's newest entry.
+    setup: Option<Vec<u8>>,
     body: Vec<u8>,
     /// Compare the answer's words too (else status and storage only).
     words: bool,
@@ -132,6 +134,7 @@ fn cases(t: i64) -> Vec<Case> {
             name,
             content_type: PB,
             content_encoding: None,
+            setup: None,
             body: snappy(&protobuf(&streams)),
             words: true,
         });
@@ -179,11 +182,19 @@ fn cases(t: i64) -> Vec<Case> {
             (format!("{{s=\"b\", {}}}", run("metadata_protobuf")), vec![e(t + 2, "plain stream")]),
         ],
     );
-    v.push(Case { name: "empty_body", content_type: PB, content_encoding: None, body: vec![], words: true });
+    v.push(Case {
+        name: "empty_body",
+        content_type: PB,
+        content_encoding: None,
+        setup: None,
+        body: vec![],
+        words: true,
+    });
     v.push(Case {
         name: "corrupt_snappy",
         content_type: PB,
         content_encoding: None,
+        setup: None,
         body: b"\xff\x00 not snappy at all".to_vec(),
         words: true,
     });
@@ -191,6 +202,7 @@ fn cases(t: i64) -> Vec<Case> {
         name: "unknown_field_bad_wire",
         content_type: PB,
         content_encoding: None,
+        setup: None,
         body: snappy(&[0x17, 1, 2, 3]),
         words: true,
     });
@@ -199,6 +211,7 @@ fn cases(t: i64) -> Vec<Case> {
         name: "content_encoding_snappy",
         content_type: PB,
         content_encoding: Some("snappy"),
+        setup: None,
         body: snappy(&protobuf(&[(labels.as_str(), vec![e(t, "said snappy")])])),
         words: true,
     });
@@ -207,6 +220,7 @@ fn cases(t: i64) -> Vec<Case> {
         name: "content_encoding_br",
         content_type: PB,
         content_encoding: Some("br"),
+        setup: None,
         body: snappy(&protobuf(&[(labels.as_str(), vec![e(t, "said br")])])),
         words: true,
     });
@@ -214,11 +228,19 @@ fn cases(t: i64) -> Vec<Case> {
         name: "snappy_not_protobuf",
         content_type: PB,
         content_encoding: None,
+        setup: None,
         body: snappy(&[0x0f, 1, 2, 3]),
         words: true,
     });
     let mut js = |name: &'static str, streams: Vec<JsonStream>, words: bool| {
-        v.push(Case { name, content_type: JSON, content_encoding: None, body: json(&streams), words });
+        v.push(Case {
+            name,
+            content_type: JSON,
+            content_encoding: None,
+            setup: None,
+            body: json(&streams),
+            words,
+        });
     };
     js(
         "good_json",
@@ -253,6 +275,11 @@ fn cases(t: i64) -> Vec<Case> {
         ],
         true,
     );
+    js(
+        "too_new_mixed",
+        vec![(pairs(&[("run", "too_new_mixed")]), vec![e(t, "now"), e(t + HOUR, "an hour ahead")])],
+        true,
+    );
     // Several refusals: 2.9 groups them in an order of its own.
     js(
         "several_refusals",
@@ -278,6 +305,19 @@ fn cases(t: i64) -> Vec<Case> {
         ],
         false,
     );
+    // The ingester's window: an hour behind the stream's newest entry.
+    let stream = pairs(&[("run", "too_far_behind")]);
+    v.push(Case {
+        name: "too_far_behind",
+        content_type: JSON,
+        content_encoding: None,
+        setup: Some(json(&[(stream.clone(), vec![e(t, "newest")])])),
+        body: json(&[(
+            stream,
+            vec![e(t - 2 * HOUR, "two hours behind"), e(t - HOUR + 600_000_000_000, "50 min behind")],
+        )]),
+        words: true,
+    });
     v
 }
 
@@ -314,13 +354,33 @@ fn held_by_double(d: &lk::Double, run: &str) -> Held {
         .collect()
 }
 
-fn held_by_loki(l: &Loki, run: &str) -> Held {
-    l.entries(&format!("{{run=\"{run}\"}}")).into_iter().map(|x| (x.labels, x.ts_ns, x.line)).collect()
+/// What Loki holds of `run` from `since` (ns ago) to ten minutes ahead.
+fn held_by_loki(l: &Loki, run: &str, since: i64) -> Held {
+    let now = now_ns();
+    l.entries_between(&format!("{{run=\"{run}\"}}"), now - since, now + 600_000_000_000)
+        .into_iter()
+        .map(|x| (x.labels, x.ts_ns, x.line))
+        .collect()
 }
 
 /// 2.8 words label parse errors without 2.9's prefix; the double speaks 2.9.
 fn words_differ_by_version(variant: Variant, loki_said: &str) -> bool {
     variant == Variant::V2_8_11 && loki_said.contains("parse error")
+}
+
+/// A too-old refusal names the oldest time acceptable *now*, to the second:
+/// the double and Loki may see different seconds.
+fn normalise(msg: &str) -> String {
+    const MARK: &str = "has timestamp too old: ";
+    const OLDEST: &str = ", oldest acceptable timestamp is: ";
+    match (msg.find(MARK), msg.find(OLDEST)) {
+        (Some(_), Some(i)) => {
+            let rest = &msg[i + OLDEST.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_digit() || "-:TZ".contains(c))).unwrap_or(rest.len());
+            format!("{}{OLDEST}<now - max age>{}", &msg[..i], &rest[end..])
+        }
+        _ => msg.to_owned(),
+    }
 }
 
 fn short(s: &str) -> String {
@@ -334,17 +394,31 @@ fn short(s: &str) -> String {
 fn parity(test: &str, variant: Variant) -> Option<Loki> {
     let loki = Loki::start(test, variant, &[])?;
     let double = double_like(variant);
-    let t = now_ns();
+    compare(test, variant, &loki, &double, cases(now_ns()), 2 * HOUR);
+    Some(loki)
+}
+
+const HOUR: i64 = 3_600_000_000_000;
+
+/// Each case to both; every difference in status, answer or what was
+/// stored (read back from `since` ago) fails, all of them listed.
+fn compare(test: &str, variant: Variant, loki: &Loki, double: &lk::Double, cases: Vec<Case>, since: i64) {
     let mut report = Vec::new();
     let mut mismatches = 0;
-    for c in cases(t) {
+    for c in cases {
         let mut headers = vec![("Content-Type", c.content_type)];
         headers.extend(c.content_encoding.map(|e| ("Content-Encoding", e)));
+        if let Some(b) = &c.setup {
+            let (ls, lm) = loki.push(&headers, b);
+            let (ds, dm) =
+                http(&double.addr().to_string(), "POST", "/loki/api/v1/push", &headers, b).unwrap();
+            assert_eq!((ls, ds), (204, 204), "{}: the setup push: Loki {lm:?}, double {dm:?}", c.name);
+        }
         let (ls, lm) = loki.push(&headers, &c.body);
         let (ds, dm) =
             http(&double.addr().to_string(), "POST", "/loki/api/v1/push", &headers, &c.body).unwrap();
-        let (lm, dm) = (lm.trim_end().to_owned(), dm.trim_end().to_owned());
-        let (lh, dh) = (held_by_loki(&loki, c.name), held_by_double(&double, c.name));
+        let (lm, dm) = (normalise(lm.trim_end()), normalise(dm.trim_end()));
+        let (lh, dh) = (held_by_loki(loki, c.name, since), held_by_double(double, c.name));
         let mut wrong = Vec::new();
         if ls != ds {
             wrong.push(format!("status: Loki {ls}, double {ds}"));
@@ -370,7 +444,6 @@ fn parity(test: &str, variant: Variant) -> Option<Loki> {
     let text = report.join("\n");
     common::real_loki::say(&format!("{test} ({variant}):\n{text}"));
     assert_eq!(mismatches, 0, "{test}: the double and {variant} disagree:\n{text}");
-    Some(loki)
 }
 
 #[test]
@@ -405,4 +478,48 @@ fn the_double_answers_as_loki_2_9_9_with_structured_metadata_allowed() {
 #[test]
 fn the_double_answers_as_loki_2_8_11() {
     parity("parity_2_8_11", Variant::V2_8_11);
+}
+
+/// Loki's strict setting, a flag on its command line: entries older than
+/// `reject_old_samples_max_age` (168 h) refused, the rest of the push
+/// stored. The double's default limits are Loki's defaults.
+#[test]
+fn the_double_answers_as_loki_2_9_9_rejecting_old_samples() {
+    let test = "parity_2_9_9_old_samples";
+    let Some(loki) = Loki::start(test, Variant::V2_9_9, &["-validation.reject-old-samples=true"]) else {
+        return;
+    };
+    let limits = lk::Limits { max_label_names_per_series: 30, ..lk::Limits::default() };
+    let double = lk::Double::start(lk::Config {
+        limits,
+        structured_metadata: lk::StructuredMetadata::Disallowed,
+        ..lk::Config::default()
+    })
+    .unwrap();
+    let t = now_ns();
+    let week = 168 * HOUR;
+    let old = |name: &'static str, content_type, body| Case {
+        name,
+        content_type,
+        content_encoding: None,
+        setup: None,
+        body,
+        words: true,
+    };
+    let cases = vec![
+        old(
+            "too_old_alone",
+            JSON,
+            json(&[(pairs(&[("run", "too_old_alone")]), vec![e(t - week - HOUR, "8 days")])]),
+        ),
+        old(
+            "too_old_mixed",
+            PB,
+            snappy(&protobuf(&[(
+                "{run=\"too_old_mixed\"}",
+                vec![e(t - week - HOUR, "8 days"), e(t - week + HOUR, "6 days 23 h"), e(t, "now")],
+            )])),
+        ),
+    ];
+    compare(test, Variant::V2_9_9, &loki, &double, cases, week + 2 * HOUR);
 }

@@ -268,8 +268,20 @@ impl Loki {
     /// exits or is not ready within 60 s.
     pub fn wait_ready(&mut self) {
         let t = Instant::now();
+        let mut rebinds = 0;
         loop {
             if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                // A free port can be taken by another process between our
+                // probe and Loki's bind: on a first start, take others.
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                if self.starts - rebinds == 1 && rebinds < 3 && log.contains("address already in use") {
+                    rebinds += 1;
+                    self.child = None;
+                    self.http = free_port();
+                    self.grpc = free_port();
+                    self.launch();
+                    continue;
+                }
                 panic!("{} exited before it was ready ({st}); its log:\n{}", self.variant, self.log_tail(40));
             }
             if matches!(self.get("/ready"), Ok((200, _))) {
@@ -362,6 +374,33 @@ impl Loki {
     /// POST a push body as it is, with these headers: (status, body).
     pub fn push(&self, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
         http(&self.addr(), "POST", "/loki/api/v1/push", headers, body).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The streams of `selector` as `/loki/api/v1/series` lists them: stream
+    /// labels only (structured metadata is not among them).
+    pub fn series(&self, selector: &str) -> Vec<BTreeMap<String, String>> {
+        let now = now_ns();
+        let path = format!(
+            "/loki/api/v1/series?match[]={}&start={}&end={}",
+            url_encode(selector),
+            now - 2 * 3_600_000_000_000,
+            now + 600_000_000_000
+        );
+        let (st, body) = self.get(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(st, 200, "series {selector}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                s.as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .collect()
     }
 
     /// `/loki/api/v1/status/buildinfo`'s `version`.

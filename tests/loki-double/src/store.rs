@@ -42,6 +42,9 @@ pub struct Outcome {
     pub rejected: Vec<Rejection>,
     /// Word the 400 as Loki 2.8 does (the last refusal alone).
     last_only: bool,
+    /// The ingester's answer (entries too far behind), which Loki gives
+    /// instead of the distributor's.
+    pub ingester: Option<String>,
 }
 
 impl Outcome {
@@ -50,8 +53,8 @@ impl Outcome {
     /// grouped by text, `N errors like: MESSAGE; M errors like: …`; 2.8
     /// gives the last one only.
     pub fn message(&self) -> Option<String> {
-        if let Some(r) = self.rejected.iter().rev().find(|r| r.reason == Reason::TooFarBehind) {
-            return Some(r.message.clone());
+        if let Some(m) = &self.ingester {
+            return Some(m.clone());
         }
         match self.rejected.as_slice() {
             [] => None,
@@ -172,6 +175,8 @@ impl State {
             };
             let name_hash = hash(&name);
             let st = self.streams.entry(name.clone()).or_default();
+            // What this stream's ingester sees and refuses.
+            let (mut sent, mut behind) = (0usize, Vec::new());
             for e in s.entries {
                 if self.keep {
                     let ts = e.ts_ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
@@ -192,9 +197,10 @@ impl State {
                         continue;
                     }
                 };
+                sent += 1;
                 if let Some(r) = validate::behind(limits, &name, ts, st.newest) {
                     *self.stats.entries_rejected.entry(r.reason.as_str().to_owned()).or_default() += 1;
-                    out.rejected.push(r);
+                    behind.push(r.message);
                     continue;
                 }
                 st.newest = Some(st.newest.map_or(ts, |n| n.max(ts)));
@@ -214,6 +220,10 @@ impl State {
                         request,
                     });
                 }
+            }
+            if !behind.is_empty() && out.ingester.is_none() {
+                let tenant = tenant.unwrap_or("fake");
+                out.ingester = Some(validate::ingester(&behind, &name, tenant, sent, out.last_only));
             }
         }
         out

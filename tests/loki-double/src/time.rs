@@ -47,6 +47,18 @@ pub fn rfc3339(ns: i128) -> String {
     out
 }
 
+/// Go's `time.RFC3339` in UTC: whole seconds (the fraction cut off), as
+/// Loki's distributor words timestamps.
+pub fn rfc3339_secs(ns: i128) -> String {
+    rfc3339(ns - ns.rem_euclid(1_000_000_000))
+}
+
+/// Go's `Time.String()` in UTC, `2006-01-02 15:04:05.999999999 +0000 UTC`,
+/// as Loki's ingester words an entry's timestamp.
+pub fn go_string(ns: i128) -> String {
+    format!("{} +0000 UTC", rfc3339(ns).trim_end_matches('Z').replacen('T', " ", 1))
+}
+
 /// `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn http_date(ns: i128) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
@@ -68,6 +80,9 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
         assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_secs(1_700_000_000_999_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(go_string(1_700_000_000_123_000_000), "2023-11-14 22:13:20.123 +0000 UTC");
+        assert_eq!(go_string(1_700_000_000_000_000_000), "2023-11-14 22:13:20 +0000 UTC");
         assert_eq!(http_date(784_111_777_000_000_000), "Sun, 06 Nov 1994 08:49:37 GMT");
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::time::rfc3339;
+use crate::time::{go_string, rfc3339_secs};
 
 /// Loki's limits (its defaults in [`Limits::default`]).
 #[derive(Clone, Debug)]
@@ -148,8 +148,8 @@ pub fn entry(
                 reason: Reason::GreaterThanMaxSampleAge,
                 message: format!(
                     "entry for stream '{stream}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
-                    rfc3339(e.ts_ns),
-                    rfc3339(oldest)
+                    rfc3339_secs(e.ts_ns),
+                    rfc3339_secs(oldest)
                 ),
             });
         }
@@ -157,7 +157,7 @@ pub fn entry(
     if e.ts_ns > now_ns + limits.creation_grace_period.as_nanos() as i128 {
         return Err(Rejection {
             reason: Reason::TooFarInFuture,
-            message: format!("entry for stream '{stream}' has timestamp too new: {}", rfc3339(e.ts_ns)),
+            message: format!("entry for stream '{stream}' has timestamp too new: {}", rfc3339_secs(e.ts_ns)),
         });
     }
     if e.line.len() > limits.max_line_size {
@@ -211,28 +211,48 @@ fn disallowed(stream: &str) -> Rejection {
 }
 
 /// The ingester's unordered-writes window: `None` when the entry may be
-/// stored behind a stream whose newest entry is at `newest_ns`.
+/// stored behind a stream whose newest entry is at `newest_ns`. The
+/// message is the entry's line of the ingester's answer ([`ingester`]).
 pub fn behind(limits: &Limits, stream: &str, ts_ns: i64, newest_ns: Option<i64>) -> Option<Rejection> {
+    let _ = stream;
     let (age, newest) = (limits.max_chunk_age?, newest_ns?);
     let oldest = newest as i128 - (age.as_nanos() / 2) as i128;
     if (ts_ns as i128) >= oldest {
         return None;
     }
-    let ts = rfc3339(ts_ns as i128);
-    Some(Rejection {
-        reason: Reason::TooFarBehind,
-        message: format!(
-            "entry with timestamp {ts} ignored, reason: 'entry too far behind, entry timestamp is: {ts}, \
-             oldest acceptable timestamp is: {}' for stream: {stream}",
-            rfc3339(oldest)
-        ),
-    })
+    Some(Rejection { reason: Reason::TooFarBehind, message: behind_line(ts_ns as i128, oldest) })
+}
+
+fn behind_line(ts: i128, oldest: i128) -> String {
+    format!(
+        "entry with timestamp {} ignored, reason: 'entry too far behind, oldest acceptable timestamp is: {}'",
+        go_string(ts),
+        rfc3339_secs(oldest)
+    )
+}
+
+/// The ingester's answer for the entries of one stream it refused: their
+/// lines (ten at most), then the count. `of` is how many entries of the
+/// stream it was sent. Loki 2.9 names the stream on the last line; 2.8
+/// (`v2_8`) on each entry's.
+pub fn ingester(lines: &[String], stream: &str, tenant: &str, of: usize, v2_8: bool) -> String {
+    let mut out: Vec<String> = lines
+        .iter()
+        .take(10)
+        .map(|l| if v2_8 { format!("{l} for stream: {stream}") } else { l.clone() })
+        .collect();
+    out.push(if v2_8 {
+        format!("user '{tenant}', total ignored: {} out of {of}", lines.len())
+    } else {
+        format!("user '{tenant}', total ignored: {} out of {of} for stream: {stream}", lines.len())
+    });
+    out.join(",\n")
 }
 
 /// A message for an entry refused by an injected fault, worded as Loki
 /// words `reason` so a client classifies it the same way.
 pub fn injected(limits: &Limits, reason: Reason, stream: &str, e: &RawEntry) -> Rejection {
-    let ts = rfc3339(e.ts_ns);
+    let ts = rfc3339_secs(e.ts_ns);
     let message = match reason {
         Reason::GreaterThanMaxSampleAge => {
             format!("entry for stream '{stream}' has timestamp too old: {ts}, oldest acceptable timestamp is: {ts}")
@@ -243,10 +263,7 @@ pub fn injected(limits: &Limits, reason: Reason, stream: &str, e: &RawEntry) -> 
             limits.max_line_size,
             e.line.len()
         ),
-        Reason::TooFarBehind => format!(
-            "entry with timestamp {ts} ignored, reason: 'entry too far behind, entry timestamp is: {ts}, \
-             oldest acceptable timestamp is: {ts}' for stream: {stream}"
-        ),
+        Reason::TooFarBehind => behind_line(e.ts_ns, e.ts_ns),
         Reason::InvalidLabels => format!("Error parsing labels '{stream}' with error: injected"),
         Reason::MissingLabels => "error at least one label pair is required per stream".to_owned(),
         Reason::MaxLabelNamesPerSeries => format!(
