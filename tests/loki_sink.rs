@@ -25,9 +25,21 @@ use common::{wait_for, Agent, ContainerSpec, TempDir};
 use loki::*;
 use loki_double as lk;
 
-/// A failure message: what went wrong, the comparison, the agent's stderr.
+/// A failure message: what went wrong, the comparison, the agent's stderr
+/// and the metrics that tell where lines wait.
 fn fail(what: &str, d: &Delivery, agent: &Agent) -> String {
-    format!("{what}: {}\nagent stderr:\n{}", d.summary(), agent.stderr())
+    let m: Vec<_> = agent
+        .metrics()
+        .into_iter()
+        .filter(|(k, v)| {
+            *v != 0.0
+                && (k.starts_with("log_capturer_sink_") && !k.contains("duration")
+                    || k.starts_with("log_capturer_containers")
+                    || k.starts_with("log_capturer_stream")
+                    || k.starts_with("log_capturer_lines"))
+        })
+        .collect();
+    format!("{what}: {}\nagent metrics: {m:?}\nagent stderr:\n{}", d.summary(), agent.stderr())
 }
 
 fn assert_exactly_once(s: &Scenario, agent: &Agent, static_labels: &[(&str, &str)]) -> Delivery {

@@ -165,13 +165,44 @@ fn total_ignored(l: &str) -> Option<u64> {
     rest[n.len()..].starts_with(" out of ").then(|| n.parse().ok()).flatten()
 }
 
+/// The refusals of one line of a 400's message, each with how many entries
+/// it stands for. Loki 2.9 groups alike refusals on one line:
+/// `103 errors like: MSG; 5 errors like: MSG2`; otherwise a line is one.
+fn groups(line: &str) -> Vec<(u64, &str)> {
+    const LIKE: &str = " errors like: ";
+    let count = |s: &str| -> Option<(u64, usize)> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let n = s[..digits].parse().ok()?;
+        s[digits..].starts_with(LIKE).then_some((n, digits + LIKE.len()))
+    };
+    let Some((mut n, skip)) = count(line) else { return vec![(1, line)] };
+    let mut rest = &line[skip..];
+    let mut out = Vec::new();
+    loop {
+        // The next group starts after "; " with its own count, outside any
+        // label set (a label value may hold those words).
+        let next = outside_label_sets(rest, "; ").find_map(|i| count(&rest[i + 2..]).map(|c| (i, c)));
+        match next {
+            Some((i, (m, skip))) => {
+                out.push((n, &rest[..i]));
+                n = m;
+                rest = &rest[i + 2 + skip..];
+            }
+            None => {
+                out.push((n, rest));
+                return out;
+            }
+        }
+    }
+}
+
 /// Sort a 400 by its message.
 pub fn bad_request(message: &str) -> BadRequest {
     let mut refused: Vec<(RejectReason, u64)> = Vec::new();
     let mut metadata = false;
     let mut request = false;
     // Listed refusals since the last "total ignored": a total replaces them.
-    let mut listed: Vec<RejectReason> = Vec::new();
+    let mut listed: Vec<(RejectReason, u64)> = Vec::new();
     let add = |refused: &mut Vec<(RejectReason, u64)>, r: RejectReason, n: u64| match refused
         .iter_mut()
         .find(|(x, _)| *x == r)
@@ -180,22 +211,24 @@ pub fn bad_request(message: &str) -> BadRequest {
         None => refused.push((r, n)),
     };
     for line in message.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match refusal(line) {
-            Refusal::Entry(r) => listed.push(r),
-            Refusal::Metadata => metadata = true,
-            Refusal::Request => request = true,
-            Refusal::Total(n) => match listed.first().copied() {
-                Some(r) => {
-                    add(&mut refused, r, n);
-                    listed.clear();
-                }
-                // A total with nothing listed before it: not Loki's shape.
-                None => request = true,
-            },
+        for (n, text) in groups(line) {
+            match refusal(text) {
+                Refusal::Entry(r) => listed.push((r, n)),
+                Refusal::Metadata => metadata = true,
+                Refusal::Request => request = true,
+                Refusal::Total(total) => match listed.first().copied() {
+                    Some((r, _)) => {
+                        add(&mut refused, r, total);
+                        listed.clear();
+                    }
+                    // A total with nothing listed before it: not Loki's shape.
+                    None => request = true,
+                },
+            }
         }
     }
-    for r in listed {
-        add(&mut refused, r, 1);
+    for (r, n) in listed {
+        add(&mut refused, r, n);
     }
     if metadata {
         BadRequest::Metadata
@@ -204,6 +237,32 @@ pub fn bad_request(message: &str) -> BadRequest {
     } else {
         BadRequest::Entries { refused }
     }
+}
+
+/// Where `pat` occurs in `m` outside label sets (`{…}`, quoted values
+/// skipped whole).
+fn outside_label_sets<'a>(m: &'a str, pat: &'a str) -> impl Iterator<Item = usize> + 'a {
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut escaped = false;
+    m.char_indices().filter_map(move |(i, c)| {
+        if quoted {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => quoted = false,
+                _ => {}
+            }
+            return None;
+        }
+        match c {
+            '{' => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            '"' if depth > 0 => quoted = true,
+            _ => {}
+        }
+        (depth == 0 && m[i..].starts_with(pat)).then_some(i)
+    })
 }
 
 /// `m` without its label sets (`{…}`, quoted values skipped whole: a
@@ -351,6 +410,25 @@ mod tests {
             assert_eq!(bad_request(m), want, "{m}");
             assert_eq!(of_status(400, m, None), Outcome::BadRequest(want));
         }
+    }
+
+    #[test]
+    fn loki_2_9_groups_alike_refusals_with_their_counts() {
+        use RejectReason::*;
+        let m = "3 errors like: entry for stream '{a=\"1\"}' has timestamp too new: 2099-01-01T00:00:00Z; 2 \
+                 errors like: Max entry size '10' bytes exceeded for stream '{a=\"x; 9 errors like: \"}' while \
+                 adding an entry with length '11' bytes";
+        assert_eq!(bad_request(m), entries(&[(TooNew, 3), (LineTooLong, 2)]));
+        assert_eq!(groups("1 error like: x"), vec![(1, "1 error like: x")]);
+        let md =
+            "103 errors like: stream '{container=\"lk_14\"}' includes structured metadata, but this feature \
+                  is disallowed. Please see `limits_config.structured_metadata` or contact your Loki \
+                  administrator to enable it.";
+        assert_eq!(bad_request(md), BadRequest::Metadata);
+        let mixed =
+            "3 errors like: entry for stream '{a=\"1\"}' has timestamp too new: 2099; 1 errors like: \
+                     stream '{a=\"1\", a=\"2\"}' has duplicate label name: 'a'";
+        assert_eq!(bad_request(mixed), BadRequest::Request);
     }
 
     #[test]
