@@ -166,6 +166,32 @@ fn server_errors_500_and_503_lose_nothing() {
     assert!(sample(&m, "log_capturer_sink_retries_total{reason=\"server_error\"}") >= 4.0, "{m:?}");
 }
 
+/// A receiver that takes a push and never answers it costs
+/// `--sink-hedge-after` (5 s), not `--sink-timeout` (30 s): the push goes
+/// again on a second connection, and nothing else waits for the first.
+#[test]
+fn a_push_held_without_an_answer_is_hedged_on_a_second_connection() {
+    let started = Instant::now();
+    let (s, agent) = through("loki-hedge", |l| l.inject(lk::Match::Push, lk::Fault::NeverAnswer, 1), &[], 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "delivered {:?} after the start: the held push waited for --sink-timeout",
+        started.elapsed()
+    );
+    assert_exactly_once(&s, &agent, &[]);
+    let reqs = s.loki.requests();
+    let i = reqs.iter().position(|r| r.fault == Some(lk::Fault::NeverAnswer)).unwrap();
+    let hedge = &reqs[i + 1];
+    assert_ne!(hedge.conn, reqs[i].conn, "the second try is on another connection");
+    let waited = hedge.at.duration_since(reqs[i].at);
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(10),
+        "sent again {waited:?} after the held push (hedge after 5 s)"
+    );
+    assert_eq!(agent.metric("log_capturer_sink_hedges_total"), 1.0);
+    assert_eq!(agent.metric("log_capturer_sink_retries_total{reason=\"timeout\"}"), 0.0);
+}
+
 #[test]
 fn a_head_that_never_comes_times_out_and_loses_nothing() {
     let (s, agent) = through(

@@ -21,10 +21,10 @@ use crate::message;
 /// clients (`metrics_http::MAX_CLIENTS`, 16) plus one accepted and turned
 /// away; a checkpoint write (temp file, directory: 2); reopening the
 /// output on SIGHUP (1); reading `/proc/self` for the process metrics (2);
-/// the sink: its connection, a DNS lookup's UDP socket and TCP exchanges
-/// (1 + 1 + 4), and reading resolv.conf and hosts (1); and slack for a
-/// library or the kernel surprising us (8).
-pub const RESERVE: u64 = 3 + 16 + 1 + 2 + 1 + 2 + 7 + 8;
+/// the sink: its connection and a hedged push's, a DNS lookup's UDP socket
+/// and TCP exchanges (2 + 1 + 4), and reading resolv.conf and hosts (1);
+/// and slack for a library or the kernel surprising us (8).
+pub const RESERVE: u64 = 3 + 16 + 1 + 2 + 1 + 2 + 8 + 8;
 
 /// The open-files limit before and after [`raise_nofile_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,6 +85,8 @@ pub(crate) enum Timer {
     SinkBatch,
     /// The sink's backoff (or Retry-After) has passed: push again.
     SinkRetry,
+    /// The push on the wire has had no answer for `--sink-hedge-after`.
+    SinkHedge,
     /// The sink's DNS lookup has a deadline or a retry due.
     SinkDns,
     /// Once a second with a sink: gauges, and streams paused too long.
@@ -391,6 +393,7 @@ impl Agent {
             Timer::FinalRead { id } => self.final_read(&id),
             Timer::SinkBatch => self.sink_batch_due(),
             Timer::SinkRetry => self.sink_retry_due(),
+            Timer::SinkHedge => self.sink_hedge_due(),
             Timer::SinkDns => self.sink_dns_timer(),
             Timer::SinkTick => self.sink_tick(),
             Timer::Accept => {

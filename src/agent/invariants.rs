@@ -123,8 +123,14 @@ impl Agent {
             )),
             _ => {}
         }
+        if sink.hedge.is_some() && (sink.hedge == sink.conn || sink.conn.is_none()) {
+            found.push((
+                "sink_conn_owned",
+                format!("a hedge {:?} without its first connection {:?}", sink.hedge, sink.conn),
+            ));
+        }
         for (k, c) in self.conns.iter() {
-            if matches!(c.role, Role::Sink(_)) && sink.conn != Some(k) {
+            if matches!(c.role, Role::Sink(_)) && sink.conn != Some(k) && sink.hedge != Some(k) {
                 found.push((
                     "sink_conn_owned",
                     format!("connection {k} is a sink connection the sink does not know"),

@@ -126,6 +126,10 @@ pub(crate) struct Sink {
     pub batch_timer: Option<TimerId>,
     /// The connection's slab key.
     pub conn: Option<usize>,
+    /// A second connection carrying the same push, while the first has
+    /// had no answer for `--sink-hedge-after` (see `sink_conn`).
+    pub hedge: Option<usize>,
+    pub hedge_timer: Option<TimerId>,
     /// Waiting before the next try (backoff, Retry-After, refused).
     pub retry_timer: Option<TimerId>,
     pub backoff: Backoff,
@@ -199,6 +203,8 @@ impl Sink {
             queue: Queue::new(cfg.queue_bytes),
             batch_timer: None,
             conn: None,
+            hedge: None,
+            hedge_timer: None,
             retry_timer: None,
             backoff: Backoff::with_cap(RETRY_CAP),
             addrs: SinkAddrs::new(&cfg.url),
@@ -527,7 +533,7 @@ impl Agent {
                 let t = ev.token();
                 if crate::agent::resolve::is_dns_token(t) {
                     self.on_dns_event(t);
-                } else if self.sink.as_ref().is_some_and(|s| s.conn == Some(t.0)) {
+                } else if self.sink.as_ref().is_some_and(|s| s.conn == Some(t.0) || s.hedge == Some(t.0)) {
                     self.sink_event(t.0, ev.is_readable() || ev.is_read_closed(), ev.is_writable());
                 }
             }

@@ -122,10 +122,18 @@ impl Agent {
     }
 
     fn connect_sink(&mut self) {
+        self.open_sink_conn(false);
+    }
+
+    /// Connect to the sink: its connection, or (`hedge`) a second one for
+    /// the push the first has no answer to. A hedge that cannot even
+    /// connect is no failure of the push: the first connection still has it.
+    fn open_sink_conn(&mut self, hedge: bool) {
         let now = Instant::now();
         let Some(sink) = self.sink.as_mut() else { return };
         let addr = match sink.addrs.next(now) {
             Next::Addr(a) => a,
+            Next::Resolve if hedge => return,
             Next::Resolve => return self.resolve_sink(),
         };
         let transport = match &sink.tls {
@@ -134,12 +142,16 @@ impl Agent {
         };
         let transport = match transport {
             Ok(t) => t,
+            Err(_) if hedge => return,
             Err(e) => return self.push_failed(ConnFailure::Transport(e)),
         };
         let sock = match Sock::connect(&Endpoint::Tcp(addr)) {
             Ok(s) => s,
             Err(e) => {
                 self.note_fd_exhaustion(&e);
+                if hedge {
+                    return;
+                }
                 if let Some(s) = self.sink.as_mut() {
                     s.addrs.failed();
                 }
@@ -155,10 +167,51 @@ impl Agent {
         match self.insert_conn(sock, Vec::new(), role) {
             Ok(key) => {
                 if let Some(sink) = self.sink.as_mut() {
-                    sink.conn = Some(key);
+                    if hedge {
+                        sink.hedge = Some(key);
+                        sink.metrics.hedges.inc();
+                    } else {
+                        sink.conn = Some(key);
+                    }
                 }
             }
+            Err(_) if hedge => {}
             Err(e) => self.push_failed(ConnFailure::Io(e)),
+        }
+    }
+
+    /// The push on the wire has had no answer for `--sink-hedge-after`:
+    /// send it again on a second connection, once it was sent whole (a
+    /// slow link is not helped by a second one) and while not a byte of
+    /// an answer came.
+    pub(crate) fn sink_hedge_due(&mut self) {
+        let Some(sink) = self.sink.as_mut() else { return };
+        sink.hedge_timer = None;
+        let (Some(key), None, Some(after)) = (sink.conn, sink.hedge, sink.cfg.hedge_after) else { return };
+        let (sent_at, answering, sent_whole) = match self.conns.get(key) {
+            Some(c @ Conn { role: Role::Sink(sc), .. }) => {
+                (sc.sent_at, sc.reader.started(), c.out_pos >= c.out.len())
+            }
+            _ => (None, false, false),
+        };
+        let Some(sent_at) = sent_at.filter(|_| !answering) else { return };
+        // This timer may be an earlier push's: wait out this one's time.
+        let due = sent_at + after;
+        if !sent_whole || Instant::now() < due {
+            let at = if sent_whole { due } else { Instant::now() + after };
+            sink.hedge_timer = Some(self.timers.insert(at, Timer::SinkHedge));
+            return;
+        }
+        self.open_sink_conn(true);
+    }
+
+    /// The sink's other connection while two carry the same push.
+    fn other_sink_conn(&self, key: usize) -> Option<usize> {
+        let sink = self.sink.as_ref()?;
+        match (sink.conn, sink.hedge) {
+            (Some(c), Some(h)) if c == key => Some(h),
+            (Some(c), Some(h)) if h == key => Some(c),
+            _ => None,
         }
     }
 
@@ -170,10 +223,15 @@ impl Agent {
                 Ok(true) => {
                     conn.connected = true;
                     self.cancel_timer(key, ConnTimer::Connect);
-                    if let Some(s) = self.sink.as_mut() {
+                    let hedge = self.sink.as_mut().is_some_and(|s| {
                         s.addrs.worked();
+                        s.hedge == Some(key)
+                    });
+                    if hedge {
+                        self.send_push(key);
+                    } else {
+                        self.pump_sink();
                     }
-                    self.pump_sink();
                 }
                 Ok(false) => return,
                 Err(e) => {
@@ -321,6 +379,11 @@ impl Agent {
         }
         self.cancel_timer(key, ConnTimer::Idle);
         self.add_timer(key, Instant::now() + timeout, ConnTimer::Push);
+        if let Some(sink) = self.sink.as_mut() {
+            if let (Some(after), None, None) = (sink.cfg.hedge_after, sink.hedge, sink.hedge_timer) {
+                sink.hedge_timer = Some(self.timers.insert(Instant::now() + after, Timer::SinkHedge));
+            }
+        }
         if let Err(e) = self.sink_write(key) {
             self.sink_conn_failed(key, ConnFailure::Transport(e));
         }
@@ -340,6 +403,18 @@ impl Agent {
             _ => (None, None),
         };
         self.cancel_timer(key, ConnTimer::Push);
+        // Answered: the copy on the other connection (hedged) is not
+        // needed, whatever this answer says; this one is the connection now.
+        if let Some(other) = self.other_sink_conn(key) {
+            self.close_sink_conn(other);
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            sink.conn = Some(key);
+            sink.hedge = None;
+            if let Some(t) = sink.hedge_timer.take() {
+                self.timers.cancel(t);
+            }
+        }
         // An answer before the whole request was sent (a 413 or 401 that
         // did not wait for the body, a proxy) leaves the connection
         // mid-request.
@@ -575,6 +650,11 @@ impl Agent {
             Some(c @ Conn { role: Role::Sink(sc), .. }) => sc.sent_at.is_some() || !c.connected,
             _ => return,
         };
+        if self.other_sink_conn(key).is_some() {
+            // The other connection carries (or is about to carry) the same
+            // push: it decides.
+            return self.close_sink_conn(key);
+        }
         self.close_sink_conn(key);
         if in_flight || self.sink.as_ref().is_some_and(|s| !s.queue.is_empty()) {
             self.push_failed(why);
@@ -604,11 +684,15 @@ impl Agent {
         self.sink_conn_failed(key, ConnFailure::Deadline(kind));
     }
 
+    /// Close one of the sink's connections; a hedge left alone becomes
+    /// the connection.
     pub(crate) fn close_sink_conn(&mut self, key: usize) {
         if self.close_conn(key).is_some() {
             if let Some(sink) = self.sink.as_mut() {
                 if sink.conn == Some(key) {
-                    sink.conn = None;
+                    sink.conn = sink.hedge.take();
+                } else if sink.hedge == Some(key) {
+                    sink.hedge = None;
                 }
             }
         }

@@ -64,6 +64,7 @@ pub struct SinkMetrics {
     pub retention_headroom_seconds: Gauge<f64, AtomicU64>,
     lines_cut: Counter,
     pub structured_metadata_enabled: Gauge,
+    pub hedges: Counter,
 }
 
 impl SinkMetrics {
@@ -172,8 +173,16 @@ impl SinkMetrics {
              sink refused it and they are left out (--loki-structured-metadata auto), or with never",
             structured_metadata_enabled.clone(),
         );
+        let hedges = Counter::default();
+        r.register(
+            "log_capturer_sink_hedges",
+            "Pushes sent a second time on another connection because the first, sent whole, had no \
+             answer after --sink-hedge-after (the first answer of the two counts)",
+            hedges.clone(),
+        );
         Self {
             up,
+            hedges,
             structured_metadata_enabled,
             requests,
             lines,

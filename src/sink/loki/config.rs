@@ -121,6 +121,21 @@ pub struct LokiArgs {
     )]
     pub sink_timeout: Duration,
 
+    /// A push that has been sent whole and has had no byte of an answer
+    /// after this goes again on a second connection (the first one keeps
+    /// waiting; whichever answers first counts, Loki drops the copy). A
+    /// receiver that holds a request without answering then costs this,
+    /// not --sink-timeout. `0s` turns it off, as does a value not below
+    /// --sink-timeout.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = crate::cli::parse_duration,
+        requires = "loki"
+    )]
+    pub sink_hedge_after: Duration,
+
     /// PEM file of the certificate authorities to trust for https:// sinks,
     /// instead of the system's.
     #[arg(long, value_name = "PATH", requires = "loki")]
@@ -188,6 +203,8 @@ pub struct LokiConfig {
     pub limits: Limits,
     pub queue_bytes: usize,
     pub timeout: Duration,
+    /// `None`: no hedged pushes.
+    pub hedge_after: Option<Duration>,
     pub tls: TlsFiles,
     pub metadata: MetadataMode,
 }
@@ -308,6 +325,9 @@ impl LokiConfig {
             limits,
             queue_bytes: a.sink_queue_bytes,
             timeout: a.sink_timeout,
+            // Past the push's own deadline a second try is just the retry.
+            hedge_after: (!a.sink_hedge_after.is_zero() && a.sink_hedge_after < a.sink_timeout)
+                .then_some(a.sink_hedge_after),
             metadata: a.loki_structured_metadata,
             tls: TlsFiles {
                 ca_file: a.sink_ca_file.clone(),
