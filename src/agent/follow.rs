@@ -116,6 +116,7 @@ impl Agent {
             rate: c.rate,
             final_read: c.ending == Ending::FinalRead,
             running: c.running,
+            log_start: c.log_start,
         };
         let plan = OpenPlan::new(resume, opening, now_ns);
         c.catchup_next = false;

@@ -17,10 +17,12 @@ use crate::record::Record;
 /// `since` is recent. With no delivered line to check the window against,
 /// the check is a count: if this many history lines arrive, lines before
 /// the window may be missing, and the stream is read again from `since`
-/// without `tail` (lines delivered twice, never lost). A full `since`-only
-/// read makes dockerd decode the whole log file (1.2 s of its CPU for a
-/// 48 MiB log, measured), on every first open and every reopen of a quiet
-/// container.
+/// without `tail`: those lines come after the window's, each once (see
+/// [`crate::agent::resume::Gap`]). A full `since`-only read makes dockerd
+/// decode the whole log file (1.2 s of its CPU for a 48 MiB log,
+/// measured), on every first open and every reopen of a quiet container:
+/// worth it only for lines older than `since`, so not for a log that has
+/// none ([`OpenPlan::whole_log`]).
 pub(crate) const FIRST_TAIL: u64 = 2_000;
 /// How recent `since` must be for a first open to use [`FIRST_TAIL`]
 /// (older: a backlog the operator asked for, read whole).
@@ -39,6 +41,8 @@ pub(crate) struct Opening {
     /// The one read after a stopped container's `die`: no `follow`.
     pub final_read: bool,
     pub running: bool,
+    /// When its log begins (its creation), if known.
+    pub log_start: Option<i64>,
 }
 
 /// How to open a stream, and how to check what it sends.
@@ -57,6 +61,10 @@ pub(crate) struct OpenPlan {
     /// A first open with `tail`: history lines it may see before its window
     /// could have been too short ([`FIRST_TAIL`]).
     pub history_left: Option<u64>,
+    /// Nothing delivered yet, and no line of the log is older than `since`
+    /// (it is at or before the container's creation): the whole log is
+    /// wanted.
+    pub whole_log: bool,
 }
 
 impl OpenPlan {
@@ -66,12 +74,20 @@ impl OpenPlan {
         // against the resume point; before, a recent `since` is checked by
         // counting. After a short window, or with a gap to fill:
         // since-only until caught up.
+        //
+        // A first open of a whole log goes without `tail`: dockerd then
+        // decodes only lines we want, so `tail` saves it nothing, and a
+        // window that comes full (more than FIRST_TAIL lines stored before
+        // the request is served: a late open on a loaded machine, a
+        // container that writes fast from its start) is delivered before
+        // the lines that precede it, out of order.
         let first = resume.last_ts.is_none();
+        let whole_log = first && c.log_start.is_some_and(|start| since <= start);
         let tail = if c.catchup_next || resume.gap.is_some() {
             None
         } else if !first {
             Some(tail_for(c.rate, since, now_ns))
-        } else if now_ns - since <= FIRST_TAIL_RECENT_NS {
+        } else if !whole_log && now_ns - since <= FIRST_TAIL_RECENT_NS {
             Some(FIRST_TAIL)
         } else {
             None
@@ -84,6 +100,7 @@ impl OpenPlan {
             live: follow && c.running,
             check_window: !first && tail.is_some(),
             history_left: (first && tail.is_some()).then_some(FIRST_TAIL),
+            whole_log,
         }
     }
 }
@@ -116,6 +133,7 @@ pub(crate) struct StreamRules {
     pub messages: u64,
     /// The `since` it was opened with.
     pub since: i64,
+    whole_log: bool,
 }
 
 impl StreamRules {
@@ -128,6 +146,7 @@ impl StreamRules {
             requested_at_ns,
             messages: 0,
             since: plan.since,
+            whole_log: plan.whole_log,
         }
     }
 
@@ -186,7 +205,9 @@ impl StreamRules {
     ///   sent nothing proves the log had no line from `since` until shortly
     ///   before it was asked (`asked_ns`, on Docker's clock where known):
     ///   the next one need not ask for that span again, and its `since`
-    ///   stays recent, so it can use `tail`.
+    ///   stays recent, so it can use `tail`. Not for a whole log: a `since`
+    ///   moved past the container's creation would make the next first
+    ///   open use `tail`, which there only risks an out-of-order window.
     pub(crate) fn on_close(
         &self,
         resume: &mut Resume,
@@ -201,7 +222,12 @@ impl StreamRules {
         if self.history_left == Some(0) {
             resume.open_gap(self.since, &self.replay);
         }
-        if resume.last_ts.is_none() && head_ok && self.messages == 0 && open_for_ns >= 2 * MARGIN {
+        if resume.last_ts.is_none()
+            && !self.whole_log
+            && head_ok
+            && self.messages == 0
+            && open_for_ns >= 2 * MARGIN
+        {
             resume.start_since = resume.start_since.max(asked_ns - MARGIN);
         }
     }
@@ -274,6 +300,95 @@ mod tests {
         (plan, rules)
     }
 
+    /// dockerd's answer to a plan (20.10: every line filtered by `since`,
+    /// then the last `tail` of them).
+    fn answer<'a>(log: &'a [(i64, String)], plan: &OpenPlan) -> Vec<(i64, &'a str)> {
+        let lines: Vec<(i64, &str)> =
+            log.iter().filter(|(ts, _)| *ts >= plan.since).map(|(ts, m)| (*ts, m.as_str())).collect();
+        let skip = plan.tail.map_or(0, |t| lines.len().saturating_sub(t as usize));
+        lines[skip..].to_vec()
+    }
+
+    /// Streams opened one after the other on `log` as the loop opens them
+    /// (a catch-up reopens at once, since-only) until one ends without
+    /// asking for a catch-up: what reached the output, in order.
+    fn deliver_all(resume: &mut Resume, opening: Opening, log: &[(i64, String)], now: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut catchup_next = false;
+        for _ in 0..3 {
+            let plan = OpenPlan::new(resume, Opening { catchup_next, ..opening }, now);
+            let mut rules = StreamRules::new(&plan, now);
+            for (ts, m) in answer(log, &plan) {
+                if rules.on_record(resume, &rec(ts, m)) == Verdict::Deliver {
+                    out.push(m.to_owned());
+                }
+            }
+            rules.on_close(resume, Some([None; 3]), true, S, now);
+            if !rules.catchup {
+                return out;
+            }
+            catchup_next = true;
+        }
+        panic!("no stream ran to the end");
+    }
+
+    #[test]
+    fn a_first_open_of_a_whole_log_delivers_it_in_order_however_much_it_holds() {
+        // A container created at C writes 5 000 lines before the agent's
+        // first request is served (it opened late: a loaded machine, a fast
+        // writer). Whether it started from the container's creation or
+        // from an earlier agent start, every line of its log is wanted.
+        const C: i64 = NOW - 2 * S;
+        let log: Vec<(i64, String)> = (1..=5_000).map(|i| (C + i * 100_000, format!("{i}"))).collect();
+        let want: Vec<String> = (1..=5_000).map(|i| i.to_string()).collect();
+        for since in [C, C - 60 * S] {
+            let mut resume = Resume::new(since);
+            let opening = Opening { running: true, log_start: Some(C), ..Default::default() };
+            let plan = OpenPlan::new(&resume, opening, NOW);
+            let got = deliver_all(&mut resume, opening, &log, NOW);
+            let jump = got.windows(2).find(|w| w[0].parse::<u32>().ok() >= w[1].parse().ok());
+            assert!(got == want, "since {since}: {} lines, {jump:?}", got.len());
+            assert_eq!((plan.tail, plan.history_left, plan.whole_log), (None, None, true), "since {since}");
+        }
+    }
+
+    #[test]
+    fn a_first_window_over_older_lines_still_uses_tail() {
+        // 3 000 lines from before `since` (a first run over a running
+        // container), 3 000 after: `tail` spares dockerd decoding the old
+        // ones. The window comes full, so the lines before it follow it:
+        // each once, not in order.
+        const C: i64 = NOW - 600 * S;
+        let since = NOW - 60 * S;
+        let old = (0..3_000).map(|i| (C + i * 1_000_000, format!("old {i}")));
+        let new = (0..3_000).map(|i| (since + i * 1_000_000, format!("{i}")));
+        let log: Vec<(i64, String)> = old.chain(new).collect();
+        let mut resume = Resume::new(since);
+        let opening = Opening { running: true, log_start: Some(C), ..Default::default() };
+        let plan = OpenPlan::new(&resume, opening, NOW);
+        assert_eq!((plan.tail, plan.whole_log), (Some(FIRST_TAIL), false));
+        let mut got = deliver_all(&mut resume, opening, &log, NOW);
+        assert_eq!(got[0], "1000", "the window first");
+        got.sort_by_key(|m| m.parse::<u32>().unwrap());
+        assert_eq!(got, (0..3_000).map(|i| i.to_string()).collect::<Vec<_>>());
+        // Creation unknown: the same.
+        let unknown = Opening { running: true, ..Default::default() };
+        assert_eq!(OpenPlan::new(&Resume::new(since), unknown, NOW).tail, Some(FIRST_TAIL));
+    }
+
+    #[test]
+    fn a_quiet_first_stream_of_a_whole_log_keeps_its_since() {
+        // Moving it past the creation would make the next first open use
+        // `tail`, and a burst before that open is served come out of order.
+        let mut resume = Resume::new(NOW - 60 * S);
+        let opening = Opening { running: true, log_start: Some(NOW - 60 * S), ..Default::default() };
+        let plan = OpenPlan::new(&resume, opening, NOW);
+        StreamRules::new(&plan, NOW).on_close(&mut resume, Some([None; 3]), true, 10 * S, NOW);
+        assert_eq!(resume.start_since, NOW - 60 * S);
+        let again = OpenPlan::new(&resume, opening, NOW + 10 * S);
+        assert_eq!((again.tail, again.whole_log), (None, true));
+    }
+
     #[test]
     fn plans_follow_the_resume_point() {
         // A first open with a recent since: the counted tail window.
@@ -286,7 +401,7 @@ mod tests {
         let (p, _) = open(&old, NOW);
         assert_eq!((p.tail, p.history_left), (None, None));
         // After a catch-up: since-only. The final read: no follow.
-        let c = Opening { catchup_next: true, final_read: true, running: false, rate: 0.0 };
+        let c = Opening { catchup_next: true, final_read: true, running: false, ..Default::default() };
         let p = OpenPlan::new(&fresh, c, NOW);
         assert_eq!((p.tail, p.follow, p.live), (None, false, false));
         // Once a line was delivered: tail sized by the rate, window checked.
