@@ -205,7 +205,9 @@ impl StreamRules {
     ///   sent nothing proves the log had no line from `since` until shortly
     ///   before it was asked (`asked_ns`, on Docker's clock where known):
     ///   the next one need not ask for that span again, and its `since`
-    ///   stays recent, so it can use `tail`. Not for a whole log: a `since`
+    ///   stays recent, so it can use `tail`. Only if it was read to the end
+    ///   (`read_all`): one whose reads were paused for a full output looks
+    ///   silent with its lines unread in its socket. Not for a whole log: a `since`
     ///   moved past the container's creation would make the next first
     ///   open use `tail`, which there only risks an out-of-order window.
     pub(crate) fn on_close(
@@ -213,6 +215,7 @@ impl StreamRules {
         resume: &mut Resume,
         open_lines: Option<[Option<i64>; 3]>,
         head_ok: bool,
+        read_all: bool,
         open_for_ns: i64,
         asked_ns: i64,
     ) {
@@ -225,6 +228,7 @@ impl StreamRules {
         if resume.last_ts.is_none()
             && !self.whole_log
             && head_ok
+            && read_all
             && self.messages == 0
             && open_for_ns >= 2 * MARGIN
         {
@@ -323,7 +327,7 @@ mod tests {
                     out.push(m.to_owned());
                 }
             }
-            rules.on_close(resume, Some([None; 3]), true, S, now);
+            rules.on_close(resume, Some([None; 3]), true, true, S, now);
             if !rules.catchup {
                 return out;
             }
@@ -383,7 +387,7 @@ mod tests {
         let mut resume = Resume::new(NOW - 60 * S);
         let opening = Opening { running: true, log_start: Some(NOW - 60 * S), ..Default::default() };
         let plan = OpenPlan::new(&resume, opening, NOW);
-        StreamRules::new(&plan, NOW).on_close(&mut resume, Some([None; 3]), true, 10 * S, NOW);
+        StreamRules::new(&plan, NOW).on_close(&mut resume, Some([None; 3]), true, true, 10 * S, NOW);
         assert_eq!(resume.start_since, NOW - 60 * S);
         let again = OpenPlan::new(&resume, opening, NOW + 10 * S);
         assert_eq!((again.tail, again.whole_log), (None, true));
@@ -419,7 +423,7 @@ mod tests {
         let (_, mut first) = open(&resume, NOW);
         let lines = [(NOW + S, "1"), (NOW + S, "2"), (NOW + 2 * S, "3")];
         assert_eq!(feed(&mut first, &mut resume, &lines), [Verdict::Deliver; 3]);
-        first.on_close(&mut resume, Some([None; 3]), true, 5 * S, NOW);
+        first.on_close(&mut resume, Some([None; 3]), true, true, 5 * S, NOW);
         // The reopen resumes a margin before the newest line and replays it.
         let (plan, mut second) = open(&resume, NOW + 3 * S);
         assert!(plan.since <= NOW + S);
@@ -444,7 +448,7 @@ mod tests {
         assert!(verdicts[..FIRST_TAIL as usize - 1].iter().all(|v| *v == Verdict::Deliver));
         assert_eq!(verdicts[FIRST_TAIL as usize - 1], Verdict::CatchUp);
         assert_eq!(*verdicts.last().unwrap(), Verdict::CatchUp, "nothing after a catch-up");
-        rules.on_close(&mut resume, None, true, S, NOW);
+        rules.on_close(&mut resume, None, true, true, S, NOW);
         assert!(resume.gap.is_some(), "the lines before the window are owed");
         // The next stream reads from the first open's since, without tail.
         let c = Opening { catchup_next: true, running: true, ..Default::default() };
@@ -457,7 +461,7 @@ mod tests {
         let mut resume = Resume::new(NOW - 60 * S);
         let (_, mut rules) = open(&resume, NOW);
         assert_eq!(feed(&mut rules, &mut resume, &[(NOW - 10 * S, "a")]), [Verdict::Deliver]);
-        rules.on_close(&mut resume, None, true, 20 * S, NOW);
+        rules.on_close(&mut resume, None, true, true, 20 * S, NOW);
         // The reopen's window begins with a line never delivered, stamped
         // after the newest delivered one: lines in between may be missing.
         let (plan, mut again) = open(&resume, NOW + 20 * S);
@@ -474,7 +478,7 @@ mod tests {
         let (_, mut rules) = open(&resume, NOW);
         let t = NOW - 10 * S;
         feed(&mut rules, &mut resume, &[(t - S, "x"), (t, "a"), (t, "b"), (t, "c")]);
-        rules.on_close(&mut resume, None, true, 20 * S, NOW);
+        rules.on_close(&mut resume, None, true, true, 20 * S, NOW);
         let (_, mut again) = open(&resume, NOW + 20 * S);
         assert_eq!(feed(&mut again, &mut resume, &[(t, "b")]), [Verdict::CatchUp]);
     }
@@ -493,12 +497,15 @@ mod tests {
     fn a_quiet_stream_moves_a_first_since_forward() {
         let mut resume = Resume::new(NOW - 600 * S);
         let (_, rules) = open(&resume, NOW);
-        rules.on_close(&mut resume, None, true, 10 * S, NOW);
+        rules.on_close(&mut resume, None, true, true, 10 * S, NOW);
         assert_eq!(resume.start_since, NOW - MARGIN);
-        // Not if it was open too briefly to prove anything, or had failed.
+        // Not if it was open too briefly to prove anything, or had failed,
+        // or was not read: paused for a full output, its lines from
+        // before it was asked wait unread in its socket.
         let mut r2 = Resume::new(NOW - 600 * S);
-        rules.on_close(&mut r2, None, true, MARGIN, NOW);
-        rules.on_close(&mut r2, None, false, 10 * S, NOW);
+        rules.on_close(&mut r2, None, true, true, MARGIN, NOW);
+        rules.on_close(&mut r2, None, false, true, 10 * S, NOW);
+        rules.on_close(&mut r2, None, true, false, 10 * S, NOW);
         assert_eq!(r2.start_since, NOW - 600 * S);
     }
 
@@ -525,7 +532,7 @@ mod tests {
         let mut resume = Resume::new(NOW - 60 * S);
         let (_, mut live) = open(&resume, NOW);
         feed(&mut live, &mut resume, &[(NOW, "a")]);
-        live.on_close(&mut resume, None, true, 5 * S, NOW);
+        live.on_close(&mut resume, None, true, true, 5 * S, NOW);
         let c = Opening { final_read: true, running: false, rate: 1.0, ..Default::default() };
         let plan = OpenPlan::new(&resume, c, NOW + 5 * S);
         assert!(!plan.follow && !plan.live);
