@@ -28,7 +28,8 @@ pub(crate) const FIRST_TAIL: u64 = 2_000;
 /// (older: a backlog the operator asked for, read whole).
 pub(crate) const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 /// Lines stamped up to this long after the request count as history:
-/// dockerd may read the file a little after we asked.
+/// dockerd may read the file a little after we asked (for a first open's
+/// count, and for whether a reopen's window starts after its request).
 const HISTORY_SLACK_NS: i64 = 1_000_000_000;
 
 /// What the container's state says about its next stream.
@@ -174,7 +175,7 @@ impl StreamRules {
         let check = if !self.check_window {
             TailCheck::Complete
         } else if first_line {
-            resume.check_first_line(&fp, self.requested_at_ns)
+            resume.check_first_line(&fp, self.requested_at_ns + HISTORY_SLACK_NS)
         } else if opens {
             resume.check_stream_start(&fp)
         } else {
@@ -378,6 +379,27 @@ mod tests {
         // Creation unknown: the same.
         let unknown = Opening { running: true, ..Default::default() };
         assert_eq!(OpenPlan::new(&Resume::new(since), unknown, NOW).tail, Some(FIRST_TAIL));
+    }
+
+    #[test]
+    fn a_reopen_served_late_during_a_burst_loses_nothing() {
+        // 100 lines delivered; the stream is rotated at R and a burst
+        // begins: 500 lines before the reopen's request, 1 400 in the
+        // half second before dockerd serves it. The window (tail 1 000,
+        // from the quiet stream's rate) holds only lines written after
+        // the request: it does not reach back to the resume point.
+        const R: i64 = NOW;
+        let mut log: Vec<(i64, String)> =
+            (1..=100).map(|i| (R - 10 * S + i * 1_000, format!("{i}"))).collect();
+        let mut resume = Resume::new(R - 60 * S);
+        let opening = Opening { running: true, rate: 1.0, log_start: Some(R - 60 * S), ..Default::default() };
+        let mut out = deliver_all(&mut resume, opening, &log, R - 5 * S);
+        log.extend((101..=600).map(|i| (R - S / 2 + (i - 100) * 1_000, format!("{i}"))));
+        log.extend((601..=2_000).map(|i| (R + (i - 600) * 300_000, format!("{i}"))));
+        out.extend(deliver_all(&mut resume, opening, &log, R));
+        let want: Vec<String> = (1..=2_000).map(|i| i.to_string()).collect();
+        let jump = out.windows(2).find(|w| w[0].parse::<u32>().ok() >= w[1].parse().ok());
+        assert!(out == want, "{} lines, the reopen's first {:?}, {jump:?}", out.len(), out.get(100));
     }
 
     #[test]
