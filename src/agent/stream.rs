@@ -208,9 +208,10 @@ impl StreamRules {
     ///   the next one need not ask for that span again, and its `since`
     ///   stays recent, so it can use `tail`. Only if it was read to the end
     ///   (`read_all`): one whose reads were paused for a full output looks
-    ///   silent with its lines unread in its socket. Not for a whole log: a `since`
-    ///   moved past the container's creation would make the next first
-    ///   open use `tail`, which there only risks an out-of-order window.
+    ///   silent with its lines unread in its socket. Not for a whole log:
+    ///   a `since` moved past the container's creation would make the next
+    ///   first open use `tail`, which there only risks an out-of-order
+    ///   window.
     pub(crate) fn on_close(
         &self,
         resume: &mut Resume,
@@ -305,13 +306,11 @@ mod tests {
         (plan, rules)
     }
 
-    /// dockerd's answer to a plan (20.10: every line filtered by `since`,
-    /// then the last `tail` of them).
+    /// dockerd's answer to a plan on the log as it is when dockerd serves
+    /// it: the last `tail` lines, then those of them at or after `since`.
     fn answer<'a>(log: &'a [(i64, String)], plan: &OpenPlan) -> Vec<(i64, &'a str)> {
-        let lines: Vec<(i64, &str)> =
-            log.iter().filter(|(ts, _)| *ts >= plan.since).map(|(ts, m)| (*ts, m.as_str())).collect();
-        let skip = plan.tail.map_or(0, |t| lines.len().saturating_sub(t as usize));
-        lines[skip..].to_vec()
+        let skip = plan.tail.map_or(0, |t| log.len().saturating_sub(t as usize));
+        log[skip..].iter().filter(|(ts, _)| *ts >= plan.since).map(|(ts, m)| (*ts, m.as_str())).collect()
     }
 
     /// Streams opened one after the other on `log` as the loop opens them
@@ -385,8 +384,8 @@ mod tests {
     fn a_reopen_served_late_during_a_burst_loses_nothing() {
         // 100 lines delivered; the stream is rotated at R and a burst
         // begins: 500 lines before the reopen's request, 1 400 in the
-        // half second before dockerd serves it. The window (tail 1 000,
-        // from the quiet stream's rate) holds only lines written after
+        // half second before dockerd serves it. The window (tail 1 000:
+        // the rate was a quiet stream's) holds only lines written after
         // the request: it does not reach back to the resume point.
         const R: i64 = NOW;
         let mut log: Vec<(i64, String)> =
