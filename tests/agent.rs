@@ -370,33 +370,56 @@ fn a_stalled_output_stops_reading_and_loses_nothing() {
     use std::io::BufRead;
     let dir = TempDir::new("bp");
     let d = Double::start(Config::in_temp_dir()).unwrap();
-    let mut agent = Agent::start_piped(d.socket(), &dir.0, &["--rotate-after", "300ms"]);
+    // A head deadline of 1 s: a stream reopened while the output is stuck
+    // is not read, so its head deadline fires, and it is reopened again.
+    let mut agent =
+        Agent::start_piped(d.socket(), &dir.0, &["--rotate-after", "300ms", "--head-timeout", "1s"]);
+    // The events stream is open: the agent sees the start below.
+    assert!(d.wait_until(T, |s| s.events_streams_open == 1));
     let total = 30_000u64;
-    let id = d.create_and_start(ContainerSpec::new("bp").writer(Writer {
+    let id = d.create(ContainerSpec::new("bp").writer(Writer {
         lines_per_sec: 20_000.0,
         stderr_every: 0,
         line_len: 300,
         max_lines: Some(total),
     }));
+    // More lines than a first open's `tail` window (2 000) are stored
+    // before the agent asks for any: what a first open that comes late
+    // sees (on a loaded machine, 100 ms of this writer), every time.
+    d.prefill(&id, 5_000);
+    d.start_again(&id);
     // Nobody reads stdout: 9 MB of lines cannot fit in the pipe plus the
     // agent's 4 MiB buffer, so the agent must stop reading the stream.
-    assert!(wait_for(T, || agent.metric("log_capturer_output_blocked_seconds_total") >= 0.0
-        && agent.metric("log_capturer_output_buffer_bytes") >= (4 << 20) as f64));
-    assert!(wait_for(T, || d.logs(&id).len() as u64 == total), "the double writes regardless");
-    // Delivery has stopped short of the end and stays stopped. (What the
-    // double sent is no measure: each rotation refills a new socket's
-    // buffer.)
+    assert!(wait_for(T, || agent.metric("log_capturer_output_buffer_bytes") >= (4 << 20) as f64));
     let delivered = || agent.metric(r#"log_capturer_lines_total{stream="stdout"}"#);
     let before = delivered();
-    std::thread::sleep(Duration::from_millis(500));
+    // Delivery stays stopped while the stream is reopened (by its age or
+    // its head deadline: neither stream is read) and the double writes on.
+    // (What the double sent is no measure: each reopen refills a new
+    // socket's buffer.)
+    let logs_requests = || d.stats().logs_requests_total;
+    let reopens = logs_requests() + 2;
+    assert!(wait_for(T, || logs_requests() >= reopens), "not reopened while stuck:\n{}", agent.stderr());
+    assert!(wait_for(T, || d.logs(&id).len() as u64 == total), "the double writes regardless");
     assert_eq!(delivered(), before, "the agent kept delivering with its output stuck");
     assert!(before < total as f64, "all {total} lines cannot fit in the pipe and the buffer");
     assert!(agent.metric("log_capturer_output_buffer_bytes") <= (5 << 20) as f64);
-    // Now read everything: every line arrives exactly once.
+    // Now read everything: every line arrives exactly once, in order. On a
+    // thread, so that lines that never come fail the test, not hang it.
     let out = agent.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let mut recs = Vec::new();
-    for line in std::io::BufReader::new(out).lines() {
-        let line = line.unwrap();
+    while (recs.len() as u64) < total {
+        let Ok(line) = rx.recv_timeout(T) else {
+            panic!("{} of {total} lines arrived:\n{}", recs.len(), agent.stderr());
+        };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         recs.push(Rec {
             container: v["container_name"].as_str().unwrap().to_owned(),
@@ -405,11 +428,12 @@ fn a_stalled_output_stops_reading_and_loses_nothing() {
             timestamp: None,
             truncated: false,
         });
-        if recs.len() as u64 == total {
-            break;
-        }
     }
-    check_sequence(&recs, "bp", total).unwrap();
+    if let Err(e) = check_sequence(&recs, "bp", total) {
+        panic!("{e}\n{}", agent.stderr());
+    }
+    // Counted once the output takes everything again.
+    assert!(wait_for(T, || agent.metric("log_capturer_output_blocked_seconds_total") > 0.0));
 }
 
 #[test]
@@ -468,36 +492,55 @@ fn speaks_the_daemons_version_when_old_ones_are_refused() {
 }
 
 #[test]
-fn first_opens_use_tail_and_a_short_window_is_read_again_whole() {
+fn first_opens_use_tail_over_older_lines_and_a_short_window_is_read_again_whole() {
     let dir = TempDir::new("firsttail");
     let d = Double::start(Config::in_temp_dir()).unwrap();
-    let agent = Agent::start(d.socket(), &dir.0, &["--head-timeout", "1s"]);
-    // "few": its first stream opens with tail and nothing to check.
-    let few = d.create_and_start(ContainerSpec::new("few").writer(writer(200.0, 400)));
-    // "many": its first request never answers; by the retry 5 000 lines
-    // are stored, more than the first open's tail window of 2 000.
-    let many = d.create(ContainerSpec::new("many"));
+    // Running a minute before the agent's first run, which starts from
+    // now: lines from before are not wanted, and `tail` spares dockerd
+    // decoding them. (The double's clock a minute behind, then back.)
+    // "old": 3 000 lines from before, none of them sent.
+    d.set_clock_offset(-60_000_000_000);
+    let old = d.create_and_start(ContainerSpec::new("old").writer(Writer::new(0.0)));
+    d.prefill(&old, 3_000);
+    // "many": its first request never answers; by the retry 5 000 new
+    // lines are stored, more than the first open's tail window of 2 000.
+    let many = d.create_and_start(ContainerSpec::new("many").writer(Writer::new(0.0)));
     d.inject(Match::LogsOf(many.clone()), Fault::NeverAnswer, 1);
-    d.start_again(&many);
-    for i in 1..=5000 {
-        d.write(&many, Stream::Stdout, format!("many {i} stdout").as_bytes());
+    d.set_clock_offset(0);
+    let agent = Agent::start(d.socket(), &dir.0, &["--head-timeout", "1s"]);
+    assert!(d.wait_until(T, |s| s.logs_requests_by_container.contains_key(&many)));
+    d.prefill(&many, 5_000);
+    for i in 3_001..=3_003 {
+        d.write(&old, Stream::Stdout, format!("old {i} stdout").as_bytes());
     }
-    assert!(wait_for(T, || all_delivered(&agent, &[("few", 400), ("many", 5000)])), "{}", agent.stderr());
+    // "few": started after the agent, its whole log is wanted: read
+    // without `tail`, in one stream, in order.
+    let few = d.create_and_start(ContainerSpec::new("few").writer(writer(200.0, 400)));
+    assert!(
+        wait_for(T, || all_delivered(&agent, &[("few", 400), ("many", 5_000), ("old", 3)])),
+        "{:?}\n{}",
+        d.stats(),
+        agent.stderr()
+    );
     assert_exactly_once(&agent, &[("few", 400)]);
+    let recs = read_output(&agent.output);
+    let old_lines: Vec<&str> =
+        recs.iter().filter(|r| r.container == "old").map(|r| r.message.as_str()).collect();
+    assert_eq!(old_lines, ["old 3001 stdout", "old 3002 stdout", "old 3003 stdout"]);
     // The lines before the short window are read again (after the window's,
     // so out of order), and those of the window are recognised: nothing
     // lost, nothing twice.
-    let recs = read_output(&agent.output);
     let mut seen: Vec<u64> = recs
         .iter()
         .filter(|r| r.container == "many")
         .map(|r| r.message.split(' ').nth(1).unwrap().parse().unwrap())
         .collect();
     seen.sort_unstable();
-    assert_eq!(seen, (1..=5000).collect::<Vec<u64>>());
+    assert_eq!(seen, (1..=5_000).collect::<Vec<u64>>());
     let s = d.stats();
     assert_eq!(s.logs_requests_by_container[&few], 1, "one stream for a container that needed one");
-    assert!(s.logs_requests_with_tail >= 2, "first opens use tail: {s:?}");
-    assert_eq!(s.logs_requests_since_only, 1, "exactly one since-only read, for \"many\": {s:?}");
-    assert!(agent.metric("log_capturer_stream_reconnects_total{reason=\"catchup\"}") >= 1.0);
+    assert_eq!(s.logs_requests_by_container[&old], 1, "{s:?}");
+    assert!(s.logs_requests_with_tail >= 3, "first opens over older lines use tail: {s:?}");
+    assert_eq!(s.logs_requests_since_only, 2, "\"few\"'s whole log and \"many\"'s catch-up: {s:?}");
+    assert_eq!(agent.metric("log_capturer_stream_reconnects_total{reason=\"catchup\"}"), 1.0);
 }

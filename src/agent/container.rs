@@ -93,6 +93,9 @@ pub struct Container {
     /// When it was created (ns; from the list, or its start event): who gets
     /// a slot first when there are not enough.
     pub created_ns: i64,
+    /// When its log begins: its creation, from its inspect (Docker's
+    /// clock). No line of its log is older.
+    pub log_start: Option<i64>,
     /// The `die` event of its current run has been seen.
     pub died: bool,
     pub ending: Ending,
@@ -124,6 +127,7 @@ impl Container {
             reopen_reason: None,
             slot: false,
             created_ns: 0,
+            log_start: None,
             died: false,
             ending: Ending::None,
             ended_live: false,

@@ -780,6 +780,7 @@ impl Agent {
         }
         c.tty = info.config.tty;
         c.running = info.state.running;
+        c.log_start = timestamp::parse(info.created.as_bytes()).ok();
         if c.resume.is_none() {
             let since = match c.start {
                 // "From now" on the agent's clock, in Docker's: a daemon
@@ -794,7 +795,7 @@ impl Agent {
                 // From the container's creation: dockerd stamps its first
                 // lines before it records `StartedAt` (seen: 1.8 ms before),
                 // so the start time would lose them. Unreadable: everything.
-                StartPoint::ContainerCreated => timestamp::parse(info.created.as_bytes()).unwrap_or(0).max(0),
+                StartPoint::ContainerCreated => c.log_start.unwrap_or(0).max(0),
             };
             c.resume = Some(Resume::new(since));
         }

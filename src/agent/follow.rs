@@ -116,6 +116,7 @@ impl Agent {
             rate: c.rate,
             final_read: c.ending == Ending::FinalRead,
             running: c.running,
+            log_start: c.log_start,
         };
         let plan = OpenPlan::new(resume, opening, now_ns);
         c.catchup_next = false;
@@ -291,6 +292,7 @@ impl Agent {
     /// the lines it had begun (the next stream resumes before them) and its
     /// rate. Returns the container id of a log stream.
     pub(crate) fn abandon_conn(&mut self, key: usize) -> Option<String> {
+        let paused = self.conns.get(key).is_some_and(|c| c.paused);
         match self.close_conn(key)? {
             Role::Logs(lc) => {
                 let lc = *lc;
@@ -305,6 +307,7 @@ impl Agent {
                         resume,
                         lc.dec.logs().map(|l| l.open_lines()),
                         head.is_some_and(|h| h.is_success()),
+                        !paused,
                         lc.opened.elapsed().as_nanos() as i64,
                         asked,
                     );

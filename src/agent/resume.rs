@@ -531,8 +531,11 @@ impl Resume {
     }
 
     /// Decide on the first complete line of a `tail=K&since=…` response,
-    /// before delivering it. `requested_at`: the agent's clock when the
-    /// request was sent (lines older than that are history).
+    /// before delivering it. `requested_at`: lines stamped before it may be
+    /// history (the agent's clock when the request was sent, plus what
+    /// dockerd may take to serve it: a window of lines all written while it
+    /// waited can be full and start after the resume point). A line stamped
+    /// later shows the history part was empty.
     ///
     /// If the tail window reached back to what was delivered, the first line
     /// it returns (the first at or after `since`) is at or before the newest

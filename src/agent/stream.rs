@@ -17,16 +17,19 @@ use crate::record::Record;
 /// `since` is recent. With no delivered line to check the window against,
 /// the check is a count: if this many history lines arrive, lines before
 /// the window may be missing, and the stream is read again from `since`
-/// without `tail` (lines delivered twice, never lost). A full `since`-only
-/// read makes dockerd decode the whole log file (1.2 s of its CPU for a
-/// 48 MiB log, measured), on every first open and every reopen of a quiet
-/// container.
+/// without `tail`: those lines come after the window's, each once (see
+/// [`crate::agent::resume::Gap`]). A full `since`-only read makes dockerd
+/// decode the whole log file (1.2 s of its CPU for a 48 MiB log,
+/// measured), on every first open and every reopen of a quiet container:
+/// worth it only for lines older than `since`, so not for a log that has
+/// none ([`OpenPlan::whole_log`]).
 pub(crate) const FIRST_TAIL: u64 = 2_000;
 /// How recent `since` must be for a first open to use [`FIRST_TAIL`]
 /// (older: a backlog the operator asked for, read whole).
 pub(crate) const FIRST_TAIL_RECENT_NS: i64 = 15 * 60 * 1_000_000_000;
 /// Lines stamped up to this long after the request count as history:
-/// dockerd may read the file a little after we asked.
+/// dockerd may read the file a little after we asked (for a first open's
+/// count, and for whether a reopen's window starts after its request).
 const HISTORY_SLACK_NS: i64 = 1_000_000_000;
 
 /// What the container's state says about its next stream.
@@ -39,6 +42,8 @@ pub(crate) struct Opening {
     /// The one read after a stopped container's `die`: no `follow`.
     pub final_read: bool,
     pub running: bool,
+    /// When its log begins (its creation), if known.
+    pub log_start: Option<i64>,
 }
 
 /// How to open a stream, and how to check what it sends.
@@ -57,6 +62,10 @@ pub(crate) struct OpenPlan {
     /// A first open with `tail`: history lines it may see before its window
     /// could have been too short ([`FIRST_TAIL`]).
     pub history_left: Option<u64>,
+    /// Nothing delivered yet, and no line of the log is older than `since`
+    /// (it is at or before the container's creation): the whole log is
+    /// wanted.
+    pub whole_log: bool,
 }
 
 impl OpenPlan {
@@ -66,12 +75,20 @@ impl OpenPlan {
         // against the resume point; before, a recent `since` is checked by
         // counting. After a short window, or with a gap to fill:
         // since-only until caught up.
+        //
+        // A first open of a whole log goes without `tail`: dockerd then
+        // decodes only lines we want, so `tail` saves it nothing, and a
+        // window that comes full (more than FIRST_TAIL lines stored before
+        // the request is served: a late open on a loaded machine, a
+        // container that writes fast from its start) is delivered before
+        // the lines that precede it, out of order.
         let first = resume.last_ts.is_none();
+        let whole_log = first && c.log_start.is_some_and(|start| since <= start);
         let tail = if c.catchup_next || resume.gap.is_some() {
             None
         } else if !first {
             Some(tail_for(c.rate, since, now_ns))
-        } else if now_ns - since <= FIRST_TAIL_RECENT_NS {
+        } else if !whole_log && now_ns - since <= FIRST_TAIL_RECENT_NS {
             Some(FIRST_TAIL)
         } else {
             None
@@ -84,6 +101,7 @@ impl OpenPlan {
             live: follow && c.running,
             check_window: !first && tail.is_some(),
             history_left: (first && tail.is_some()).then_some(FIRST_TAIL),
+            whole_log,
         }
     }
 }
@@ -116,6 +134,7 @@ pub(crate) struct StreamRules {
     pub messages: u64,
     /// The `since` it was opened with.
     pub since: i64,
+    whole_log: bool,
 }
 
 impl StreamRules {
@@ -128,6 +147,7 @@ impl StreamRules {
             requested_at_ns,
             messages: 0,
             since: plan.since,
+            whole_log: plan.whole_log,
         }
     }
 
@@ -155,7 +175,7 @@ impl StreamRules {
         let check = if !self.check_window {
             TailCheck::Complete
         } else if first_line {
-            resume.check_first_line(&fp, self.requested_at_ns)
+            resume.check_first_line(&fp, self.requested_at_ns + HISTORY_SLACK_NS)
         } else if opens {
             resume.check_stream_start(&fp)
         } else {
@@ -186,12 +206,18 @@ impl StreamRules {
     ///   sent nothing proves the log had no line from `since` until shortly
     ///   before it was asked (`asked_ns`, on Docker's clock where known):
     ///   the next one need not ask for that span again, and its `since`
-    ///   stays recent, so it can use `tail`.
+    ///   stays recent, so it can use `tail`. Only if it was read to the end
+    ///   (`read_all`): one whose reads were paused for a full output looks
+    ///   silent with its lines unread in its socket. Not for a whole log:
+    ///   a `since` moved past the container's creation would make the next
+    ///   first open use `tail`, which there only risks an out-of-order
+    ///   window.
     pub(crate) fn on_close(
         &self,
         resume: &mut Resume,
         open_lines: Option<[Option<i64>; 3]>,
         head_ok: bool,
+        read_all: bool,
         open_for_ns: i64,
         asked_ns: i64,
     ) {
@@ -201,7 +227,13 @@ impl StreamRules {
         if self.history_left == Some(0) {
             resume.open_gap(self.since, &self.replay);
         }
-        if resume.last_ts.is_none() && head_ok && self.messages == 0 && open_for_ns >= 2 * MARGIN {
+        if resume.last_ts.is_none()
+            && !self.whole_log
+            && head_ok
+            && read_all
+            && self.messages == 0
+            && open_for_ns >= 2 * MARGIN
+        {
             resume.start_since = resume.start_since.max(asked_ns - MARGIN);
         }
     }
@@ -274,6 +306,114 @@ mod tests {
         (plan, rules)
     }
 
+    /// dockerd's answer to a plan on the log as it is when dockerd serves
+    /// it: the last `tail` lines, then those of them at or after `since`.
+    fn answer<'a>(log: &'a [(i64, String)], plan: &OpenPlan) -> Vec<(i64, &'a str)> {
+        let skip = plan.tail.map_or(0, |t| log.len().saturating_sub(t as usize));
+        log[skip..].iter().filter(|(ts, _)| *ts >= plan.since).map(|(ts, m)| (*ts, m.as_str())).collect()
+    }
+
+    /// Streams opened one after the other on `log` as the loop opens them
+    /// (a catch-up reopens at once, since-only) until one ends without
+    /// asking for a catch-up: what reached the output, in order.
+    fn deliver_all(resume: &mut Resume, opening: Opening, log: &[(i64, String)], now: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut catchup_next = false;
+        for _ in 0..3 {
+            let plan = OpenPlan::new(resume, Opening { catchup_next, ..opening }, now);
+            let mut rules = StreamRules::new(&plan, now);
+            for (ts, m) in answer(log, &plan) {
+                if rules.on_record(resume, &rec(ts, m)) == Verdict::Deliver {
+                    out.push(m.to_owned());
+                }
+            }
+            rules.on_close(resume, Some([None; 3]), true, true, S, now);
+            if !rules.catchup {
+                return out;
+            }
+            catchup_next = true;
+        }
+        panic!("no stream ran to the end");
+    }
+
+    #[test]
+    fn a_first_open_of_a_whole_log_delivers_it_in_order_however_much_it_holds() {
+        // A container created at C writes 5 000 lines before the agent's
+        // first request is served (it opened late: a loaded machine, a fast
+        // writer). Whether it started from the container's creation or
+        // from an earlier agent start, every line of its log is wanted.
+        const C: i64 = NOW - 2 * S;
+        let log: Vec<(i64, String)> = (1..=5_000).map(|i| (C + i * 100_000, format!("{i}"))).collect();
+        let want: Vec<String> = (1..=5_000).map(|i| i.to_string()).collect();
+        for since in [C, C - 60 * S] {
+            let mut resume = Resume::new(since);
+            let opening = Opening { running: true, log_start: Some(C), ..Default::default() };
+            let plan = OpenPlan::new(&resume, opening, NOW);
+            let got = deliver_all(&mut resume, opening, &log, NOW);
+            let jump = got.windows(2).find(|w| w[0].parse::<u32>().ok() >= w[1].parse().ok());
+            assert!(got == want, "since {since}: {} lines, {jump:?}", got.len());
+            assert_eq!((plan.tail, plan.history_left, plan.whole_log), (None, None, true), "since {since}");
+        }
+    }
+
+    #[test]
+    fn a_first_window_over_older_lines_still_uses_tail() {
+        // 3 000 lines from before `since` (a first run over a running
+        // container), 3 000 after: `tail` spares dockerd decoding the old
+        // ones. The window comes full, so the lines before it follow it:
+        // each once, not in order.
+        const C: i64 = NOW - 600 * S;
+        let since = NOW - 60 * S;
+        let old = (0..3_000).map(|i| (C + i * 1_000_000, format!("old {i}")));
+        let new = (0..3_000).map(|i| (since + i * 1_000_000, format!("{i}")));
+        let log: Vec<(i64, String)> = old.chain(new).collect();
+        let mut resume = Resume::new(since);
+        let opening = Opening { running: true, log_start: Some(C), ..Default::default() };
+        let plan = OpenPlan::new(&resume, opening, NOW);
+        assert_eq!((plan.tail, plan.whole_log), (Some(FIRST_TAIL), false));
+        let mut got = deliver_all(&mut resume, opening, &log, NOW);
+        assert_eq!(got[0], "1000", "the window first");
+        got.sort_by_key(|m| m.parse::<u32>().unwrap());
+        assert_eq!(got, (0..3_000).map(|i| i.to_string()).collect::<Vec<_>>());
+        // Creation unknown: the same.
+        let unknown = Opening { running: true, ..Default::default() };
+        assert_eq!(OpenPlan::new(&Resume::new(since), unknown, NOW).tail, Some(FIRST_TAIL));
+    }
+
+    #[test]
+    fn a_reopen_served_late_during_a_burst_loses_nothing() {
+        // 100 lines delivered; the stream is rotated at R and a burst
+        // begins: 500 lines before the reopen's request, 1 400 in the
+        // half second before dockerd serves it. The window (tail 1 000:
+        // the rate was a quiet stream's) holds only lines written after
+        // the request: it does not reach back to the resume point.
+        const R: i64 = NOW;
+        let mut log: Vec<(i64, String)> =
+            (1..=100).map(|i| (R - 10 * S + i * 1_000, format!("{i}"))).collect();
+        let mut resume = Resume::new(R - 60 * S);
+        let opening = Opening { running: true, rate: 1.0, log_start: Some(R - 60 * S), ..Default::default() };
+        let mut out = deliver_all(&mut resume, opening, &log, R - 5 * S);
+        log.extend((101..=600).map(|i| (R - S / 2 + (i - 100) * 1_000, format!("{i}"))));
+        log.extend((601..=2_000).map(|i| (R + (i - 600) * 300_000, format!("{i}"))));
+        out.extend(deliver_all(&mut resume, opening, &log, R));
+        let want: Vec<String> = (1..=2_000).map(|i| i.to_string()).collect();
+        let jump = out.windows(2).find(|w| w[0].parse::<u32>().ok() >= w[1].parse().ok());
+        assert!(out == want, "{} lines, the reopen's first {:?}, {jump:?}", out.len(), out.get(100));
+    }
+
+    #[test]
+    fn a_quiet_first_stream_of_a_whole_log_keeps_its_since() {
+        // Moving it past the creation would make the next first open use
+        // `tail`, and a burst before that open is served come out of order.
+        let mut resume = Resume::new(NOW - 60 * S);
+        let opening = Opening { running: true, log_start: Some(NOW - 60 * S), ..Default::default() };
+        let plan = OpenPlan::new(&resume, opening, NOW);
+        StreamRules::new(&plan, NOW).on_close(&mut resume, Some([None; 3]), true, true, 10 * S, NOW);
+        assert_eq!(resume.start_since, NOW - 60 * S);
+        let again = OpenPlan::new(&resume, opening, NOW + 10 * S);
+        assert_eq!((again.tail, again.whole_log), (None, true));
+    }
+
     #[test]
     fn plans_follow_the_resume_point() {
         // A first open with a recent since: the counted tail window.
@@ -286,7 +426,7 @@ mod tests {
         let (p, _) = open(&old, NOW);
         assert_eq!((p.tail, p.history_left), (None, None));
         // After a catch-up: since-only. The final read: no follow.
-        let c = Opening { catchup_next: true, final_read: true, running: false, rate: 0.0 };
+        let c = Opening { catchup_next: true, final_read: true, running: false, ..Default::default() };
         let p = OpenPlan::new(&fresh, c, NOW);
         assert_eq!((p.tail, p.follow, p.live), (None, false, false));
         // Once a line was delivered: tail sized by the rate, window checked.
@@ -304,7 +444,7 @@ mod tests {
         let (_, mut first) = open(&resume, NOW);
         let lines = [(NOW + S, "1"), (NOW + S, "2"), (NOW + 2 * S, "3")];
         assert_eq!(feed(&mut first, &mut resume, &lines), [Verdict::Deliver; 3]);
-        first.on_close(&mut resume, Some([None; 3]), true, 5 * S, NOW);
+        first.on_close(&mut resume, Some([None; 3]), true, true, 5 * S, NOW);
         // The reopen resumes a margin before the newest line and replays it.
         let (plan, mut second) = open(&resume, NOW + 3 * S);
         assert!(plan.since <= NOW + S);
@@ -329,7 +469,7 @@ mod tests {
         assert!(verdicts[..FIRST_TAIL as usize - 1].iter().all(|v| *v == Verdict::Deliver));
         assert_eq!(verdicts[FIRST_TAIL as usize - 1], Verdict::CatchUp);
         assert_eq!(*verdicts.last().unwrap(), Verdict::CatchUp, "nothing after a catch-up");
-        rules.on_close(&mut resume, None, true, S, NOW);
+        rules.on_close(&mut resume, None, true, true, S, NOW);
         assert!(resume.gap.is_some(), "the lines before the window are owed");
         // The next stream reads from the first open's since, without tail.
         let c = Opening { catchup_next: true, running: true, ..Default::default() };
@@ -342,7 +482,7 @@ mod tests {
         let mut resume = Resume::new(NOW - 60 * S);
         let (_, mut rules) = open(&resume, NOW);
         assert_eq!(feed(&mut rules, &mut resume, &[(NOW - 10 * S, "a")]), [Verdict::Deliver]);
-        rules.on_close(&mut resume, None, true, 20 * S, NOW);
+        rules.on_close(&mut resume, None, true, true, 20 * S, NOW);
         // The reopen's window begins with a line never delivered, stamped
         // after the newest delivered one: lines in between may be missing.
         let (plan, mut again) = open(&resume, NOW + 20 * S);
@@ -359,7 +499,7 @@ mod tests {
         let (_, mut rules) = open(&resume, NOW);
         let t = NOW - 10 * S;
         feed(&mut rules, &mut resume, &[(t - S, "x"), (t, "a"), (t, "b"), (t, "c")]);
-        rules.on_close(&mut resume, None, true, 20 * S, NOW);
+        rules.on_close(&mut resume, None, true, true, 20 * S, NOW);
         let (_, mut again) = open(&resume, NOW + 20 * S);
         assert_eq!(feed(&mut again, &mut resume, &[(t, "b")]), [Verdict::CatchUp]);
     }
@@ -378,12 +518,15 @@ mod tests {
     fn a_quiet_stream_moves_a_first_since_forward() {
         let mut resume = Resume::new(NOW - 600 * S);
         let (_, rules) = open(&resume, NOW);
-        rules.on_close(&mut resume, None, true, 10 * S, NOW);
+        rules.on_close(&mut resume, None, true, true, 10 * S, NOW);
         assert_eq!(resume.start_since, NOW - MARGIN);
-        // Not if it was open too briefly to prove anything, or had failed.
+        // Not if it was open too briefly to prove anything, or had failed,
+        // or was not read: paused for a full output, its lines from
+        // before it was asked wait unread in its socket.
         let mut r2 = Resume::new(NOW - 600 * S);
-        rules.on_close(&mut r2, None, true, MARGIN, NOW);
-        rules.on_close(&mut r2, None, false, 10 * S, NOW);
+        rules.on_close(&mut r2, None, true, true, MARGIN, NOW);
+        rules.on_close(&mut r2, None, false, true, 10 * S, NOW);
+        rules.on_close(&mut r2, None, true, false, 10 * S, NOW);
         assert_eq!(r2.start_since, NOW - 600 * S);
     }
 
@@ -410,7 +553,7 @@ mod tests {
         let mut resume = Resume::new(NOW - 60 * S);
         let (_, mut live) = open(&resume, NOW);
         feed(&mut live, &mut resume, &[(NOW, "a")]);
-        live.on_close(&mut resume, None, true, 5 * S, NOW);
+        live.on_close(&mut resume, None, true, true, 5 * S, NOW);
         let c = Opening { final_read: true, running: false, rate: 1.0, ..Default::default() };
         let plan = OpenPlan::new(&resume, c, NOW + 5 * S);
         assert!(!plan.follow && !plan.live);
