@@ -152,6 +152,8 @@ pub(crate) struct Sink {
     /// The reusable request head (all but the length-dependent part).
     pub headers: crate::http::request::Headers,
     pub metadata: Metadata,
+    /// 429s in a row to the front batch (a second one cuts it in two).
+    pub rate_limited: u32,
     /// Why metadata is off (for /healthz and `check`), once the sink
     /// refused it.
     pub metadata_off: Option<String>,
@@ -221,6 +223,7 @@ impl Sink {
             tls,
             cfg,
             metadata,
+            rate_limited: 0,
             metadata_off: None,
         }
     }
@@ -275,6 +278,7 @@ impl Sink {
             oldest: done.opened,
             acks,
             metadata,
+            cut: false,
         });
         true
     }
@@ -424,6 +428,7 @@ impl Agent {
     pub(crate) fn batch_delivered(&mut self, refused: Option<(&[(RejectReason, u64)], &str)>) {
         let Some(sink) = self.sink.as_mut() else { return };
         let Some(q) = sink.queue.pop_front() else { return };
+        sink.rate_limited = 0;
         // Answered for good: the refused lines count too (not sent again).
         sink.metrics.lines.inc_by(q.lines as u64);
         if let Some((refused, said)) = refused {

@@ -338,6 +338,16 @@ impl Agent {
     /// if the sink refused it).
     fn send_push(&mut self, key: usize) {
         let Some(sink) = self.sink.as_mut() else { return };
+        // A fresh push (not a hedge's copy of the one on the wire): a
+        // backlog of small batches goes as one.
+        if sink.hedge != Some(key) {
+            // The batch limit as it is now: a 413 lowers it.
+            let (max, enc) = (sink.batch.limits().max_bytes, sink.cfg.encoding);
+            if let Err(e) = sink.queue.coalesce_front(max, |a, b| crate::sink::loki::merge::merge(a, b, enc))
+            {
+                message!("cannot merge queued pushes ({e}); they are sent one by one");
+            }
+        }
         let Some(front) = sink.queue.front() else { return };
         let mut trial: Option<Body> = None;
         if front.metadata && sink.metadata != Metadata::On {
@@ -495,6 +505,20 @@ impl Agent {
             }
             Outcome::Retry { reason, after } => {
                 let what = format!("answered {}{said}", resp.status);
+                if reason == RetryReason::RateLimited {
+                    // Loki charges its rate limits for every entry of a
+                    // resend, those it already holds included: a batch
+                    // above a stream's (or the tenant's) burst would be
+                    // refused forever. A second 429 in a row cuts it.
+                    sink.rate_limited += 1;
+                    if sink.rate_limited >= 2 && self.split_front(false) {
+                        if let Some(sink) = self.sink.as_mut() {
+                            sink.rate_limited = 0;
+                        }
+                    }
+                } else {
+                    sink.rate_limited = 0;
+                }
                 self.retry_push(reason, after, what);
             }
             Outcome::Refused { what, split } => self.push_refused(what, split),
@@ -583,7 +607,7 @@ impl Agent {
             let now = sink.batch.limits().max_bytes;
             sink.batch.set_max_bytes((now / 2).max(MIN_BATCH_AFTER_413));
         }
-        if split && self.split_front() {
+        if split && self.split_front(true) {
             // The halves go at once, with backoff if they fail too.
             let wait = self.sink.as_mut().map_or(REFUSED_RETRY, |s| s.backoff.next(&mut self.rng));
             return self.arm_sink_retry(wait);
@@ -591,16 +615,19 @@ impl Agent {
         self.arm_sink_retry(REFUSED_RETRY);
     }
 
-    /// Cut the front batch in two (413). The acknowledgements go with the
-    /// second half: acknowledging the first alone moves no checkpoint,
-    /// which can only cost repeats after a crash. False if it holds one
-    /// line (that line is too large for the receiver; it waits for the
-    /// operator).
-    fn split_front(&mut self) -> bool {
+    /// Cut the front batch in two (413, or a repeated 429 when not
+    /// `too_large`). The acknowledgements go with the second half:
+    /// acknowledging the first alone moves no checkpoint, which can only
+    /// cost repeats after a crash. The halves are never merged again. False
+    /// if it holds one line (too large for the receiver, that line waits
+    /// for the operator; rate-limited, its turn comes).
+    fn split_front(&mut self, too_large: bool) -> bool {
         let Some(sink) = self.sink.as_mut() else { return false };
         let Some(front) = sink.queue.front() else { return false };
         let halves = match crate::sink::loki::split::split(&front.body, sink.cfg.encoding) {
             Ok(Some(h)) => h,
+            // One line under a rate limit: its turn comes.
+            Ok(None) if !too_large => return false,
             Ok(None) => {
                 message!(
                     "the sink refuses a push of a single line as too large: raise the receiver's body \
@@ -615,10 +642,22 @@ impl Agent {
         };
         let whole = sink.queue.pop_front().expect("front checked");
         let [(a, na), (b, nb)] = halves;
-        let second =
-            Queued { body: b, lines: nb, oldest: whole.oldest, acks: whole.acks, metadata: whole.metadata };
-        let first =
-            Queued { body: a, lines: na, oldest: whole.oldest, acks: Vec::new(), metadata: whole.metadata };
+        let second = Queued {
+            body: b,
+            lines: nb,
+            oldest: whole.oldest,
+            acks: whole.acks,
+            metadata: whole.metadata,
+            cut: true,
+        };
+        let first = Queued {
+            body: a,
+            lines: na,
+            oldest: whole.oldest,
+            acks: Vec::new(),
+            metadata: whole.metadata,
+            cut: true,
+        };
         sink.queue.push_front(second);
         sink.queue.push_front(first);
         true

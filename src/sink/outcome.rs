@@ -432,6 +432,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_refused_whole_beside_refused_entries_is_request_level() {
+        // Seen from 2.9.9, on one line, the groups in either order, with
+        // a "; " inside the first refusal.
+        let whole = "1 errors like: entry for stream '{a=\"1\", b=\"2\"}' has 6 label names; limit 5";
+        let entries =
+            "10 errors like: Max entry size '2048' bytes exceeded for stream '{a=\"1\"}' while adding \
+                       an entry with length '4000' bytes";
+        for seen in [format!("{whole}; {entries}"), format!("{entries}; {whole}")] {
+            assert_eq!(groups(&seen).len(), 2, "{seen}");
+            assert_eq!(bad_request(&seen), BadRequest::Request, "{seen}");
+        }
+        assert_eq!(
+            bad_request(entries),
+            BadRequest::Entries { refused: vec![(RejectReason::LineTooLong, 10)] }
+        );
+    }
+
+    #[test]
     fn request_level_and_unknown_refusals_keep_the_lines() {
         for m in [
             "couldn't parse labels: 1:5: parse error: unexpected character inside braces: '-'",

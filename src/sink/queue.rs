@@ -31,6 +31,9 @@ pub struct Queued<A> {
     pub acks: Vec<A>,
     /// Its body carries structured metadata.
     pub metadata: bool,
+    /// A piece of a batch cut in two for a receiver's limit (413, a
+    /// repeated 429): never merged again.
+    pub cut: bool,
 }
 
 #[derive(Debug)]
@@ -94,6 +97,40 @@ impl<A> Queue<A> {
         }
     }
 
+    /// Merge the batches behind the front into it while their bodies
+    /// together stay within `max` bytes before compression: a backlog of
+    /// small batches goes in few pushes. Only when none of them is on the
+    /// wire (an answer to the smaller push must not acknowledge the
+    /// merged one). The merged batch keeps every ack, in order. Returns
+    /// how many batches were merged into the front.
+    pub fn coalesce_front(
+        &mut self,
+        max: usize,
+        mut merge: impl FnMut(&Body, &Body) -> Result<Body, String>,
+    ) -> Result<usize, String> {
+        let mut merged = 0;
+        while let (Some(a), Some(b)) = (self.batches.front(), self.batches.get(1)) {
+            if a.cut || b.cut || a.body.uncompressed_len + b.body.uncompressed_len > max {
+                break;
+            }
+            let body = merge(&a.body, &b.body)?;
+            let a = self.pop_front().expect("checked");
+            let b = self.pop_front().expect("checked");
+            let mut acks = a.acks;
+            acks.extend(b.acks);
+            self.push_front(Queued {
+                body,
+                lines: a.lines + b.lines,
+                oldest: a.oldest.min(b.oldest),
+                acks,
+                metadata: a.metadata || b.metadata,
+                cut: false,
+            });
+            merged += 1;
+        }
+        Ok(merged)
+    }
+
     pub fn pop_front(&mut self) -> Option<Queued<A>> {
         let q = self.batches.pop_front()?;
         self.bytes -= q.held();
@@ -144,6 +181,30 @@ impl<A> Queue<A> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn small_batches_behind_the_front_merge_into_it_up_to_the_limit() {
+        let mut q = Queue::new(1 << 20);
+        for i in 0..5u32 {
+            let mut b = batch(1000, vec![i]);
+            b.body.uncompressed_len = 300;
+            q.push_back(b);
+        }
+        let held = q.bytes();
+        let joined = |a: &Body, b: &Body| {
+            let mut bytes = a.bytes.clone();
+            bytes.extend_from_slice(&b.bytes);
+            Ok(Body { bytes, uncompressed_len: a.uncompressed_len + b.uncompressed_len, ..a.clone() })
+        };
+        // 300 + 300 + 300 fits 1000, a fourth would not.
+        assert_eq!(q.coalesce_front(1000, joined), Ok(2));
+        assert_eq!(q.len(), 3);
+        let front = q.front().unwrap();
+        assert_eq!(front.acks, vec![0, 1, 2]);
+        assert_eq!(front.lines, 3);
+        assert_eq!(q.bytes(), held, "the same bytes held");
+        assert_eq!(q.coalesce_front(100, joined), Ok(0));
+    }
+
     /// A batch holding `n` bytes in all, its acks included.
     fn batch(n: usize, acks: Vec<u32>) -> Queued<u32> {
         let body = n - acks.len() * (std::mem::size_of::<u32>() + ACK_HEAP);
@@ -158,6 +219,7 @@ mod tests {
             oldest: Instant::now(),
             acks,
             metadata: true,
+            cut: false,
         }
     }
 

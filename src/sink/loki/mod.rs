@@ -45,6 +45,7 @@ pub mod config;
 pub mod encoding;
 pub mod json;
 pub mod labels;
+pub mod merge;
 pub mod protobuf;
 pub mod push;
 pub mod split;
