@@ -250,13 +250,66 @@ fn entry_level_refusals_drop_only_the_refused_lines_and_never_resend_them() {
         context(&agent, &loki)
     );
     let err = agent.stderr();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("refused")).collect();
+    say(&format!("{test}: the agent said:\n{}", said.join("\n")));
     assert!(
-        err.lines().any(|l| l.contains("line_too_long") && l.contains("it stored the others")),
+        said.iter().any(|l| l.contains("line_too_long") && l.contains("it stored the others")),
         "{test}: the agent did not say that Loki stored the other lines{}",
         context(&agent, &loki)
     );
     watch_health(&agent);
     assert!(unhealthy.is_empty(), "{test}: /healthz was not 200: {unhealthy:?}{}", context(&agent, &loki));
+}
+
+/// The count of entry-level refusals, against what Loki says: 2.9.9
+/// groups equal refusals in one line, `N errors like: <refusal>; M errors
+/// like: <refusal>` (one group per stream and line length), and counts
+/// each refused entry in `loki_discarded_samples_total`. One push of 10
+/// long and 10 short lines over two streams: the agent's
+/// `rejected_lines_total{reason="line_too_long"}` must be the 10 Loki
+/// refused, and its message must not say fewer.
+#[test]
+fn entry_level_refusals_are_counted_as_loki_counts_them() {
+    let test = "answers_entry_level_count";
+    let Some(loki) = Loki::start(test, Variant::V2_9_9, &["-distributor.max-line-size=2KB"]) else { return };
+    let mut s = Scenario::new("answers-count");
+    let agent = s.agent_to(&loki.url(), &["--loki-label", "case=count"], &[]);
+    let sel = "{case=\"count\"}";
+    let id = bare_container(&mut s, ContainerSpec::new("ca"));
+    // Metadata negotiated first (see the test above).
+    s.docker.write(&id, Stream::Stdout, b"ca 0 short");
+    let ok = wait_until(T, Duration::from_millis(200), || {
+        agent.metric(GAUGE) == 0.0 && loki.entries(sel).len() == 1
+    });
+    assert!(ok, "{test}: metadata not negotiated or the first line not stored{}", context(&agent, &loki));
+    for i in 1..=20 {
+        let stream = if i % 2 == 0 { Stream::Stdout } else { Stream::Stderr };
+        let line =
+            if i % 4 < 2 { format!("ca {i} long {}", "L".repeat(3000)) } else { format!("ca {i} short") };
+        s.docker.write(&id, stream, line.as_bytes());
+    }
+    let ok = wait_until(T, Duration::from_millis(200), || {
+        agent.metric("log_capturer_sink_lines_total") >= 21.0
+            && idle(&agent)
+            && loki.discarded().get("line_too_long").copied().unwrap_or(0.0) >= 10.0
+    });
+    assert!(ok, "{test}: not every line answered{}", context(&agent, &loki));
+    let loki_refused = loki.discarded().get("line_too_long").copied().unwrap_or(0.0);
+    let counted = agent.metric(&format!("{REJECTED}{{reason=\"line_too_long\"}}"));
+    let err = agent.stderr();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("line_too_long")).collect();
+    say(&format!(
+        "{test}: Loki refused {loki_refused}, the agent counted {counted}; it said:\n{}",
+        said.join("\n")
+    ));
+    assert_eq!(loki.entries(sel).len(), 11, "{test}: the short lines{}", context(&agent, &loki));
+    assert_eq!(
+        counted,
+        loki_refused,
+        "{test}: {REJECTED}{{reason=\"line_too_long\"}} is {counted}, Loki refused (and said it refused) \
+         {loki_refused}{}",
+        context(&agent, &loki)
+    );
 }
 
 /// `log_capturer_sink_requests_total` by result.
