@@ -426,6 +426,94 @@ fn request_level_refusal_keeps_every_line_until_loki_takes_them() {
     assert_eq!(family_sum(&agent.metrics(), REJECTED), 0.0, "{test}: {REJECTED}{}", context(&agent, &loki));
 }
 
+/// A request-level refusal beside entry-level ones in the same answer:
+/// Loki takes 5 label names and lines of 2 KB; container `ms` has Compose
+/// labels (6 label names: its stream is refused whole), `mp` has 4 and
+/// writes some long lines, all in one push. Loki stores `mp`'s short lines
+/// and nothing of `ms`, and says both in one line (`N errors like: entry
+/// for stream … has 6 label names; limit 5; M errors like: Max entry size
+/// … exceeded …`). `ms`'s lines were not stored and Loki did not say they
+/// were refused for good: they must be kept (the push waits, `/healthz`
+/// 503) and arrive once Loki takes them (restarted without the label
+/// limit).
+#[test]
+fn a_stream_refused_whole_beside_refused_entries_is_kept_not_dropped() {
+    let test = "answers_mixed";
+    let line = "-distributor.max-line-size=2KB";
+    let Some(mut loki) =
+        Loki::start(test, Variant::V2_9_9, &[line, "-validation.max-label-names-per-series=5"])
+    else {
+        return;
+    };
+    let mut s = Scenario::new("answers-mixed");
+    let agent = s.agent_to(&loki.url(), &["--loki-label", "case=mixed"], &[]);
+    let sel = "{case=\"mixed\"}";
+    let plain = bare_container(&mut s, ContainerSpec::new("mp"));
+    let shop = bare_container(
+        &mut s,
+        ContainerSpec::new("ms")
+            .label("com.docker.compose.project", "shop")
+            .label("com.docker.compose.service", "ms"),
+    );
+    s.docker.write(&plain, Stream::Stdout, b"mp 0 short");
+    let ok = wait_until(T, Duration::from_millis(200), || {
+        agent.metric(GAUGE) == 0.0 && loki.entries(sel).len() == 1
+    });
+    assert!(ok, "{test}: metadata not negotiated or the first line not stored{}", context(&agent, &loki));
+    for i in 1..=10 {
+        s.docker.write(&shop, Stream::Stdout, format!("ms {i} short").as_bytes());
+    }
+    for i in 1..=5 {
+        let l =
+            if i % 2 == 1 { format!("mp {i} long {}", "L".repeat(3000)) } else { format!("mp {i} short") };
+        s.docker.write(&plain, Stream::Stdout, l.as_bytes());
+    }
+    // Either the agent keeps the push (refused) or it counts it answered.
+    let refused = |a: &Agent| a.metric("log_capturer_sink_requests_total{result=\"refused\"}");
+    let ok = wait_until(T, Duration::from_millis(200), || {
+        refused(&agent) >= 1.0 || (agent.metric("log_capturer_sink_lines_total") >= 16.0 && idle(&agent))
+    });
+    assert!(ok, "{test}: the push was neither kept nor answered{}", context(&agent, &loki));
+    let m = agent.metrics();
+    let (status, body) = health(&agent);
+    let said: Vec<String> = agent
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("refuse"))
+        .map(|l| l.chars().take(700).collect())
+        .collect();
+    say(&format!(
+        "{test}: after the mixed answer: requests {:?}, lines answered {}, rejected {}, /healthz {status} {:?}; \
+         Loki holds {} of ms, discarded {:?}; the agent said:\n{}",
+        requests(&m),
+        sample(&m, "log_capturer_sink_lines_total"),
+        family_sum(&m, REJECTED),
+        body.chars().take(200).collect::<String>(),
+        loki.entries("{container=\"ms\"}").len(),
+        loki.discarded(),
+        said.join("\n")
+    ));
+
+    // The label limit lifted: what was kept arrives.
+    loki.restart_with(&[line]);
+    let short: Vec<Want> = s.truth().into_iter().filter(|w| w.line.len() <= LOKI_MAX_LINE).collect();
+    let stored = wait_held(&loki, sel, short.len(), &agent, Duration::from_secs(90));
+    let d = compare(&short, &stored);
+    say(&format!("{test}: after the restart without the label limit: {}", d.summary()));
+    assert!(
+        exact(&d),
+        "{test}: want every short line once (ms's 10 too: Loki refused their stream whole, the agent must keep \
+         them): {}{}",
+        d.summary(),
+        context(&agent, &loki)
+    );
+    assert!(
+        refused(&agent) >= 1.0,
+        "{test}: the push with a stream refused whole was not counted refused{}",
+        context(&agent, &loki)
+    );
+}
+
 /// The per-stream rate limit of ANSWERS.md's strict set (100 KB/s, burst
 /// 100 KB) and one container writing 600 KB in about 1.2 s into one
 /// stream: Loki answers 429 and stores part of a push. The agent sends the
