@@ -645,13 +645,12 @@ fn metadata_negotiated_again_after_kill_9_once_per_run_nothing_lost() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_log-capturer");
 
-/// `log-capturer check --json` against `loki` with `extra` flags and no
-/// Docker (its rows fail, which is fine): the rows whose check starts with
-/// `sink`, by check. Killed after 60 s.
-fn check_sink_rows(loki: &Loki, extra: &[&str]) -> BTreeMap<String, Value> {
+/// `log-capturer check` against `loki` with `extra` flags and no Docker
+/// (its rows fail, which is fine): (stdout, stderr). Killed after 60 s.
+fn run_check(loki: &Loki, extra: &[&str]) -> (String, String) {
     let state = TempDir::new("answers-check");
     let child = Command::new(BIN)
-        .args(["check", "--json", "--docker-host", "unix:///nonexistent", "--loki"])
+        .args(["check", "--docker-host", "unix:///nonexistent", "--loki"])
         .arg(loki.url())
         .arg("--state-dir")
         .arg(state.0.join("state"))
@@ -674,10 +673,16 @@ fn check_sink_rows(loki: &Loki, extra: &[&str]) -> BTreeMap<String, Value> {
     });
     let out = child.wait_with_output().unwrap();
     let _ = watchdog.join();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("check --json ({}): {e}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status)
-    });
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `check --json`: the rows whose check starts with `sink`, by check.
+fn check_sink_rows(loki: &Loki, extra: &[&str]) -> BTreeMap<String, Value> {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let (stdout, stderr) = run_check(loki, &args);
+    let rows: Vec<Value> = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("check --json: {e}\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     rows.into_iter()
         .filter(|r| r["check"].as_str().is_some_and(|c| c.starts_with("sink")))
         .map(|r| (r["check"].as_str().unwrap_or_default().to_owned(), r))
@@ -726,6 +731,23 @@ fn check_reports_version_metadata_and_limits_of_real_lokis() {
     expect_row(&r, ver, "INFO", &["2.9.9"], what);
     expect_row(&r, sm, "WARN", &["refused", "allow_structured_metadata"], what);
     expect_row(&r, lim, "OK", &["max_label_names_per_series 30", "max_line_size 256KB"], what);
+
+    // The same rows in the table an operator reads.
+    let (table, _) = run_check(&v299, &[]);
+    let sink_lines: Vec<&str> =
+        table.lines().filter(|l| l.get(8..).is_some_and(|c| c.starts_with("sink"))).collect();
+    say(&format!("{test}: {what}, the table's sink rows:\n{}", sink_lines.join("\n")));
+    for (status, check, word) in [
+        ("OK", "sink ", "answered 204"),
+        ("INFO", "sink: Loki version", "Loki 2.9.9"),
+        ("OK", "sink: Loki limits", "max_label_names_per_series 30"),
+        ("WARN", "sink: structured metadata", "refused"),
+    ] {
+        assert!(
+            sink_lines.iter().any(|l| l.starts_with(status) && l[8..].starts_with(check) && l.contains(word)),
+            "{what}: no table row {status} {check:?} with {word:?}:\n{table}"
+        );
+    }
 
     let what = "2.9.9 defaults, --loki-max-line-bytes 512KiB";
     let r = check_sink_rows(&v299, &["--loki-max-line-bytes", "512KiB"]);
