@@ -62,8 +62,8 @@ test: ## unit and integration tests (the README's test command)
 	$(CARGO) test --locked --workspace
 
 # Part of `make test` too; skipped there without LC_LOKI_DIR.
-test-loki: ## the agent and the Loki double against real Loki 2.8.11/2.9.9 (LC_LOKI_DIR=dir with loki-*.xz, ~2 min)
-	LC_REQUIRE_LOKI=1 $(CARGO) test --locked --test real_loki --test loki_parity
+test-loki: ## the agent and the Loki double against real Loki 2.8.11/2.9.9 (LC_LOKI_DIR=dir with loki-*.xz, ~3.5 min)
+	LC_REQUIRE_LOKI=1 $(CARGO) test --locked --test real_loki --test loki_parity --test real_loki_answers
 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all --check

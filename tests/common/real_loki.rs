@@ -328,6 +328,13 @@ impl Loki {
         self.wait_ready();
     }
 
+    /// [`Loki::restart`] with other extra command-line flags from now on
+    /// (a limit lifted, say): same ports, same data directory.
+    pub fn restart_with(&mut self, flags: &[&str]) {
+        self.flags = flags.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
