@@ -560,11 +560,14 @@ fn run_seed(seed: u64, fault_secs: f64) -> RunResult {
         text.push_str(&format!("timeline (sampled every second):\n{}", timeline(&samples)));
         text.push_str(&format!("the Loki double's last requests:\n{}", last_requests(&run.rig, 25)));
         text.push_str(&format!("the Loki double's stats: {}\n", loki.stats().to_json()));
+        text.push_str(&missing_detail(&run.rig, &c, &samples));
+        let mut full = text.clone();
         for (i, e) in run.stderrs.iter().enumerate() {
             text.push_str(&format!("agent#{i} stderr (last 30 lines):\n{}\n", tail(e, 30)));
+            full.push_str(&format!("agent#{i} stderr:\n{e}\n"));
         }
-        let path = evidence_file("chaos", seed, &text);
-        say(&format!("{text}(kept in {})", path.display()));
+        let path = evidence_file("chaos", seed, &full);
+        say(&format!("{text}(kept, with every agent's whole stderr, in {})", path.display()));
     }
     say(&format!(
         "chaos: seed {seed}: {} in {secs:.0} s; {} lines, {} repeats (allowed), delivered {took:.1?} after the \

@@ -136,7 +136,12 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
     let outside = compared.repeats_outside(&allowed).len();
     let samples = sampler.samples();
     drop(sampler);
-    let ok = drained && compared.missing.is_empty() && compared.unexpected.is_empty() && outside == 0;
+    let ahead = checkpoints_ahead(&rig, &truth, &samples);
+    let ok = drained
+        && compared.missing.is_empty()
+        && compared.unexpected.is_empty()
+        && outside == 0
+        && ahead.is_empty();
     stderrs.push(agent.stderr());
     if !ok {
         let mut text = format!(
@@ -154,6 +159,10 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
                 describe_requests(&rig, &outside_firsts)
             ));
         }
+        for a in ahead.iter().take(5) {
+            text.push_str(&format!("checkpoint ahead of acknowledgements: {a}\n"));
+        }
+        text.push_str(&missing_detail(&rig, &compared, &samples));
         if let Some(w) = wedge(&samples) {
             text.push_str(&format!("{w}\n"));
         }
@@ -161,11 +170,13 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
         text.push_str(&format!("timeline (sampled every second):\n{}", timeline(&samples)));
         text.push_str(&format!("the Loki double's last requests:\n{}", last_requests(&rig, 25)));
         text.push_str(&format!("the Loki double's stats: {}\n", rig.loki.stats().to_json()));
+        let mut full = text.clone();
         for (i, e) in stderrs.iter().enumerate() {
             text.push_str(&format!("agent#{i} stderr (last 40 lines):\n{}\n", tail(e, 40)));
+            full.push_str(&format!("agent#{i} stderr:\n{e}\n"));
         }
-        let path = evidence_file(test, seed, &text);
-        panic!("{text}\n(kept in {})", path.display());
+        let path = evidence_file(test, seed, &full);
+        panic!("{text}\n(kept, with every agent's whole stderr, in {})", path.display());
     }
     say(&format!(
         "{test}: LC_SEED={seed}: {} lines delivered, {} repeats (all within the bound)",

@@ -648,6 +648,43 @@ pub fn evidence_file(test: &str, seed: u64, text: &str) -> PathBuf {
     p
 }
 
+/// For each container with lines missing (at most 4): which lines, how
+/// often its logs were asked for, and where its checkpoint stood over the
+/// run (each distinct position with when it was first read).
+pub fn missing_detail(rig: &Rig, c: &Compared, samples: &[Sample]) -> String {
+    let mut by: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
+    for k in &c.missing {
+        by.entry(k.0.as_str()).or_default().push(k);
+    }
+    let stats = rig.docker.stats();
+    let mut s = String::new();
+    for (name, keys) in by.iter().take(4) {
+        let Some((id, _)) = rig.containers.iter().find(|(_, n)| n == name) else { continue };
+        let seqs: Vec<String> = keys
+            .iter()
+            .take(8)
+            .map(|k| String::from_utf8_lossy(&k.3).split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        s.push_str(&format!(
+            "container {name} ({}): {} missing, first {seqs:?} (ts {}..); {} logs requests\n",
+            &id[..12],
+            keys.len(),
+            keys.first().map_or(0, |k| k.2),
+            stats.logs_requests_by_container.get(id).copied().unwrap_or(0)
+        ));
+        let mut last = None;
+        for x in samples {
+            let Some(cp) = &x.checkpoint else { continue };
+            let pos = cp.newest.get(id).copied();
+            if pos != last {
+                s.push_str(&format!("  t={:.1}s agent#{} checkpoint: {pos:?}\n", x.t, x.generation));
+                last = pos;
+            }
+        }
+    }
+    s
+}
+
 /// Percentile of a sorted list.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
