@@ -201,6 +201,8 @@ pub type Positions = BTreeMap<String, [Option<(i64, u32)>; 3]>;
 pub struct CheckpointSnap {
     pub seq: u64,
     pub newest: Positions,
+    /// Each container's whole resume point, as JSON (for evidence).
+    pub raw: BTreeMap<String, String>,
     pub stored_after: u64,
 }
 
@@ -238,6 +240,25 @@ pub fn read_checkpoint(state: &Path) -> Option<(u64, Positions)> {
         }
     }
     best
+}
+
+/// Each container's resume point in the newer checkpoint copy, as JSON.
+pub fn read_resumes(state: &Path) -> BTreeMap<String, String> {
+    let mut best: (u64, BTreeMap<String, String>) = (0, BTreeMap::new());
+    for name in ["checkpoints.fresh.json", "checkpoints.json"] {
+        let Ok(bytes) = std::fs::read(state.join(name)) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        let seq = v["seq"].as_u64().unwrap_or(0);
+        if seq < best.0 && !best.1.is_empty() {
+            continue;
+        }
+        let m = v["containers"]
+            .as_object()
+            .map(|cs| cs.iter().map(|(id, c)| (id.clone(), c["resume"].to_string())).collect())
+            .unwrap_or_default();
+        best = (seq, m);
+    }
+    best.1
 }
 
 /// GET /metrics without panicking: a wedged or dying agent is what the
@@ -300,6 +321,7 @@ impl Sampler {
                 let checkpoint = read_checkpoint(&state).map(|(seq, newest)| CheckpointSnap {
                     seq,
                     newest,
+                    raw: read_resumes(&state),
                     stored_after: loki.stats().entries_stored,
                 });
                 let sample = Sample {
@@ -677,7 +699,8 @@ pub fn missing_detail(rig: &Rig, c: &Compared, samples: &[Sample]) -> String {
             let Some(cp) = &x.checkpoint else { continue };
             let pos = cp.newest.get(id).copied();
             if pos != last {
-                s.push_str(&format!("  t={:.1}s agent#{} checkpoint: {pos:?}\n", x.t, x.generation));
+                let raw = cp.raw.get(id).map_or("", String::as_str);
+                s.push_str(&format!("  t={:.1}s agent#{} checkpoint: {pos:?} {raw}\n", x.t, x.generation));
                 last = pos;
             }
         }
