@@ -52,7 +52,7 @@ mod common;
 #[path = "common/loki.rs"]
 mod loki;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -242,6 +242,13 @@ fn schedule(seed: u64, fault_secs: f64) -> Schedule {
     Schedule { seed, fault_secs, steps }
 }
 
+/// A state file as read: its seq and positions.
+type StateFile = (u64, Positions);
+
+/// What a stopped agent left: when, its generation, the state file and
+/// each container's resume point as JSON.
+type Left = (f64, usize, Option<StateFile>, BTreeMap<String, String>);
+
 /// What one seed's run found.
 struct RunResult {
     seed: u64,
@@ -271,6 +278,8 @@ struct Run {
     /// Docker's clock offset, and the moments it stepped back.
     offset_s: i64,
     steps_back: Vec<Instant>,
+    /// The state file each stopped agent left: (when, generation, what).
+    left: Vec<Left>,
 }
 
 impl Run {
@@ -323,6 +332,9 @@ impl Run {
                 let _ = a.child.wait();
             }
         }
+        let t = self.rig.t(Instant::now());
+        let state = self.rig.state_dir();
+        self.left.push((t, self.generation, read_checkpoint(&state), read_resumes(&state)));
         self.retire();
         self.start_agent();
     }
@@ -425,6 +437,7 @@ fn run_seed(seed: u64, fault_secs: f64) -> RunResult {
         daemon_down: false,
         offset_s: 0,
         steps_back: Vec::new(),
+        left: Vec::new(),
     };
     // The containers of t=0 exist before the agent: it backfills them.
     let mut heals: Vec<Instant> = Vec::new();
@@ -560,11 +573,22 @@ fn run_seed(seed: u64, fault_secs: f64) -> RunResult {
         text.push_str(&format!("timeline (sampled every second):\n{}", timeline(&samples)));
         text.push_str(&format!("the Loki double's last requests:\n{}", last_requests(&run.rig, 25)));
         text.push_str(&format!("the Loki double's stats: {}\n", loki.stats().to_json()));
+        text.push_str(&missing_detail(&run.rig, &c, &samples));
+        let lost: BTreeSet<&str> = c.missing.iter().map(|k| k.0.as_str()).collect();
+        for (t, g, cp, raw) in &run.left {
+            for (id, name) in run.rig.containers.iter().filter(|(_, n)| lost.contains(n.as_str())) {
+                let pos = cp.as_ref().map(|(seq, m)| (seq, m.get(id)));
+                let r = raw.get(id).map_or("", String::as_str);
+                text.push_str(&format!("  agent#{g} stopped at t={t:.1}s leaving {name} at {pos:?} {r}\n"));
+            }
+        }
+        let mut full = text.clone();
         for (i, e) in run.stderrs.iter().enumerate() {
             text.push_str(&format!("agent#{i} stderr (last 30 lines):\n{}\n", tail(e, 30)));
+            full.push_str(&format!("agent#{i} stderr:\n{e}\n"));
         }
-        let path = evidence_file("chaos", seed, &text);
-        say(&format!("{text}(kept in {})", path.display()));
+        let path = evidence_file("chaos", seed, &full);
+        say(&format!("{text}(kept, with every agent's whole stderr, in {})", path.display()));
     }
     say(&format!(
         "chaos: seed {seed}: {} in {secs:.0} s; {} lines, {} repeats (allowed), delivered {took:.1?} after the \

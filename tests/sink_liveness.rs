@@ -136,7 +136,12 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
     let outside = compared.repeats_outside(&allowed).len();
     let samples = sampler.samples();
     drop(sampler);
-    let ok = drained && compared.missing.is_empty() && compared.unexpected.is_empty() && outside == 0;
+    let ahead = checkpoints_ahead(&rig, &truth, &samples);
+    let ok = drained
+        && compared.missing.is_empty()
+        && compared.unexpected.is_empty()
+        && outside == 0
+        && ahead.is_empty();
     stderrs.push(agent.stderr());
     if !ok {
         let mut text = format!(
@@ -154,6 +159,10 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
                 describe_requests(&rig, &outside_firsts)
             ));
         }
+        for a in ahead.iter().take(5) {
+            text.push_str(&format!("checkpoint ahead of acknowledgements: {a}\n"));
+        }
+        text.push_str(&missing_detail(&rig, &compared, &samples));
         if let Some(w) = wedge(&samples) {
             text.push_str(&format!("{w}\n"));
         }
@@ -161,11 +170,13 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
         text.push_str(&format!("timeline (sampled every second):\n{}", timeline(&samples)));
         text.push_str(&format!("the Loki double's last requests:\n{}", last_requests(&rig, 25)));
         text.push_str(&format!("the Loki double's stats: {}\n", rig.loki.stats().to_json()));
+        let mut full = text.clone();
         for (i, e) in stderrs.iter().enumerate() {
             text.push_str(&format!("agent#{i} stderr (last 40 lines):\n{}\n", tail(e, 40)));
+            full.push_str(&format!("agent#{i} stderr:\n{e}\n"));
         }
-        let path = evidence_file(test, seed, &text);
-        panic!("{text}\n(kept in {})", path.display());
+        let path = evidence_file(test, seed, &full);
+        panic!("{text}\n(kept, with every agent's whole stderr, in {})", path.display());
     }
     say(&format!(
         "{test}: LC_SEED={seed}: {} lines delivered, {} repeats (all within the bound)",
@@ -234,5 +245,56 @@ fn an_early_200_with_connection_close_is_no_acknowledgement_and_loses_nothing() 
         loki::sample(&m, "log_capturer_sink_requests_total{result=\"ok\"}") as usize,
         { rig.loki.requests().iter().filter(|r| r.status / 100 == 2 && r.fault.is_none()).count() },
         "the early 200 was counted as a request that went through: {m:?}"
+    );
+}
+
+/// Found by `make chaos SEED=18007` (a container's first 18 s of lines
+/// never shipped): a stream that sends nothing for two seconds is no proof
+/// that the container wrote nothing before it was asked. Here the first
+/// agent reads lines that Loki refuses (401) until it is stopped, so its
+/// checkpoint says none was delivered; the next agent's first stream of
+/// the container stalls after its head. That must cost a reopen, not the
+/// lines written before it.
+#[test]
+fn a_stalled_stream_before_anything_was_delivered_loses_no_line() {
+    let mut rig = Rig::new("first-stall");
+    rig.loki.inject(lk::Match::Push, lk::Fault::Status(401), u32::MAX);
+    let url = rig.loki.url();
+    let args = ["--loki", &url, "--idle-timeout", "2s", "--loki-batch-wait", "200ms"];
+    let mut agent = start_agent(&rig, &args);
+    let id = rig.start(ContainerSpec::new("early"));
+    for i in 1..=50 {
+        rig.docker.write(&id, common::Stream::Stdout, format!("early {i}").as_bytes());
+    }
+    assert!(
+        rig.loki.wait_until(Duration::from_secs(30), |s| s.status(401) >= 1),
+        "no push came\n{}",
+        agent.stderr()
+    );
+    assert!(agent.stop("TERM").success());
+    rig.loki.clear_faults();
+    // Older than the one-second margin by the time the next agent asks.
+    std::thread::sleep(Duration::from_millis(2500));
+    rig.docker.inject(common::Match::LogsOf(id.clone()), common::Fault::StallAfterHeaders, 1);
+    let asked = rig.docker.stats().logs_requests_by_container.get(&id).copied().unwrap_or(0);
+    agent = start_agent(&rig, &args);
+    // The stalled stream is given up at its 2 s idle deadline and another
+    // opened: wait for that one, then for the lines.
+    assert!(
+        rig.docker.wait_until(Duration::from_secs(30), |s| {
+            s.logs_requests_by_container.get(&id).copied().unwrap_or(0) >= asked + 2
+        }),
+        "the stalled stream was never reopened\n{}",
+        agent.stderr()
+    );
+    let truth = rig.truth();
+    let delivered = rig.loki.wait_until(Duration::from_secs(20), |s| s.entries_stored >= 50);
+    let c = compare(&rig, &truth);
+    assert!(
+        delivered && c.missing.is_empty(),
+        "lines written before a stalled stream were skipped: {}\ncheckpoint: {:?}\nagent stderr:\n{}",
+        c.summary(),
+        read_resumes(&rig.state_dir()),
+        agent.stderr()
     );
 }

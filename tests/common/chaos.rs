@@ -201,6 +201,8 @@ pub type Positions = BTreeMap<String, [Option<(i64, u32)>; 3]>;
 pub struct CheckpointSnap {
     pub seq: u64,
     pub newest: Positions,
+    /// Each container's whole resume point, as JSON (for evidence).
+    pub raw: BTreeMap<String, String>,
     pub stored_after: u64,
 }
 
@@ -238,6 +240,25 @@ pub fn read_checkpoint(state: &Path) -> Option<(u64, Positions)> {
         }
     }
     best
+}
+
+/// Each container's resume point in the newer checkpoint copy, as JSON.
+pub fn read_resumes(state: &Path) -> BTreeMap<String, String> {
+    let mut best: (u64, BTreeMap<String, String>) = (0, BTreeMap::new());
+    for name in ["checkpoints.fresh.json", "checkpoints.json"] {
+        let Ok(bytes) = std::fs::read(state.join(name)) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        let seq = v["seq"].as_u64().unwrap_or(0);
+        if seq < best.0 && !best.1.is_empty() {
+            continue;
+        }
+        let m = v["containers"]
+            .as_object()
+            .map(|cs| cs.iter().map(|(id, c)| (id.clone(), c["resume"].to_string())).collect())
+            .unwrap_or_default();
+        best = (seq, m);
+    }
+    best.1
 }
 
 /// GET /metrics without panicking: a wedged or dying agent is what the
@@ -300,6 +321,7 @@ impl Sampler {
                 let checkpoint = read_checkpoint(&state).map(|(seq, newest)| CheckpointSnap {
                     seq,
                     newest,
+                    raw: read_resumes(&state),
                     stored_after: loki.stats().entries_stored,
                 });
                 let sample = Sample {
@@ -646,6 +668,44 @@ pub fn evidence_file(test: &str, seed: u64, text: &str) -> PathBuf {
     let p = dir.join(format!("{test}-seed{seed}.txt"));
     let _ = std::fs::write(&p, text);
     p
+}
+
+/// For each container with lines missing (at most 4): which lines, how
+/// often its logs were asked for, and where its checkpoint stood over the
+/// run (each distinct position with when it was first read).
+pub fn missing_detail(rig: &Rig, c: &Compared, samples: &[Sample]) -> String {
+    let mut by: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
+    for k in &c.missing {
+        by.entry(k.0.as_str()).or_default().push(k);
+    }
+    let stats = rig.docker.stats();
+    let mut s = String::new();
+    for (name, keys) in by.iter().take(4) {
+        let Some((id, _)) = rig.containers.iter().find(|(_, n)| n == name) else { continue };
+        let seqs: Vec<String> = keys
+            .iter()
+            .take(8)
+            .map(|k| String::from_utf8_lossy(&k.3).split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        s.push_str(&format!(
+            "container {name} ({}): {} missing, first {seqs:?} (ts {}..); {} logs requests\n",
+            &id[..12],
+            keys.len(),
+            keys.first().map_or(0, |k| k.2),
+            stats.logs_requests_by_container.get(id).copied().unwrap_or(0)
+        ));
+        let mut last = None;
+        for x in samples {
+            let Some(cp) = &x.checkpoint else { continue };
+            let pos = cp.newest.get(id).copied();
+            if pos != last {
+                let raw = cp.raw.get(id).map_or("", String::as_str);
+                s.push_str(&format!("  t={:.1}s agent#{} checkpoint: {pos:?} {raw}\n", x.t, x.generation));
+                last = pos;
+            }
+        }
+    }
+    s
 }
 
 /// Percentile of a sorted list.
