@@ -223,7 +223,12 @@ fn schedule(seed: u64, fault_secs: f64) -> Schedule {
                 steps.push((t + down, Step::DaemonUp));
                 Step::DaemonDown
             }
-            6 => Step::Clock { offset_s: rng.between(0, 41) as i64 - 20 },
+            // Without clock steps (LC_CHAOS_CLOCK=0) the same draw keeps
+            // the rest of the schedule the seed's.
+            6 => match (rng.between(0, 41) as i64 - 20, clock_steps()) {
+                (offset_s, true) => Step::Clock { offset_s },
+                (_, false) => Step::Hup,
+            },
             7 => {
                 let name = format!("s{seed}-c{next_container}");
                 next_container += 1;
@@ -598,6 +603,11 @@ fn run_seed(seed: u64, fault_secs: f64) -> RunResult {
         c.repeated.len(),
     ));
     RunResult { seed, failures, recoveries, max_rss_kb, lines: truth.len(), repeats: c.repeated.len(), secs }
+}
+
+/// Docker clock steps in the schedules, unless `LC_CHAOS_CLOCK=0`.
+fn clock_steps() -> bool {
+    env_u64("LC_CHAOS_CLOCK") != Some(0)
 }
 
 fn env_u64(name: &str) -> Option<u64> {
