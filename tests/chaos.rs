@@ -16,8 +16,9 @@
 //!   SIGHUP.
 //!
 //! Then every fault stops and every container is stopped, and the run must
-//! show, within [`DELIVERY_BOUND`] (the backoff cap, 30 s, plus 10 s; the
-//! 401's slow retry is 30 s too):
+//! show, within [`DELIVERY_BOUND`] (40 s: the longest wait between tries,
+//! once 30 s, plus 10 s; now the backoff caps at 5 s and a refused
+//! configuration is tried every 10 s):
 //! - every line Docker holds stored in the Loki double;
 //! - nothing stored that Docker does not hold;
 //! - repeats only of pushes the double stored whose answer the agent
@@ -61,7 +62,7 @@ use chaos_lib::*;
 use common::{wait_until, Agent, ContainerSpec, Fault, Match, Writer};
 use loki_double as lk;
 
-/// The backoff cap (30 s) plus 10 s.
+/// The longest wait between tries when this was written (30 s) plus 10 s.
 const DELIVERY_BOUND: Duration = Duration::from_secs(40);
 /// The sink queue's 16 MiB, the batch being filled, read buffers, and a
 /// debug build's slack.

@@ -328,7 +328,7 @@ fn unauthorized_401_makes_healthz_unhealthy_then_delivers_everything_once_fixed(
     assert!(body.contains("401") || body.to_lowercase().contains("unauthori"), "/healthz says {body:?}");
     assert_eq!(s.loki.stats().entries_stored, 0);
     s.loki.clear_faults();
-    // Retried slowly (every 30 s): allow for one period.
+    // Retried slowly (every 10 s): allow for a period and more.
     assert!(
         s.wait_delivered(0, T + Duration::from_secs(30)),
         "{}",

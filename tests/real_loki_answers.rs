@@ -327,7 +327,7 @@ fn requests(m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
 /// compose_service, case). Every push is refused whole: nothing stored,
 /// nothing dropped, `/healthz` 503 naming the 400. Then Loki is restarted
 /// on the same data directory without the limit: the agent, trying again
-/// every 30 s, delivers every line once.
+/// every 10 s, delivers every line once.
 #[test]
 fn request_level_refusal_keeps_every_line_until_loki_takes_them() {
     let test = "answers_request_level";

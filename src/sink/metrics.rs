@@ -114,7 +114,7 @@ impl SinkMetrics {
             "log_capturer_sink_retries",
             "Pushes sent again, by reason: rate_limited (429), server_error (5xx), connection, timeout \
              (no answer within --sink-timeout), dns (the sink's name did not resolve), refused (the \
-             configuration or the whole request was refused; tried every 30 s), early_answer (answered \
+             configuration or the whole request was refused; tried every 10 s), early_answer (answered \
              before the push was sent whole: not an acknowledgement)",
             retries_family.clone(),
         );

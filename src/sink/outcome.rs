@@ -32,8 +32,10 @@ use std::time::Duration;
 /// Longest wait a `Retry-After` may ask for: a receiver asking for hours
 /// is broken, and the backlog's age is what the operator watches.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-/// Retry interval while the configuration is refused.
-pub const REFUSED_RETRY: Duration = Duration::from_secs(30);
+/// Retry interval while the configuration is refused: it needs an
+/// operator, and once they fixed it the lines flow within this (one
+/// request per period against a receiver that refuses it).
+pub const REFUSED_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
