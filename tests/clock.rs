@@ -228,3 +228,50 @@ fn a_negative_start_since_is_rejected_with_a_message() {
     assert_eq!(agent.metric(INVALID), 1.0);
     assert_eq!(agent.metric(FUTURE), 0.0);
 }
+
+#[test]
+fn lines_dockerd_filtered_out_of_an_open_stream_after_a_step_back_are_shipped() {
+    // dockerd 20.10 filters every line of a stream by its `since`, also
+    // the lines written while it is open. A clock step back that lands
+    // before the open stream's `since` hides the lines stamped between the
+    // two; once the clock passes the `since` again, lines come, stamped
+    // before the newest one shipped (chaos seed 18000).
+    let dir = TempDir::new("clock-back-filtered");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let id = d.create_and_start(ContainerSpec::new("filt"));
+    // No rotation and no idle reopen: the stream open now stays open.
+    let agent = Agent::start(d.socket(), &dir.0, &["--rotate-after", "600s", "--idle-timeout", "600s"]);
+    assert!(one_stream_open(&d, &id), "{}", agent.stderr());
+    // The stream's `since` is no later than this.
+    let opened = now_ns();
+    let before = lines("before", 3);
+    write_all(&d, &id, &before);
+    assert!(wait_for(T, || shipped(&agent, &before)), "{}", agent.stderr());
+    d.set_clock_offset(-60 * 1_000_000_000);
+    let hidden = lines("hidden", 3);
+    write_all(&d, &id, &hidden);
+    // The stepped-back clock reaches the stream's `since` (stamped as it
+    // would stamp them then, without waiting a minute).
+    let after = lines("after", 3);
+    for (i, m) in after.iter().enumerate() {
+        d.write_at(&id, Stream::Stdout, opened + i as i64 + 1, format!("{m}\n").as_bytes());
+    }
+    let all: Vec<String> = before.iter().chain(&hidden).chain(&after).cloned().collect();
+    assert!(
+        wait_for(T, || shipped(&agent, &all)),
+        "lines lost after the step: {:?}\nstderr:\n{}",
+        all.iter().filter(|m| count(&agent, m) == 0).collect::<Vec<_>>(),
+        agent.stderr()
+    );
+    // The stream that saw the step gave way to one from the start of the
+    // log, which drops what was shipped and delivers what was not.
+    assert_eq!(agent.metric(r#"log_capturer_stream_reconnects_total{reason="catchup"}"#), 1.0);
+    let more = lines("more", 2);
+    for (i, m) in more.iter().enumerate() {
+        d.write_at(&id, Stream::Stdout, opened + 10 + i as i64, format!("{m}\n").as_bytes());
+    }
+    assert!(wait_for(T, || shipped(&agent, &more)), "{}", agent.stderr());
+    for m in all.iter().chain(&more) {
+        assert_eq!(count(&agent, m), 1, "{m}\n{}", agent.stderr());
+    }
+}

@@ -108,7 +108,7 @@ impl Agent {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        let Some(resume) = c.resume.as_ref() else {
+        let Some(resume) = c.resume.as_mut() else {
             return;
         };
         let opening = Opening {
@@ -119,6 +119,8 @@ impl Agent {
             log_start: c.log_start,
         };
         let plan = OpenPlan::new(resume, opening, now_ns);
+        // This plan reads from 0 if a refill was due: done (see `Resume::refill`).
+        resume.refill = false;
         c.catchup_next = false;
         let framing = if c.tty { Framing::Raw } else { Framing::Multiplexed };
         let mut stream = LogStreamConfig::new(framing, true);

@@ -209,6 +209,17 @@ pub struct Resume {
     /// the saved state against the clock again.
     #[serde(skip)]
     pub floor: Option<i64>,
+    /// The next stream reads the whole log (`since` 0): a stream opened
+    /// with a later `since` saw the clock step back, and dockerd 20.10
+    /// filters every line of a stream by `since`, so lines stamped after
+    /// the step but before that `since` never came (see
+    /// [`Resume::steps_back`]). One-shot: the plan that reads from 0 clears
+    /// it; should that stream be cut before it passes the newest delivered
+    /// line, the next one sees the step again and sets it again. Not
+    /// saved: a restart vets the checkpoint against Docker's clock, and its
+    /// first stream sees the step again if the vet does not.
+    #[serde(skip)]
+    pub refill: bool,
     /// Read from a checkpoint and not yet checked against the values the
     /// agent writes and Docker's clock (see [`Resume::check_values`]).
     #[serde(skip)]
@@ -270,6 +281,7 @@ impl<'de> Deserialize<'de> for Resume {
             gap: r.gap,
             high: r.high,
             floor: None,
+            refill: false,
             loaded: true,
         })
     }
@@ -285,6 +297,7 @@ impl Resume {
             gap: None,
             high: [None; 3],
             floor: None,
+            refill: false,
             loaded: false,
         }
     }
@@ -414,6 +427,9 @@ impl Resume {
 
     /// The `since` for the next stream, in nanoseconds.
     pub fn since(&self) -> i64 {
+        if self.refill {
+            return 0;
+        }
         let since = match self.last_ts {
             None => self.start_since,
             Some(last) => self.start_since.max(last.saturating_sub(DEFAULT_MARGIN_NS)),
@@ -482,6 +498,26 @@ impl Resume {
         };
         replay.past[s] |= new;
         new
+    }
+
+    /// Whether a line [`Resume::admit`] let through shows that Docker's
+    /// clock stepped back: it is stamped before the newest line delivered
+    /// of its stream, outside a gap. Within a stream dockerd's timestamps
+    /// never decrease otherwise, so it follows the newest line in the log
+    /// and is stamped after a step back.
+    ///
+    /// Then the stream that sent it may have missed lines: dockerd 20.10
+    /// filters every line of a stream by its `since`, also those written
+    /// while it is open, so the lines stamped from the step until that
+    /// `since` were never sent. Nothing the agent holds says where the
+    /// step landed; only a stream from the start of the log reads them
+    /// ([`Resume::refill`]): it drops the lines up to the newest delivered
+    /// one as replays (they precede the step in the log), and delivers
+    /// every line after it, the missed ones included.
+    pub fn steps_back(&self, fp: &Fingerprint) -> bool {
+        let s = fp.slot();
+        let in_gap = self.gap.as_ref().is_some_and(|g| g.until[s].is_some_and(|u| fp.ts <= u.ts));
+        !in_gap && self.newest[s].is_some_and(|n| fp.ts < n.ts)
     }
 
     /// Record a delivered line (one [`Resume::admit`] let through).

@@ -84,7 +84,7 @@ impl OpenPlan {
         // the lines that precede it, out of order.
         let first = resume.last_ts.is_none();
         let whole_log = first && c.log_start.is_some_and(|start| since <= start);
-        let tail = if c.catchup_next || resume.gap.is_some() {
+        let tail = if c.catchup_next || resume.gap.is_some() || resume.refill {
             None
         } else if !first {
             Some(tail_for(c.rate, since, now_ns))
@@ -191,6 +191,18 @@ impl StreamRules {
     fn admit(&mut self, resume: &mut Resume, fp: Fingerprint) -> Verdict {
         if !resume.admit(&fp, &mut self.replay) {
             return Verdict::Replay;
+        }
+        if self.since > 0 && resume.steps_back(&fp) {
+            // Docker's clock stepped back while this stream was open (or
+            // before it opened): lines stamped between the step and our
+            // `since` were filtered out by dockerd. Deliver nothing more
+            // from here, so that the resume point stays before this line,
+            // and read the whole log again: its lines up to the newest
+            // delivered one are replays, every one after it is new. A
+            // stream from 0 filters nothing and delivers on.
+            resume.refill = true;
+            self.catchup = true;
+            return Verdict::CatchUp;
         }
         resume.delivered(fp, &mut self.replay);
         Verdict::Deliver
@@ -506,12 +518,104 @@ mod tests {
 
     #[test]
     fn a_clock_step_back_on_a_live_stream_loses_nothing() {
-        let mut resume = Resume::new(NOW - 60 * S);
-        let (_, mut rules) = open(&resume, NOW);
+        // A stream from the start of the log: dockerd filtered nothing.
         // Once past the newest delivered line, everything on the same
         // connection is new, even stamped earlier.
+        let mut resume = Resume::new(0);
+        let (_, mut rules) = open(&resume, NOW);
         let lines = [(NOW, "1"), (NOW + S, "2"), (NOW - 100 * S, "3 after the step"), (NOW - 99 * S, "4")];
         assert_eq!(feed(&mut rules, &mut resume, &lines), [Verdict::Deliver; 4]);
+    }
+
+    /// The log of a container whose clock stepped back 19 s at NOW + 5 s:
+    /// lines every 100 ms, stderr every third, stamped NOW.. before the
+    /// step and NOW - 14 s.. after it.
+    fn stepped_log() -> (Vec<(i64, StreamId, String)>, usize) {
+        let before = (0..50).map(|i| (NOW + i * S / 10, format!("before {i}")));
+        let after = (0..250).map(|i| (NOW + 5 * S - 19 * S + i * S / 10, format!("after {i}")));
+        let log: Vec<(i64, StreamId, String)> = before
+            .chain(after)
+            .enumerate()
+            .map(|(i, (t, m))| (t, if i % 3 == 2 { StreamId::Stderr } else { StreamId::Stdout }, m))
+            .collect();
+        (log, 50)
+    }
+
+    /// Streams as the loop opens them on `log` as dockerd 20.10 serves it
+    /// (every line, also those written while the stream is open, filtered
+    /// by `since`): until one runs to the end without a catch-up.
+    fn follow(resume: &mut Resume, log: &[(i64, StreamId, String)], now: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut catchup_next = false;
+        for _ in 0..3 {
+            let opening = Opening { running: true, rate: 10.0, catchup_next, ..Default::default() };
+            let plan = OpenPlan::new(resume, opening, now);
+            let mut rules = StreamRules::new(&plan, now);
+            let skip = plan.tail.map_or(0, |t| log.len().saturating_sub(t as usize));
+            for (ts, stream, m) in log[skip..].iter().filter(|l| l.0 >= plan.since) {
+                let r = Record {
+                    timestamp: Some(*ts),
+                    stream: *stream,
+                    message: m.as_bytes(),
+                    truncated: false,
+                    partial: false,
+                };
+                if rules.on_record(resume, &r) == Verdict::Deliver {
+                    out.push(m.clone());
+                }
+            }
+            rules.on_close(resume, Some([None; 3]), true, true, S, now);
+            if !rules.catchup {
+                return out;
+            }
+            catchup_next = true;
+        }
+        panic!("no stream ran to the end");
+    }
+
+    fn each_once(mut got: Vec<String>, log: &[(i64, StreamId, String)]) {
+        let mut want: Vec<String> = log.iter().map(|l| l.2.clone()).collect();
+        got.sort();
+        want.sort();
+        let missing: Vec<&String> = want.iter().filter(|m| !got.contains(m)).collect();
+        assert!(missing.is_empty(), "never delivered: {missing:?}");
+        assert_eq!(got, want, "each line once");
+    }
+
+    #[test]
+    fn lines_dockerd_filtered_out_after_a_step_back_under_an_open_stream_are_read_again() {
+        // Seed 18000 of the chaos driver. A stream opened at NOW + 3.9 s
+        // (a rotation), `since` NOW + 2.9 s: after the step dockerd sends
+        // it only the lines stamped from NOW + 2.9 s on, and the lines from
+        // NOW - 14 s until then are never sent. The next stream (another
+        // rotation) resumes from the newest line, on the new clock: it
+        // does not ask for them either.
+        let (log, step) = stepped_log();
+        let mut resume = Resume::new(NOW - S);
+        let mut out = follow(&mut resume, &log[..40], NOW + 4 * S);
+        assert_eq!(resume.since(), NOW + 29 * S / 10);
+        out.extend(follow(&mut resume, &log, NOW + 12 * S));
+        out.extend(follow(&mut resume, &log, NOW + 15 * S));
+        each_once(out, &log);
+        assert!(log[step].0 < NOW, "(the step is back past the since)");
+    }
+
+    #[test]
+    fn lines_stamped_after_a_step_back_that_followed_a_restart_are_read_again() {
+        // The agent was killed before the step; the restart vetted its
+        // checkpoint (newest line NOW + 1 s) against Docker's clock read
+        // before the step, and opened its stream at NOW + 1 s - margin
+        // after it.
+        let (log, _) = stepped_log();
+        let mut resume = Resume::new(NOW - S);
+        let first = follow(&mut resume, &log[..11], NOW + 2 * S);
+        let json = serde_json::to_string(&resume).unwrap();
+        let mut resume: Resume = serde_json::from_str(&json).unwrap();
+        assert_eq!(resume.vet(Some((NOW + 4 * S, NOW + 7 * S))), Ok(()));
+        let mut out = first;
+        out.extend(follow(&mut resume, &log, NOW + 12 * S));
+        out.extend(follow(&mut resume, &log, NOW + 15 * S));
+        each_once(out, &log);
     }
 
     #[test]
