@@ -27,7 +27,11 @@
 //! clock back (the newest delivered line, not the latest timestamp), and
 //! lines stamped after the newest one but delivered before it (the ones
 //! from before the step) are remembered as the stream's `high` mark so a
-//! later stream does not take them for new.
+//! later stream does not take them for new. A connection opened with a
+//! `since` may not have been sent the lines stamped from the step until
+//! that `since` (dockerd 20.10 filters them out): it stops at the first
+//! line that shows the step, and the next one reads from the start of the
+//! log ([`Resume::steps_back`], [`Resume::refill`]).
 //!
 //! A resume point is only as good as the clock that stamped it: one later
 //! than dockerd's own clock (a checkpoint written before the clock stepped
@@ -502,7 +506,7 @@ impl Resume {
 
     /// Whether a line [`Resume::admit`] let through shows that Docker's
     /// clock stepped back: it is stamped before the newest line delivered
-    /// of its stream, outside a gap. Within a stream dockerd's timestamps
+    /// of its stream (or well before the newest of any), outside a gap. Within a stream dockerd's timestamps
     /// never decrease otherwise, so it follows the newest line in the log
     /// and is stamped after a step back.
     ///
@@ -514,10 +518,21 @@ impl Resume {
     /// ([`Resume::refill`]): it drops the lines up to the newest delivered
     /// one as replays (they precede the step in the log), and delivers
     /// every line after it, the missed ones included.
+    // Runs once per delivered line, like `delivered`.
+    #[inline]
     pub fn steps_back(&self, fp: &Fingerprint) -> bool {
         let s = fp.slot();
         let in_gap = self.gap.as_ref().is_some_and(|g| g.until[s].is_some_and(|u| fp.ts <= u.ts));
-        !in_gap && self.newest[s].is_some_and(|n| fp.ts < n.ts)
+        if in_gap || fp.ts == i64::MIN {
+            return false;
+        }
+        // Below its own stream's newest line; or, for a stream that has
+        // none yet, well below the newest line of any (cross-stream
+        // inversions are far smaller than the margin), unless a line
+        // that old is expected (as in `delivered`).
+        let expected_old = self.open_lines[s].is_some_and(|open| fp.ts >= open) || self.gap.is_some();
+        self.newest[s].is_some_and(|n| fp.ts < n.ts)
+            || (!expected_old && self.last_ts.is_some_and(|l| fp.ts < l.saturating_sub(DEFAULT_MARGIN_NS)))
     }
 
     /// Record a delivered line (one [`Resume::admit`] let through).

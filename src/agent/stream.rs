@@ -601,6 +601,28 @@ mod tests {
     }
 
     #[test]
+    fn a_step_back_shown_first_by_a_stream_with_nothing_delivered_yet_is_read_again() {
+        // Only stdout wrote before the step; the first line the stream is
+        // sent after it (stamped NOW + 2.9 s) is stderr's first: below the
+        // newest stdout line, it shows the step.
+        let (log, step) = stepped_log();
+        let log: Vec<(i64, StreamId, String)> = log
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, _, m))| {
+                let stream =
+                    if i >= step && (i - step) % 3 == 1 { StreamId::Stderr } else { StreamId::Stdout };
+                (t, stream, m)
+            })
+            .collect();
+        let mut resume = Resume::new(NOW - S);
+        let mut out = follow(&mut resume, &log[..40], NOW + 4 * S);
+        out.extend(follow(&mut resume, &log, NOW + 12 * S));
+        out.extend(follow(&mut resume, &log, NOW + 15 * S));
+        each_once(out, &log);
+    }
+
+    #[test]
     fn lines_stamped_after_a_step_back_that_followed_a_restart_are_read_again() {
         // The agent was killed before the step; the restart vetted its
         // checkpoint (newest line NOW + 1 s) against Docker's clock read
