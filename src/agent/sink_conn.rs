@@ -33,6 +33,11 @@ const MIN_BATCH_AFTER_413: usize = 16 << 10;
 /// An idle kept-alive connection is closed after this.
 pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 
+/// How long a `Connection: close` answer waits, after the server's close,
+/// for the reset that tells it had not read the whole push: a server that
+/// half-closes first (shutdown, then close) sends its FIN before the reset.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// The TLS client configuration, built once at start.
 pub(crate) struct TlsSetup {
     pub config: Arc<rustls::ClientConfig>,
@@ -101,6 +106,9 @@ pub(crate) struct SinkConn {
     /// closed it: cleanly, the answer stands; with a reset, the server had
     /// not read the whole push (see [`Agent::sink_read`]).
     pub closing: Option<PushResponse>,
+    /// The server closed after a `closing` answer: a reset may follow
+    /// within [`CLOSE_GRACE`].
+    pub closed: bool,
 }
 
 impl Agent {
@@ -163,6 +171,7 @@ impl Agent {
             reader: ResponseReader::new(),
             sent_at: None,
             closing: None,
+            closed: false,
         }));
         match self.insert_conn(sock, Vec::new(), role) {
             Ok(key) => {
@@ -302,8 +311,19 @@ impl Agent {
                     return;
                 }
                 Ok(Received::Eof) => {
-                    if let Some(resp) = sc.closing.take() {
-                        return self.sink_answered(key, resp, false);
+                    if sc.closing.is_some() {
+                        // Closed after the answer. Once the FIN is in, a
+                        // later reset no longer shows to reads (they keep
+                        // saying EOF), only as the socket's pending error:
+                        // look at it now and at the grace's end.
+                        if conn.sock.take_error().ok().flatten().is_some() {
+                            let resp = sc.closing.take().expect("checked");
+                            return self.sink_answered(key, resp, true);
+                        }
+                        if !std::mem::replace(&mut sc.closed, true) {
+                            self.add_timer(key, Instant::now() + CLOSE_GRACE, ConnTimer::Idle);
+                        }
+                        return;
                     }
                     if sc.sent_at.is_none() {
                         // The server closed an idle kept-alive connection.
@@ -714,6 +734,17 @@ impl Agent {
     }
 
     pub(crate) fn sink_deadline(&mut self, key: usize, kind: ConnTimer) {
+        let closed = match self.conns.get_mut(key) {
+            Some(Conn { role: Role::Sink(sc), sock, .. }) if sc.closed => {
+                sc.closing.take().map(|resp| (resp, sock.take_error().ok().flatten().is_some()))
+            }
+            _ => None,
+        };
+        if let (ConnTimer::Idle, Some((resp, reset))) = (kind, closed) {
+            // The grace is over: closed cleanly, the answer stands; reset
+            // meanwhile, the push was not read whole.
+            return self.sink_answered(key, resp, reset);
+        }
         if kind == ConnTimer::Idle {
             // Idle between pushes: close before the server does.
             self.close_sink_conn(key);

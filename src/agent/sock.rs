@@ -63,7 +63,7 @@ impl Sock {
         .map_err(io::Error::from)
     }
 
-    fn take_error(&self) -> io::Result<Option<io::Error>> {
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Sock::Unix(s) => s.take_error(),
             Sock::Tcp(s) => s.take_error(),
