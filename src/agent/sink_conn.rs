@@ -363,7 +363,8 @@ impl Agent {
         if sink.hedge != Some(key) {
             // The batch limit as it is now: a 413 lowers it.
             let (max, enc) = (sink.batch.limits().max_bytes, sink.cfg.encoding);
-            if let Err(e) = sink.queue.coalesce_front(max, |a, b| crate::sink::loki::merge::merge(a, b, enc))
+            if let Err(e) =
+                sink.queue.coalesce_front(max, |parts| crate::sink::loki::merge::merge(parts, enc))
             {
                 message!("cannot merge queued pushes ({e}); they are sent one by one");
             }

@@ -106,29 +106,35 @@ impl<A> Queue<A> {
     pub fn coalesce_front(
         &mut self,
         max: usize,
-        mut merge: impl FnMut(&Body, &Body) -> Result<Body, String>,
+        merge: impl FnOnce(&[&Body]) -> Result<Body, String>,
     ) -> Result<usize, String> {
-        let mut merged = 0;
-        while let (Some(a), Some(b)) = (self.batches.front(), self.batches.get(1)) {
-            if a.cut || b.cut || a.body.uncompressed_len + b.body.uncompressed_len > max {
+        // How many batches from the front fit together: one merge of all of
+        // them (merging pairwise would decompress the growing front again
+        // for every batch added).
+        let mut n = 0;
+        let mut size = 0;
+        for q in &self.batches {
+            if q.cut || size + q.body.uncompressed_len > max {
                 break;
             }
-            let body = merge(&a.body, &b.body)?;
-            let a = self.pop_front().expect("checked");
-            let b = self.pop_front().expect("checked");
-            let mut acks = a.acks;
-            acks.extend(b.acks);
-            self.push_front(Queued {
-                body,
-                lines: a.lines + b.lines,
-                oldest: a.oldest.min(b.oldest),
-                acks,
-                metadata: a.metadata || b.metadata,
-                cut: false,
-            });
-            merged += 1;
+            size += q.body.uncompressed_len;
+            n += 1;
         }
-        Ok(merged)
+        if n < 2 {
+            return Ok(0);
+        }
+        let body = merge(&self.batches.iter().take(n).map(|q| &q.body).collect::<Vec<_>>())?;
+        let mut parts = (0..n).map(|_| self.pop_front().expect("counted"));
+        let mut merged = parts.next().expect("n >= 2");
+        for q in parts {
+            merged.lines += q.lines;
+            merged.oldest = merged.oldest.min(q.oldest);
+            merged.acks.extend(q.acks);
+            merged.metadata |= q.metadata;
+        }
+        merged.body = body;
+        self.push_front(merged);
+        Ok(n - 1)
     }
 
     pub fn pop_front(&mut self) -> Option<Queued<A>> {
@@ -190,10 +196,10 @@ mod tests {
             q.push_back(b);
         }
         let held = q.bytes();
-        let joined = |a: &Body, b: &Body| {
-            let mut bytes = a.bytes.clone();
-            bytes.extend_from_slice(&b.bytes);
-            Ok(Body { bytes, uncompressed_len: a.uncompressed_len + b.uncompressed_len, ..a.clone() })
+        let joined = |parts: &[&Body]| {
+            let bytes = parts.iter().flat_map(|b| b.bytes.iter().copied()).collect();
+            let uncompressed_len = parts.iter().map(|b| b.uncompressed_len).sum();
+            Ok(Body { bytes, uncompressed_len, ..parts[0].clone() })
         };
         // 300 + 300 + 300 fits 1000, a fourth would not.
         assert_eq!(q.coalesce_front(1000, joined), Ok(2));

@@ -1,4 +1,4 @@
-//! Two queued push bodies as one: after an outage the queue holds many
+//! Queued push bodies as one: after an outage the queue holds many
 //! small batches (each sealed by age while few lines came), and with one
 //! push in flight each costs a round trip and its share of the receiver's
 //! faults. Sending them together drains a backlog in far fewer pushes.
@@ -12,25 +12,29 @@
 use super::encoding::{Body, Encoding};
 use super::split::{gunzip_json, gzip, snappy, unsnappy};
 
-/// `a` then `b`, as one body.
-pub fn merge(a: &Body, b: &Body, encoding: Encoding) -> Result<Body, String> {
+/// `parts` one after the other, as one body (at least one part).
+pub fn merge(parts: &[&Body], encoding: Encoding) -> Result<Body, String> {
+    let first = parts.first().ok_or("nothing to merge")?;
     match encoding {
         Encoding::Protobuf => {
-            let mut plain = unsnappy(a)?;
-            plain.extend_from_slice(&unsnappy(b)?);
-            Ok(snappy(plain, a))
+            let mut plain = Vec::with_capacity(parts.iter().map(|b| b.uncompressed_len).sum());
+            for b in parts {
+                plain.extend_from_slice(&unsnappy(b)?);
+            }
+            Ok(snappy(plain, first))
         }
         Encoding::Json => {
-            let streams = |v: serde_json::Value| match v {
-                serde_json::Value::Object(mut m) => match m.remove("streams") {
-                    Some(serde_json::Value::Array(s)) => Ok(s),
-                    _ => Err("no \"streams\" array".to_owned()),
-                },
-                _ => Err("not a JSON object".to_owned()),
-            };
-            let mut all = streams(gunzip_json(a)?)?;
-            all.extend(streams(gunzip_json(b)?)?);
-            Ok(gzip(&all, a))
+            let mut all = Vec::new();
+            for b in parts {
+                match gunzip_json(b)? {
+                    serde_json::Value::Object(mut m) => match m.remove("streams") {
+                        Some(serde_json::Value::Array(s)) => all.extend(s),
+                        _ => return Err("no \"streams\" array".to_owned()),
+                    },
+                    _ => return Err("not a JSON object".to_owned()),
+                }
+            }
+            Ok(gzip(&all, first))
         }
     }
 }
@@ -71,7 +75,7 @@ mod tests {
         two.push(&a, 3, "a2", false);
         let mut enc = Encoder::new(Encoding::Protobuf);
         let (x, y) = (enc.encode(&one), enc.encode(&two));
-        let m = merge(&x, &y, Encoding::Protobuf).unwrap();
+        let m = merge(&[&x, &y], Encoding::Protobuf).unwrap();
         let mut want = flat_protobuf(&x);
         want.extend(flat_protobuf(&y));
         assert_eq!(flat_protobuf(&m), want);
@@ -87,7 +91,7 @@ mod tests {
         let mut two = PushRequest::new();
         two.push(&a, 2, "a2", false);
         let mut enc = Encoder::new(Encoding::Json);
-        let m = merge(&enc.encode(&one), &enc.encode(&two), Encoding::Json).unwrap();
+        let m = merge(&[&enc.encode(&one), &enc.encode(&two)], Encoding::Json).unwrap();
         let v = gunzip_json(&m).unwrap();
         let streams = v["streams"].as_array().unwrap();
         assert_eq!(streams.len(), 2);
@@ -101,7 +105,8 @@ mod tests {
             Body { bytes: vec![0xff; 9], content_type: "", content_encoding: None, uncompressed_len: 9 };
         let mut enc = Encoder::new(Encoding::Protobuf);
         let good = enc.encode(&PushRequest::new());
-        assert!(merge(&good, &junk, Encoding::Protobuf).is_err());
-        assert!(merge(&junk, &junk, Encoding::Json).is_err());
+        assert!(merge(&[&good, &junk], Encoding::Protobuf).is_err());
+        assert!(merge(&[&junk, &junk], Encoding::Json).is_err());
+        assert!(merge(&[], Encoding::Json).is_err());
     }
 }
