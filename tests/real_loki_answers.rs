@@ -82,10 +82,23 @@ fn idle(agent: &Agent) -> bool {
 /// the agent has had nothing left to send for five seconds in a row (what
 /// is missing then is lost), at most `within`.
 fn wait_held(loki: &Loki, selector: &str, want: usize, agent: &Agent, within: Duration) -> Vec<Stored> {
+    wait_held_paged(loki, selector, want, agent, within, 5000)
+}
+
+/// [`wait_held`] reading `query_range` in pages of `page` entries.
+fn wait_held_paged(
+    loki: &Loki,
+    selector: &str,
+    want: usize,
+    agent: &Agent,
+    within: Duration,
+    page: usize,
+) -> Vec<Stored> {
     let mut idle_since: Option<Instant> = None;
     let mut stored = Vec::new();
+    let now = common::real_loki::now_ns();
     wait_until(within, Duration::from_millis(500), || {
-        stored = loki.entries(selector);
+        stored = loki.entries_paged(selector, now - 2 * 3_600_000_000_000, now + 600_000_000_000, page);
         if stored.len() >= want {
             return true;
         }
@@ -512,6 +525,61 @@ fn a_stream_refused_whole_beside_refused_entries_is_kept_not_dropped() {
         "{test}: the push with a stream refused whole was not counted refused{}",
         context(&agent, &loki)
     );
+}
+
+/// Loki's own gRPC message limit (4 MB; the shipped config raises it to
+/// 100 MB): a push above it is answered 500 `ResourceExhausted … larger
+/// than max`, the same every time. The agent, allowed to merge a backlog
+/// into pushes of 16 MiB, gets a 12 MB backlog (Loki away while the
+/// container writes): it cuts the pushes until they fit and names the
+/// limit. Every line once.
+#[test]
+fn pushes_above_lokis_grpc_limit_are_cut_until_they_fit() {
+    let test = "answers_grpc_limit";
+    let Some(mut loki) =
+        Loki::start(test, Variant::V2_9_9, &["-server.grpc-max-recv-msg-size-bytes=4194304"])
+    else {
+        return;
+    };
+    loki.stop();
+    let mut s = Scenario::new("answers-grpc");
+    let agent =
+        s.agent_to(&loki.url(), &["--loki-label", "case=grpc", "--loki-max-push-bytes", "16MiB"], &[]);
+    let sel = "{case=\"grpc\"}";
+    let w = Writer { lines_per_sec: 6000.0, stderr_every: 0, line_len: 1000, max_lines: Some(12_000) };
+    s.start(vec![ContainerSpec::new("grpc").writer(w)]);
+    assert!(s.wait_written(T), "{test}: the container did not write its lines");
+    let total = s.total() as f64;
+    // All read and queued while Loki is away: the backlog is one merge.
+    let read = wait_until(T, Duration::from_millis(200), || {
+        family_sum(&agent.metrics(), "log_capturer_lines_total") >= total
+    });
+    assert!(read, "{test}: the agent did not read the backlog{}", context(&agent, &loki));
+    loki.restart();
+    // Loki's answers to queries cross the same gRPC limit: pages of 1000
+    // lines of 1 kB.
+    let stored = wait_held_paged(&loki, sel, total as usize, &agent, Duration::from_secs(90), 1000);
+    let d = compare(&s.truth(), &stored);
+    let m = agent.metrics();
+    let said: Vec<String> = agent
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("gRPC"))
+        .map(|l| l.chars().take(400).collect())
+        .collect();
+    say(&format!(
+        "{test}: {}; requests {:?}; the agent said:\n{}",
+        d.summary(),
+        requests(&m),
+        said.join("\n")
+    ));
+    assert!(exact(&d), "{test}: want every line once: {}{}", d.summary(), context(&agent, &loki));
+    assert!(
+        loki.log_tail(usize::MAX).contains("larger than max") || !said.is_empty(),
+        "{test}: no push went above Loki's gRPC limit: the test proves nothing{}",
+        context(&agent, &loki)
+    );
+    assert!(!said.is_empty(), "{test}: the agent did not name Loki's gRPC limit{}", context(&agent, &loki));
 }
 
 /// The per-stream rate limit of ANSWERS.md's strict set (100 KB/s, burst

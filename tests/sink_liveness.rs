@@ -118,7 +118,9 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
         rig.truth().len()
     );
     let truth = rig.truth();
+    let drain_from = rig.t(Instant::now());
     let drained = wait_until(drain(), Duration::from_millis(250), || rig.loki.stats().entries_stored >= n);
+    let drained_at = rig.t(Instant::now());
     let compared = compare(&rig, &truth);
     // Repeats: pushes the double stored before a kill and answered (a late
     // answer counts from when it went out) in the 2 s before it: the push
@@ -179,8 +181,11 @@ fn a_new_users_worst_week_every_line_reaches_loki_and_the_sink_never_wedges() {
         panic!("{text}\n(kept, with every agent's whole stderr, in {})", path.display());
     }
     say(&format!(
-        "{test}: LC_SEED={seed}: {} lines delivered, {} repeats (all within the bound)",
+        "{test}: LC_SEED={seed}: {} lines delivered by t={drained_at:.1}s ({:.1} s of the {:?} drain from \
+         t={drain_from:.1}s), {} repeats (all within the bound)",
         n,
+        drained_at - drain_from,
+        drain(),
         compared.repeated.len()
     ));
 }

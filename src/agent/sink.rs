@@ -154,6 +154,9 @@ pub(crate) struct Sink {
     pub metadata: Metadata,
     /// 429s in a row to the front batch (a second one cuts it in two).
     pub rate_limited: u32,
+    /// The largest push a backlog is merged into: `cfg.max_push` until a
+    /// receiver says a push was too large.
+    pub max_push: usize,
     /// Why metadata is off (for /healthz and `check`), once the sink
     /// refused it.
     pub metadata_off: Option<String>,
@@ -197,6 +200,7 @@ impl Sink {
         batch.set_metadata(metadata == Metadata::On);
         let metrics = SinkMetrics::register(registry);
         metrics.structured_metadata_enabled.set(i64::from(metadata == Metadata::On));
+        let cfg_max_push = cfg.max_push;
         Sink {
             batch,
             members: Vec::new(),
@@ -224,6 +228,7 @@ impl Sink {
             cfg,
             metadata,
             rate_limited: 0,
+            max_push: cfg_max_push,
             metadata_off: None,
         }
     }

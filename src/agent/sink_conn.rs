@@ -359,10 +359,12 @@ impl Agent {
     fn send_push(&mut self, key: usize) {
         let Some(sink) = self.sink.as_mut() else { return };
         // A fresh push (not a hedge's copy of the one on the wire): a
-        // backlog of small batches goes as one.
+        // backlog goes in pushes of up to max_push. One push is in flight
+        // at a time, so a sink behind a slow or failing receiver carries
+        // one push per round trip: batches of --loki-batch-bytes alone
+        // cannot catch up with a node writing near that much per second.
         if sink.hedge != Some(key) {
-            // The batch limit as it is now: a 413 lowers it.
-            let (max, enc) = (sink.batch.limits().max_bytes, sink.cfg.encoding);
+            let (max, enc) = (sink.max_push, sink.cfg.encoding);
             if let Err(e) =
                 sink.queue.coalesce_front(max, |parts| crate::sink::loki::merge::merge(parts, enc))
             {
@@ -625,8 +627,16 @@ impl Agent {
         sink.refused = Some(what);
         if split {
             // Later batches would be refused the same way: make them smaller.
+            // A merged push was too large: merge less first, then cut
+            // batches too.
             let now = sink.batch.limits().max_bytes;
-            sink.batch.set_max_bytes((now / 2).max(MIN_BATCH_AFTER_413));
+            if sink.max_push > now {
+                sink.max_push = (sink.max_push / 2).max(now);
+            } else {
+                let lower = (now / 2).max(MIN_BATCH_AFTER_413);
+                sink.batch.set_max_bytes(lower);
+                sink.max_push = lower;
+            }
         }
         if split && self.split_front(true) {
             // The halves go at once, with backoff if they fail too.

@@ -316,6 +316,16 @@ pub fn of_status(status: u16, message: &str, retry_after: Option<Duration>) -> O
         400 => Outcome::BadRequest(bad_request(message)),
         429 => Outcome::Retry { reason: RetryReason::RateLimited, after },
         408 => Outcome::Retry { reason: RetryReason::Timeout, after },
+        // Loki's distributor hands a push to its ingesters over gRPC; one
+        // above their message limit fails the same way every time.
+        500 if message.contains("received message larger than max") => Outcome::Refused {
+            what: format!(
+                "500{said}: the push is above Loki's gRPC message limit \
+                 (grpc_server_max_recv_msg_size); pushes are cut in two until they fit (raise the \
+                 limit, or lower --loki-max-push-bytes and --loki-batch-bytes)"
+            ),
+            split: true,
+        },
         500..=599 => Outcome::Retry { reason: RetryReason::ServerError, after },
         401 => Outcome::Refused {
             what: format!(
@@ -365,6 +375,10 @@ mod tests {
             Outcome::Retry { reason: RetryReason::ServerError, after: Some(MAX_RETRY_AFTER) }
         );
         assert!(matches!(of_status(413, "", None), Outcome::Refused { split: true, .. }));
+        // Loki 2.9's answer to a push above its ingesters' gRPC limit.
+        let grpc = "rpc error: code = ResourceExhausted desc = grpc: received message larger than max \
+                    (6126535 vs. 4194304)";
+        assert!(matches!(of_status(500, grpc, None), Outcome::Refused { split: true, .. }));
         for s in [301, 401, 403, 404, 405, 422] {
             assert!(matches!(of_status(s, "", None), Outcome::Refused { split: false, .. }), "{s}");
         }

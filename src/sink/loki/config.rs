@@ -87,6 +87,15 @@ pub struct LokiArgs {
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size, requires = "loki")]
     pub loki_batch_bytes: usize,
 
+    /// A backlog of batches (after an outage, behind a slow Loki) goes in
+    /// pushes of up to this size (encoded, before compression; never below
+    /// --loki-batch-bytes), so it drains in few round trips. Loki refuses a
+    /// push above its gRPC message limit (grpc_server_max_recv_msg_size,
+    /// 4 MB by default) with 500 "larger than max": the push is then cut
+    /// in two and this limit halved.
+    #[arg(long, value_name = "BYTES", default_value = "3MiB", value_parser = parse_size, requires = "loki")]
+    pub loki_max_push_bytes: usize,
+
     /// Send a batch at the latest this long after its first line.
     #[arg(
         long,
@@ -201,6 +210,9 @@ pub struct LokiConfig {
     /// Extra headers, (name, value), checked.
     pub headers: Vec<(String, String)>,
     pub limits: Limits,
+    /// The largest push a backlog is merged into (at least
+    /// `limits.max_bytes`).
+    pub max_push: usize,
     pub queue_bytes: usize,
     pub timeout: Duration,
     /// `None`: no hedged pushes.
@@ -322,6 +334,7 @@ impl LokiConfig {
             tenant: a.loki_tenant.clone(),
             auth,
             headers,
+            max_push: a.loki_max_push_bytes.clamp(limits.max_bytes, crate::sink::loki::batch::MAX_LIMIT),
             limits,
             queue_bytes: a.sink_queue_bytes,
             timeout: a.sink_timeout,
