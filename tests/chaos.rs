@@ -27,9 +27,11 @@
 //!   (the push in flight, and up to one 800 ms checkpoint period of
 //!   acknowledged lines) or in the second before an outage or a dropped
 //!   connection; and, after Docker's clock steps back, whatever was stored
-//!   up to 10 s after the step (the agent reads the container's whole
-//!   retained log again when its next stream opens, within --rotate-after,
-//!   on purpose: `src/agent/clock.rs`);
+//!   up to 10 s after the step, a window made longer by every moment
+//!   Docker or the sink was away in it, plus 5 s each (the agent reads the
+//!   container's whole retained log again when its next stream opens,
+//!   within --rotate-after, on purpose: `src/agent/clock.rs`; those lines
+//!   reach the sink once both are back);
 //! - checkpoints never ahead of acknowledgements: the state file, read
 //!   every second while the agent runs, never puts a container past a line
 //!   the double had not stored at that moment;
@@ -284,6 +286,10 @@ struct Run {
     /// Docker's clock offset, and the moments it stepped back.
     offset_s: i64,
     steps_back: Vec<Instant>,
+    /// When the sink (outage, 401) or Docker (daemon down) was away: a
+    /// re-read after a step back waits for both. (start, end); an open
+    /// end closes when the faults stop.
+    away: Vec<(Instant, Option<Instant>)>,
     /// The state file each stopped agent left: (when, generation, what).
     left: Vec<Left>,
 }
@@ -345,6 +351,33 @@ impl Run {
         self.start_agent();
     }
 
+    /// The oldest absence still open ends now. (The schedule pairs them:
+    /// an outage ends with a resume, a 401 with its fix, a daemon down
+    /// with up; which of the open ones ends matters not for the union.)
+    fn back(&mut self) {
+        if let Some(a) = self.away.iter_mut().find(|(_, end)| end.is_none()) {
+            a.1 = Some(Instant::now());
+        }
+    }
+
+    /// Until when pushes may repeat what was stored before a step back at
+    /// `at`: the re-read comes when the next stream opens (within
+    /// --rotate-after, 5 s, and a retry or two: 10 s), and every moment
+    /// Docker or the sink was away in that window delays it as long, plus
+    /// a backoff cap (5 s) to notice the return.
+    fn reread_until(&self, at: Instant, calm: Instant) -> Instant {
+        let mut end = at + Duration::from_secs(10);
+        let mut spans: Vec<(Instant, Instant)> =
+            self.away.iter().map(|(a, b)| (*a, b.unwrap_or(calm))).collect();
+        spans.sort();
+        for (a, b) in spans {
+            if a < end && b > at {
+                end += b.saturating_duration_since(a.max(at)) + Duration::from_secs(5);
+            }
+        }
+        end
+    }
+
     fn step(&mut self, step: &Step, rng: &mut Rng) {
         let (docker, loki) = (self.rig.docker.clone(), self.rig.loki.clone());
         match step {
@@ -359,9 +392,11 @@ impl Run {
             Step::DockerFault(m, f, n) => docker.inject(m.clone(), f.clone(), *n),
             Step::DaemonDown => {
                 self.daemon_down = true;
+                self.away.push((Instant::now(), None));
                 docker.daemon_down()
             }
             Step::DaemonUp => {
+                self.back();
                 docker.daemon_up();
                 self.daemon_down = false;
                 if self.agent.is_none() {
@@ -391,15 +426,25 @@ impl Run {
             ),
             Step::Outage => {
                 self.lossy.push((Instant::now(), Duration::from_secs(1)));
+                self.away.push((Instant::now(), None));
                 loki.outage()
             }
-            Step::Resume => loki.resume().unwrap(),
+            Step::Resume => {
+                self.back();
+                loki.resume().unwrap()
+            }
             Step::DropConnections => {
                 self.lossy.push((Instant::now(), Duration::from_secs(1)));
                 loki.drop_connections()
             }
-            Step::Unauthorized => loki.inject(lk::Match::Push, lk::Fault::Status(401), u32::MAX),
-            Step::Authorized => loki.clear_faults(),
+            Step::Unauthorized => {
+                self.away.push((Instant::now(), None));
+                loki.inject(lk::Match::Push, lk::Fault::Status(401), u32::MAX)
+            }
+            Step::Authorized => {
+                self.back();
+                loki.clear_faults()
+            }
             Step::Kill9 => self.stop_agent("KILL"),
             Step::Term => self.stop_agent("TERM"),
             Step::Hup => self.signal("HUP"),
@@ -443,6 +488,7 @@ fn run_seed(seed: u64, fault_secs: f64) -> RunResult {
         daemon_down: false,
         offset_s: 0,
         steps_back: Vec::new(),
+        away: Vec::new(),
         left: Vec::new(),
     };
     // The containers of t=0 exist before the agent: it backfills them.
@@ -510,10 +556,10 @@ fn run_seed(seed: u64, fault_secs: f64) -> RunResult {
         allowed.extend(stored_before(&run.rig, *at, *w));
     }
     // After a step back the agent reads a container's whole retained log
-    // again, on purpose (src/agent/clock.rs), when its next stream opens:
-    // within --rotate-after (5 s) and a retry or two.
+    // again, on purpose (src/agent/clock.rs), when its next stream opens.
     for at in &run.steps_back {
-        allowed.extend(reqs.iter().filter(|r| r.at <= *at + Duration::from_secs(10)).map(|r| r.seq));
+        let until = run.reread_until(*at, calm);
+        allowed.extend(reqs.iter().filter(|r| r.at <= until).map(|r| r.seq));
     }
     let outside = c.repeats_outside(&allowed);
     if !outside.is_empty() {

@@ -275,3 +275,36 @@ fn lines_dockerd_filtered_out_of_an_open_stream_after_a_step_back_are_shipped() 
         assert_eq!(count(&agent, m), 1, "{m}\n{}", agent.stderr());
     }
 }
+
+#[test]
+fn a_forward_step_of_dockers_clock_is_not_taken_for_a_step_back() {
+    // The stream's head carried a `Date` before the step; the lines after
+    // it are stamped 17 s later. The next stream resumes from them: they
+    // show Docker's clock, the old `Date` does not (chaos seed 4).
+    let dir = TempDir::new("clock-fwd-step");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    let id = d.create_and_start(ContainerSpec::new("fwd"));
+    let agent = Agent::start(d.socket(), &dir.0, &["--rotate-after", "1s"]);
+    assert!(one_stream_open(&d, &id), "{}", agent.stderr());
+    let rotations = || agent.metric(r#"log_capturer_stream_rotations_total{reason="age"}"#);
+    let early = lines("early", 3);
+    write_all(&d, &id, &early);
+    assert!(wait_for(T, || shipped(&agent, &early)), "{}", agent.stderr());
+    // Step right after a rotation, so that the stream open now had its
+    // head (its `Date`) before the step and rotates after it.
+    let seen = rotations();
+    assert!(wait_for(T, || rotations() > seen), "no rotation: {}", agent.stderr());
+    d.set_clock_offset(17 * 1_000_000_000);
+    let late = lines("late", 3);
+    write_all(&d, &id, &late);
+    assert!(wait_for(T, || shipped(&agent, &late)), "{}", agent.stderr());
+    let seen = rotations();
+    assert!(wait_for(T, || rotations() > seen + 1.0), "no rotation: {}", agent.stderr());
+    let more = lines("more", 3);
+    write_all(&d, &id, &more);
+    assert!(wait_for(T, || shipped(&agent, &more)), "{}", agent.stderr());
+    assert_eq!(agent.metric(FUTURE), 0.0, "{}", agent.stderr());
+    for m in early.iter().chain(&late).chain(&more) {
+        assert_eq!(count(&agent, m), 1, "{m}\n{}", agent.stderr());
+    }
+}

@@ -736,9 +736,6 @@ impl Agent {
     }
 
     fn inspect_done(&mut self, id: &str, result: Result<Response, ExchangeError>) {
-        if let Ok(r) = &result {
-            self.docker_clock.observe(r.head.date);
-        }
         let body = match result {
             Ok(r) => r.body,
             Err(ExchangeError::Status(404, _)) => return self.forget(id),
@@ -889,9 +886,13 @@ impl Agent {
     }
 
     fn api_finished(&mut self, key: usize, result: Result<Response, ExchangeError>) {
+        let gen = self.conns.get(key).map_or(0, |c| c.gen);
         let Some(Role::Api { call, .. }) = self.close_conn(key) else {
             return;
         };
+        if let Ok(r) = &result {
+            self.docker_clock.observe(r.head.date, gen);
+        }
         self.api_result(call, result);
     }
 

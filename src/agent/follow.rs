@@ -46,6 +46,9 @@ struct Delivery<'a> {
     /// When these bytes were read (a batch's age counts from its first
     /// line): one clock read per read, not per line.
     now: Instant,
+    /// The latest timestamp among the lines read: evidence of Docker's
+    /// clock ([`crate::agent::clock::DockerClock::observe_line`]).
+    latest_ts: Option<i64>,
 }
 
 impl Delivery<'_> {
@@ -57,6 +60,9 @@ impl Delivery<'_> {
                 return;
             }
         };
+        if let Some(ts) = rec.timestamp {
+            self.latest_ts = Some(self.latest_ts.map_or(ts, |l| l.max(ts)));
+        }
         // The resume point before this line is what a checkpoint records
         // while the sink holds the line (and none before it is pending).
         let before = match &mut self.sink {
@@ -166,7 +172,8 @@ impl Agent {
         key: usize,
         feed: impl FnOnce(&mut ResponseDecoder, &mut Delivery<'_>) -> R,
     ) -> Option<R> {
-        let Agent { conns, containers, output, metrics, checkpoints, sink, .. } = self;
+        let Agent { conns, containers, output, metrics, checkpoints, sink, docker_clock, next_gen, .. } =
+            self;
         let Role::Logs(lc) = &mut conns.get_mut(key)?.role else { return None };
         let c = containers.get_mut(&lc.id)?;
         let Container { id, resume, identity_json, acked, sink: c_sink, .. } = c;
@@ -183,8 +190,12 @@ impl Agent {
             metrics,
             delivered: false,
             now: Instant::now(),
+            latest_ts: None,
         };
         let r = feed(dec, &mut delivery);
+        if let Some(ts) = delivery.latest_ts {
+            docker_clock.observe_line(ts, delivery.now, *next_gen);
+        }
         if delivery.delivered && !with_sink {
             checkpoints.dirty = true;
         }
@@ -240,7 +251,7 @@ impl Agent {
         };
         let Role::Logs(lc) = &conn.role else { return };
         let ok = lc.dec.head().is_some_and(|h| h.is_success());
-        self.docker_clock.observe(lc.dec.head().and_then(|h| h.date));
+        self.docker_clock.observe(lc.dec.head().and_then(|h| h.date), conn.gen);
         let id = lc.id.clone();
         self.cancel_timer(key, ConnTimer::Head);
         if !ok {
