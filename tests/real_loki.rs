@@ -4,7 +4,9 @@
 //! agent and a restart of Loki itself; then what Loki stored, read back with
 //! `query_range`, against what Docker holds: every line once, Docker's
 //! nanosecond timestamp, the documented labels, and the metadata where Loki
-//! keeps it. One more test runs real containers on the private dockerd.
+//! keeps it. The same, with real busybox containers of the private dockerd
+//! (2.9.9 in both encodings, 2.8.11 in JSON, v13 with metadata), checked
+//! against `docker logs -t`.
 //!
 //! The agent negotiates structured metadata (`--loki-structured-metadata`,
 //! default `auto`): on a refusal it resends the batch without it and keeps
@@ -23,7 +25,7 @@ mod real_docker;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::real_loki::{Loki, Stored, Variant};
+use common::real_loki::{say, Loki, Stored, Variant};
 use common::{wait_until, Agent, ContainerSpec, TempDir};
 use loki::*;
 
@@ -338,39 +340,53 @@ fn rfc3339_parses_dockers_timestamps() {
     assert_eq!(rfc3339_ns("2000-03-01T00:00:00.000000001Z"), Some(951_868_800_000_000_001));
 }
 
-/// Real busybox containers on the private dockerd into Loki 2.9.9 with its
-/// defaults: every line `docker logs -t` holds, once, with its timestamp
-/// and stream.
-#[test]
-fn real_dockerd_containers_into_loki_2_9_9_every_line_once() {
+/// Real busybox containers on the private dockerd into a real Loki,
+/// through a `kill -9` of the agent (a third of the way) and a restart of
+/// Loki (two thirds): every line `docker logs -t` holds, once, with its
+/// timestamp and stream. `gauge`: the structured-metadata gauge wanted at
+/// the end (0 where that Loki refuses it).
+fn real_dockerd_into(test: &str, short: &str, variant: Variant, enc: &str, gauge: f64) {
     use real_docker::*;
-    let test = "real_dockerd_into_loki_2_9_9";
     let Some(d) = daemon(test) else { return };
-    let Some(loki) = Loki::start(test, Variant::V2_9_9, &[]) else { return };
-    let g = Group::new(&d, "rloki");
+    let Some(mut loki) = Loki::start(test, variant, &[]) else { return };
+    let t0 = Instant::now();
+    let g = Group::new(&d, short);
     let dir = TempDir::new("real-loki-dockerd");
     let label = g.label();
     let url = loki.url();
-    let agent = Agent::start_sink(
-        &d.socket,
-        &dir.0,
-        &[
-            "--include-label",
-            &label,
-            "--loki",
-            &url,
-            "--loki-batch-wait",
-            "200ms",
-            "--loki-label",
-            "enc=real",
-        ],
-        &[],
-    );
+    let args = [
+        "--include-label",
+        &label,
+        "--loki",
+        &url,
+        "--loki-encoding",
+        enc,
+        "--loki-batch-wait",
+        "200ms",
+        "--loki-label",
+        "enc=real",
+    ];
+    let mut agent = Agent::start_sink(&d.socket, &dir.0, &args, &[]);
     wait_docker_up(&agent);
+    // 4 containers × 2000 lines at 250/s: 8 s of writing.
     let total = 2000;
     let names: Vec<String> = (0..4)
-        .map(|k| g.run(&format!("r{k}"), &[], &numbered(&g.name(&format!("r{k}")), total, 500)))
+        .map(|k| g.run(&format!("r{k}"), &[], &numbered(&g.name(&format!("r{k}")), total, 250)))
         .collect();
+    let all = (names.len() as u64 * total) as f64;
+    let answered = |a: &Agent| a.metric("log_capturer_sink_lines_total");
+    let ok = wait_until(T, Duration::from_millis(100), || answered(&agent) >= all / 3.0);
+    assert!(ok, "{test}: fewer than a third of the lines answered\n{}", agent.stderr());
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    let before = agent.stderr();
+    agent = Agent::start_sink(&d.socket, &dir.0, &args, &[]);
+    // Two thirds read by the new agent (it starts from its checkpoint):
+    // Loki goes down and comes back on the same data directory.
+    let read = |a: &Agent| family_sum(&a.metrics(), "log_capturer_lines_total");
+    let ok = wait_until(T, Duration::from_millis(100), || read(&agent) >= all / 3.0);
+    assert!(ok, "{test}: the restarted agent read little\n{}", agent.stderr());
+    loki.restart();
     assert!(wait_exited(&d, &names, Duration::from_secs(240)), "containers did not finish");
     let want = names.len() * total as usize;
     let stored = wait_held(&loki, "{enc=\"real\"}", want, &agent);
@@ -418,12 +434,38 @@ fn real_dockerd_containers_into_loki_2_9_9_every_line_once() {
             .collect();
         assert!(
             missing.is_empty() && repeated.is_empty() && wrong.is_empty() && mine.len() == total as usize,
-            "{n}: {} stored of {total}; first missing {missing:?}, repeated {repeated:?}, wrong {wrong:?}\n\
-             agent stderr:\n{}\nLoki's log:\n{}",
+            "{test} {n}: {} stored of {total}; first missing {missing:?}, repeated {repeated:?}, wrong {wrong:?}\n\
+             first agent's stderr:\n{before}\nagent stderr:\n{}\nLoki's log:\n{}",
             mine.len(),
             agent.stderr(),
             loki.log_tail(15)
         );
     }
-    assert_eq!(agent.metric(GAUGE), 0.0, "{GAUGE} after Loki 2.9.9 refused metadata\n{}", agent.stderr());
+    assert_eq!(agent.metric(GAUGE), gauge, "{test}: {GAUGE}\n{}", agent.stderr());
+    say(&format!(
+        "{test}: {want} lines of 4 real containers, every one once, in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    ));
+}
+
+#[test]
+fn real_dockerd_containers_into_loki_2_9_9_every_line_once() {
+    real_dockerd_into("real_dockerd_into_loki_2_9_9", "rl99p", Variant::V2_9_9, "protobuf", 0.0);
+}
+
+#[test]
+fn real_dockerd_containers_into_loki_2_9_9_json_every_line_once() {
+    real_dockerd_into("real_dockerd_into_loki_2_9_9_json", "rl99j", Variant::V2_9_9, "json", 0.0);
+}
+
+/// 2.8's JSON decoder cannot read metadata: refused whole, then sent
+/// without it.
+#[test]
+fn real_dockerd_containers_into_loki_2_8_11_json_every_line_once() {
+    real_dockerd_into("real_dockerd_into_loki_2_8_11_json", "rl28j", Variant::V2_8_11, "json", 0.0);
+}
+
+#[test]
+fn real_dockerd_containers_into_loki_2_9_9_v13_with_metadata_every_line_once() {
+    real_dockerd_into("real_dockerd_into_loki_2_9_9_v13", "rl13p", Variant::V2_9_9_V13, "protobuf", 1.0);
 }
