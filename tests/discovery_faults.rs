@@ -212,3 +212,41 @@ fn a_checkpoint_with_an_invalid_id_is_ignored() {
     assert_eq!(lines_with(&agent, "ignored 1 checkpoint"), 1, "{}", agent.stderr());
     assert_eq!(d.stats().non_get_requests, 0);
 }
+
+/// A container that starts while the container list is on its way is
+/// followed: the list is a snapshot from before it, the events stream
+/// names it, and the list must not make the agent forget it (it did: no
+/// other event comes for a running container, so it was never followed;
+/// `make test` under load hit it at start-up, a container created right
+/// after the agent connected). The double makes its list when the request
+/// arrives and holds it 3 s, as a busy dockerd may.
+#[test]
+fn a_container_started_while_the_list_is_under_way_is_followed() {
+    let dir = TempDir::new("disc-race");
+    let d = Double::start(Config::in_temp_dir()).unwrap();
+    d.inject(Match::List, Fault::Delay(Duration::from_secs(3)), 1);
+    let agent = Agent::start(d.socket(), &dir.0, &[]);
+    assert!(
+        d.wait_until(T, |s| s.list_requests_total >= 1 && s.events_streams_open >= 1),
+        "no list taken\n{}",
+        agent.stderr()
+    );
+    let ra = d.create_and_start(ContainerSpec::new("ra"));
+    let rb = d.create_and_start(ContainerSpec::new("rb"));
+    // Both streams open and the list answered: only the events stream and
+    // the two log streams are left connected (the list's connection stays
+    // open until its answer goes, 3 s after the request).
+    let settled = d.wait_until(T, |s| s.log_streams_open == 2 && s.connections_open == 3);
+    assert!(settled, "streams not open or the list never answered: {:?}\n{}", d.stats(), agent.stderr());
+    d.write(&ra, Stream::Stdout, b"ra after the list");
+    d.write(&rb, Stream::Stdout, b"rb after the list");
+    assert!(
+        wait_for(T, || delivered(&agent, "ra", "ra after the list")
+            && delivered(&agent, "rb", "rb after the list")),
+        "lines written after the list did not arrive: {} of 2 containers followed\n{}",
+        agent.metric("log_capturer_containers_followed"),
+        agent.stderr()
+    );
+    let listed = agent.metric("log_capturer_containers_followed") == 2.0;
+    assert!(listed, "{} of 2 followed\n{}", agent.metric("log_capturer_containers_followed"), agent.stderr());
+}

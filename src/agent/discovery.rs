@@ -62,6 +62,9 @@ pub(crate) enum ApiCall {
 /// breaks, its backoff starts over. One that breaks sooner (closed right
 /// after its head, say) keeps backing off, however often it opens.
 const EVENTS_STABLE: Duration = Duration::from_secs(10);
+/// Container ids remembered from events while a list is in flight (a
+/// list takes milliseconds; dockerd buffers 1 024 events per subscriber).
+const MAX_SEEN_WHILE_LISTING: usize = 4096;
 /// While a discovery call keeps failing, at most one message this often.
 const SAY_EVERY: Duration = Duration::from_secs(30);
 /// Invalid container ids: said once, then at most this often.
@@ -91,6 +94,14 @@ pub(crate) struct Discovery {
     listing: bool,
     /// A list is due: the events stream (re)opened, or the last list failed.
     list_wanted: bool,
+    /// Containers the events stream named while a list was in flight: the
+    /// list is a snapshot from when it was sent, and must not make the
+    /// agent forget a container that started after it (it would never be
+    /// followed: no other event comes for it). Bounded: past
+    /// [`MAX_SEEN_WHILE_LISTING`] the list forgets nothing and another is
+    /// taken.
+    seen_while_listing: HashSet<String>,
+    seen_overflow: bool,
     recovered_says: Limiter,
     ids_says: Limiter,
 }
@@ -110,6 +121,8 @@ impl Default for Discovery {
             events_up_since: None,
             listing: false,
             list_wanted: false,
+            seen_while_listing: HashSet::new(),
+            seen_overflow: false,
             recovered_says: Limiter::new(SAY_EVERY),
             ids_says: Limiter::new(SAY_IDS_EVERY),
         }
@@ -507,6 +520,14 @@ impl Agent {
         if !is_container_id(&id) {
             return self.invalid_id("the events stream", &id);
         }
+        let d = &mut self.docker.discovery;
+        if d.listing {
+            if d.seen_while_listing.len() < MAX_SEEN_WHILE_LISTING {
+                d.seen_while_listing.insert(id.clone());
+            } else {
+                d.seen_overflow = true;
+            }
+        }
         if ev.action_is("die") {
             self.container_died(&id);
         } else if ev.action_is("start") {
@@ -570,7 +591,12 @@ impl Agent {
         let path = self.docker.api.list();
         let role = Role::Api { call: ApiCall::List, ex: Exchange::with_cap(MAX_LIST_BODY) };
         match self.open_conn(&path, role) {
-            Ok(_) => self.docker.discovery.listing = true,
+            Ok(_) => {
+                let d = &mut self.docker.discovery;
+                d.listing = true;
+                d.seen_while_listing.clear();
+                d.seen_overflow = false;
+            }
             Err(e) => {
                 self.connect_error(&e);
                 self.list_failed(DiscoveryError::Conn(format!("cannot connect: {e}")));
@@ -635,13 +661,22 @@ impl Agent {
     fn list_taken(&mut self, list: Vec<ContainerSummary>) {
         let first_run = std::mem::replace(&mut self.checkpoints.first_run, false);
         let present: HashSet<&str> = list.iter().map(|c| c.id.as_str()).collect();
-        // Checkpoints of containers destroyed while we were away.
+        let d = &mut self.docker.discovery;
+        let seen = std::mem::take(&mut d.seen_while_listing);
+        let overflow = std::mem::replace(&mut d.seen_overflow, false);
+        if overflow {
+            // Too many events to tell which the list predates: forget
+            // nothing now, trust the next list.
+            d.list_wanted = true;
+        }
+        // Checkpoints of containers destroyed while we were away; not
+        // those the events stream named after the list was sent.
         let gone: Vec<String> = self
             .checkpoints
             .loaded
             .keys()
             .chain(self.containers.keys())
-            .filter(|id| !present.contains(id.as_str()))
+            .filter(|id| !overflow && !present.contains(id.as_str()) && !seen.contains(id.as_str()))
             .cloned()
             .collect();
         for id in gone {

@@ -253,6 +253,10 @@ pub enum Fault {
     /// the container still runs (a decode error inside dockerd). Other
     /// endpoints answer normally.
     CloseAfter(Duration),
+    /// Make the whole answer when the request arrives (a list is a snapshot
+    /// of that moment, as dockerd's is), send it this long later. Streams
+    /// (logs, events) answer normally.
+    Delay(Duration),
     /// Answer 200 with `Content-Type: application/json` and exactly these
     /// bytes as the body (`Content-Length`): a garbage or hostile body.
     Body(Vec<u8>),

@@ -55,6 +55,9 @@ enum Phase {
     Events(EventCursor),
     /// A fault: keep the connection open and send nothing more.
     Hold,
+    /// A whole answer, made when the request came, waits in `held` for its
+    /// timer (`Fault::Delay`).
+    Delayed,
     /// Send what is in `out`, then close.
     CloseAfterFlush,
 }
@@ -67,6 +70,8 @@ struct Conn {
     inbuf: Vec<u8>,
     out: Vec<u8>,
     out_pos: usize,
+    /// A delayed answer (`Phase::Delayed`).
+    held: Vec<u8>,
     phase: Phase,
     /// The request asked for `Connection: close` (or was HTTP/1.0).
     close_after: bool,
@@ -89,6 +94,8 @@ struct Conn {
 struct Plan {
     sys_err: Option<String>,
     close_after: Option<Duration>,
+    /// Hold a whole answer this long before sending it.
+    delay: Option<Duration>,
 }
 
 pub(crate) struct Server {
@@ -285,6 +292,7 @@ impl Server {
                         inbuf: Vec::new(),
                         out: Vec::new(),
                         out_pos: 0,
+                        held: Vec::new(),
                         phase: Phase::Idle,
                         close_after: false,
                         eof: false,
@@ -353,7 +361,7 @@ impl Server {
                 // The client left: dockerd ends the stream (it treats even
                 // a half-close so).
                 Phase::Logs(_) | Phase::Events(_) | Phase::Hold => keep = false,
-                Phase::Reply => conn.close_after = true,
+                Phase::Reply | Phase::Delayed => conn.close_after = true,
                 Phase::Idle | Phase::CloseAfterFlush => {}
             }
         }
@@ -463,7 +471,7 @@ impl Server {
                     conn.phase = Phase::Idle;
                 }
                 Phase::CloseAfterFlush => return false,
-                Phase::Hold => return true,
+                Phase::Hold | Phase::Delayed => return true,
                 Phase::Logs(cur) => match st.render_logs(cur, &mut conn.out) {
                     Step::Wrote => {}
                     Step::Ended => {
@@ -579,6 +587,10 @@ impl Server {
             match &mut conn.phase {
                 Phase::Logs(cur) => cur.expired = true,
                 Phase::Events(cur) => cur.expired = true,
+                Phase::Delayed => {
+                    conn.out = std::mem::take(&mut conn.held);
+                    conn.phase = Phase::Reply;
+                }
                 _ => {}
             }
             let keep = self.drive_conn(idx, &mut conn, st);
@@ -663,6 +675,7 @@ impl Server {
                 None => return,
             }
         }
+        let delay = plan.delay;
         let srv = st.server();
         match route {
             Route::Ping => http::ping(&mut conn.out, &srv, head_ping),
@@ -690,6 +703,11 @@ impl Server {
             Route::Events => self.events(idx, conn, &req, api, plan, st),
             Route::NotFound => http::error(&mut conn.out, &srv, 404, "page not found"),
         }
+        if let (Some(d), Phase::Reply) = (delay, &conn.phase) {
+            conn.held = std::mem::take(&mut conn.out);
+            conn.phase = Phase::Delayed;
+            self.timers.push(Reverse((Instant::now() + d, idx, conn.serial)));
+        }
     }
 
     /// Apply a fault. Returns what is left for the normal handler, or None
@@ -712,11 +730,15 @@ impl Server {
             Fault::Status(code, msg) => http::error(&mut conn.out, &st.server(), code, &msg),
             Fault::SystemErr(msg) => {
                 if logs_key.is_some() {
-                    return Some(Plan { sys_err: Some(msg), close_after: None });
+                    return Some(Plan { sys_err: Some(msg), ..Plan::default() });
                 }
                 http::error(&mut conn.out, &st.server(), 500, &msg);
             }
-            Fault::CloseAfter(d) => return Some(Plan { sys_err: None, close_after: streaming.then_some(d) }),
+            Fault::CloseAfter(d) => {
+                return Some(Plan { close_after: streaming.then_some(d), ..Plan::default() })
+            }
+            // Streams are not delayed (their heads go at once).
+            Fault::Delay(d) => return Some(Plan { delay: (!streaming).then_some(d), ..Plan::default() }),
             Fault::Body(body) => http::json(&mut conn.out, &st.server(), 200, &body, usize::MAX),
             Fault::HugeBody(n) => {
                 let mut body = vec![b' '; n.max(2)];
