@@ -51,6 +51,12 @@ struct Knobs {
     outage_kind: String,
     queue: String,
     only: Vec<String>,
+    /// The real-rate runs: (containers, lines/s each).
+    rates: Vec<(usize, f64)>,
+    rate_secs: Duration,
+    /// Extra agent flags for the real-rate runs (`SINK_RATE_ARGS`, split
+    /// on spaces), e.g. to compare `--read-coalesce` values.
+    rate_args: Vec<String>,
     out: PathBuf,
 }
 
@@ -82,7 +88,13 @@ fn knobs() -> Knobs {
         outage_warm: Duration::from_secs(knob("SINK_OUTAGE_WARM_SECS", "10")),
         outage_kind,
         queue: knob("SINK_QUEUE_BYTES", "16MiB"),
-        only: knob_list("SINK_ONLY", "throughput,outage", |s| Some(s.to_owned())),
+        only: knob_list("SINK_ONLY", "throughput,outage,rates", |s| Some(s.to_owned())),
+        rates: knob_list("SINK_RATES", "20x20,20x65,20x500,500x20,500x65", |s| {
+            let (n, r) = s.split_once('x')?;
+            Some((n.parse().ok()?, r.parse().ok()?))
+        }),
+        rate_secs: Duration::from_secs(knob("SINK_RATE_SECS", "20")),
+        rate_args: knob::<String>("SINK_RATE_ARGS", "").split_whitespace().map(str::to_owned).collect(),
         out: std::env::var_os("SINK_OUT").map_or(results, PathBuf::from),
     }
 }
@@ -435,12 +447,106 @@ fn outage(tmp: &Scratch, k: &Knobs, failures: &mut Vec<String>) -> Option<Outage
     Some(o)
 }
 
+// ---- real rates ----------------------------------------------------------
+
+/// One real-rate run: what the agent spends per line when containers write
+/// at a steady rate (not a backlog), and how late lines reach Loki.
+pub struct RateRun {
+    pub n: usize,
+    pub rate: f64,
+    pub lines: u64,
+    pub cpu_s_per_m: f64,
+    pub p50_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+    pub args: String,
+}
+
+/// `n` containers writing `rate` lines/s each (the double's own writers)
+/// into the Loki double; after the streams open and 2 s of warm-up, agent
+/// CPU and the lines stored over `k.rate_secs`, and the latency from each
+/// line's Docker timestamp to its arrival in the double.
+fn rates(tmp: &Scratch, k: &Knobs, n: usize, rate: f64, failures: &mut Vec<String>) -> Option<RateRun> {
+    let what = format!("rates N={n} {rate}/s {}", k.rate_args.join(" "));
+    let dir = tmp.run(&format!("rates-{n}-{rate}"));
+    let d = docker();
+    let l = loki(SocketAddr::from(([127, 0, 0, 1], 0))).expect("start the Loki double");
+    let w =
+        docker_double::Writer { lines_per_sec: rate, stderr_every: 10, line_len: LINE_LEN, max_lines: None };
+    for i in 1..=n {
+        d.create_and_start(docker_double::ContainerSpec::new(format!("c{i:05}")).writer(w.clone()));
+    }
+    let mut args = vec!["--loki".to_owned(), l.url()];
+    args.extend(k.rate_args.iter().cloned());
+    let a = Child::start(d.socket(), &dir, &args);
+    if !all_streams_open(&a, &d, n, Duration::from_secs(180)) {
+        failures.push(format!("{what}: streams did not all open in 180 s; agent: {}", a.tail(3)));
+        return None;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (s0, (cpu0, _)) = (l.stats(), proc::sched(a.pid));
+    std::thread::sleep(k.rate_secs);
+    let (s1, (cpu1, _)) = (l.stats(), proc::sched(a.pid));
+    let lines = s1.entries_stored - s0.entries_stored;
+    let mut window = s1.clone();
+    for (w, b) in window.latency_ms.iter_mut().zip(s0.latency_ms.iter().chain(std::iter::repeat(&0))) {
+        *w -= b;
+    }
+    let expect = (n as f64 * rate * k.rate_secs.as_secs_f64()) as u64;
+    if lines < expect * 8 / 10 {
+        failures.push(format!("{what}: {lines} lines stored in the window, {expect} written"));
+    }
+    let status = a.stop();
+    if !status.contains("exit status: 0") {
+        failures.push(format!("{what}: agent exit: {status}"));
+    }
+    let r = RateRun {
+        n,
+        rate,
+        lines,
+        cpu_s_per_m: (cpu1 - cpu0).as_secs_f64() / (lines.max(1) as f64 / 1e6),
+        p50_ms: window.latency_quantile_ms(0.5),
+        p99_ms: window.latency_quantile_ms(0.99),
+        args: k.rate_args.join(" "),
+    };
+    log(format!(
+        "{what}: {lines} lines in {:?}, {:.1} agent CPU s per million lines, latency p50 {:?} ms, p99 {:?} ms",
+        k.rate_secs, r.cpu_s_per_m, r.p50_ms, r.p99_ms
+    ));
+    Some(r)
+}
+
+fn rates_table(runs: &[RateRun]) -> String {
+    let mut t = String::from(
+        "| containers | lines/s each | agent flags | lines stored | agent CPU s per M lines | latency p50 ms | p99 ms |\n\
+         | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    for r in runs {
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {} | {} |\n",
+            r.n,
+            r.rate,
+            if r.args.is_empty() { "(defaults)" } else { &r.args },
+            r.lines,
+            r.cpu_s_per_m,
+            ms(r.p50_ms),
+            ms(r.p99_ms)
+        ));
+    }
+    t
+}
+
 // ---- main ----------------------------------------------------------------
 
 fn main() {
     let k = knobs();
     // The doubles hold a descriptor per connection the agent opens.
-    let want_fds = k.ns.iter().chain([&k.outage_n]).max().map_or(0, |&n| n as u64 + 256);
+    let want_fds =
+        k.ns.iter()
+            .chain([&k.outage_n])
+            .chain(k.rates.iter().map(|(n, _)| n))
+            .max()
+            .map_or(0, |&n| n as u64 + 256);
     let got_fds = docker_double::raise_fd_limit(u64::MAX).unwrap_or(0);
     assert!(got_fds >= want_fds, "ulimit -n is {got_fds}, the bench needs {want_fds}");
     std::fs::create_dir_all(&k.out).expect("create the results directory");
@@ -459,7 +565,20 @@ fn main() {
         }
     }
     let out = if want("outage") { outage(&tmp, &k, &mut failures) } else { None };
-    let text = summary::markdown(&runs, out.as_ref(), &k.queue, started.elapsed(), &failures);
+    let mut rate_runs = Vec::new();
+    if want("rates") {
+        for &(n, rate) in &k.rates {
+            rate_runs.extend(rates(&tmp, &k, n, rate, &mut failures));
+        }
+    }
+    let mut text = summary::markdown(&runs, out.as_ref(), &k.queue, started.elapsed(), &failures);
+    if !rate_runs.is_empty() {
+        text.push_str(&format!(
+            "\n## Real rates ({} s windows)\n\n{}",
+            k.rate_secs.as_secs(),
+            rates_table(&rate_runs)
+        ));
+    }
     std::fs::write(k.out.join("summary.md"), &text).expect("write summary.md");
     std::fs::write(k.out.join("runs.csv"), summary::csv(&runs)).expect("write runs.csv");
     println!("{text}");

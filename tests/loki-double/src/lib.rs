@@ -287,6 +287,42 @@ pub struct Stats {
     /// Bodies that did not decompress or decode (answered 400).
     pub decode_errors: u64,
     pub faults_fired: u64,
+    /// Stored entries by how long after their timestamp they arrived:
+    /// index = whole milliseconds, the last slot everything from
+    /// [`LATENCY_SLOTS`] - 1 ms on (and entries stamped ahead of this
+    /// clock count as 0).
+    pub latency_ms: Vec<u64>,
+}
+
+/// Slots of [`Stats::latency_ms`]: 1 ms each up to 10 s.
+pub const LATENCY_SLOTS: usize = 10_001;
+
+impl Stats {
+    /// The latency at quantile `q` (0..=1) of the stored entries, in ms,
+    /// or None before any.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.latency_ms.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (ms, n) in self.latency_ms.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(ms as u64);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn record_latency(&mut self, ns: i64) {
+        if self.latency_ms.is_empty() {
+            self.latency_ms = vec![0; LATENCY_SLOTS];
+        }
+        let ms = usize::try_from(ns.max(0) / 1_000_000).unwrap_or(usize::MAX).min(LATENCY_SLOTS - 1);
+        self.latency_ms[ms] += 1;
+    }
 }
 
 impl Stats {

@@ -210,6 +210,7 @@ impl State {
                 }
                 self.stats.entries_stored += 1;
                 self.stats.bytes_stored += e.line.len() as u64;
+                self.stats.record_latency((now_ns - i128::from(ts)).clamp(0, i128::from(i64::MAX)) as i64);
                 if self.keep {
                     self.entries.push(Entry {
                         labels: name.clone(),
