@@ -671,6 +671,11 @@ impl Resume {
 
     /// Whether a line seen on the connection `replay` is new (deliver it)
     /// rather than one delivered before.
+    // Runs once per line, like `delivered`: inlined into the delivery loop
+    // it saves 37 instructions a line (benches/callgrind.sh), and the
+    // compiler stopped doing it unasked once fingerprints said which hash
+    // they hold.
+    #[inline]
     pub fn admit(&mut self, fp: &Fingerprint, replay: &mut Replay) -> bool {
         let s = fp.slot();
         if let Some(g) = self.gap.as_mut() {
