@@ -25,6 +25,17 @@
 //!
 //! The directory is created 0700 and the files in it 0600, whatever the
 //! umask: whoever can write the checkpoints decides what is shipped.
+//!
+//! Two versions: `version` changes only with a layout older agents cannot
+//! read (they refuse such a file, and the operator has to move it away:
+//! streams then restart from now). `fingerprint_hash` says which hash the
+//! fingerprints hold ([`FINGERPRINT_HASH`]); older agents ignore it and
+//! compare their own hash, so after a downgrade the line at each resume
+//! point is shipped again (one per stream, a few more in a gap being
+//! filled), and nothing is lost. A file without it holds FNV-1a
+//! fingerprints, which are converted as their lines come again
+//! ([`Resume::convert_fnv1a`]): an upgrade neither repeats nor loses a
+//! line.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -34,7 +45,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::resume::Resume;
+use crate::agent::resume::{Resume, FINGERPRINT_HASH};
 
 /// The durable copy (the only one agents before the fresh copy read).
 pub const FILE_NAME: &str = "checkpoints.json";
@@ -47,6 +58,11 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateFile {
     pub version: u32,
+    /// Absent in files of earlier versions: their fingerprints hold FNV-1a.
+    /// A later value (a newer agent's) is read as this one: those hashes
+    /// then match no line, which costs repeats, never a loss.
+    #[serde(default = "fnv1a_era")]
+    pub fingerprint_hash: u32,
     /// When the agent first ran with this state directory (ns since epoch).
     /// Containers created before it and never seen are not backfilled.
     pub first_run_at: i64,
@@ -304,6 +320,10 @@ pub fn boot_id() -> Option<String> {
     fs::read_to_string(BOOT_ID).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
+fn fnv1a_era() -> u32 {
+    1
+}
+
 /// A checkpoint file, or None if there is none.
 fn read_state(path: &Path) -> anyhow::Result<Option<StateFile>> {
     let bytes = match fs::read(path) {
@@ -311,7 +331,7 @@ fn read_state(path: &Path) -> anyhow::Result<Option<StateFile>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let state: StateFile = serde_json::from_slice(&bytes).with_context(|| {
+    let mut state: StateFile = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "{} is not a valid checkpoint file; move it away to start over (streams then restart from now)",
             path.display()
@@ -324,6 +344,11 @@ fn read_state(path: &Path) -> anyhow::Result<Option<StateFile>> {
             state.version
         );
     }
+    if state.fingerprint_hash < FINGERPRINT_HASH {
+        for c in state.containers.values_mut() {
+            c.resume.mark_fnv1a();
+        }
+    }
     Ok(Some(state))
 }
 
@@ -331,7 +356,10 @@ fn read_state(path: &Path) -> anyhow::Result<Option<StateFile>> {
 /// [`entry`]s and [`trailer`].
 pub fn header(out: &mut Vec<u8>, first_run_at: i64, boot_id: Option<&str>, seq: u64) {
     out.extend_from_slice(
-        format!("{{\"version\":{FORMAT_VERSION},\"first_run_at\":{first_run_at},").as_bytes(),
+        format!(
+            "{{\"version\":{FORMAT_VERSION},\"fingerprint_hash\":{FINGERPRINT_HASH},\"first_run_at\":{first_run_at},"
+        )
+        .as_bytes(),
     );
     if let Some(b) = boot_id {
         out.extend_from_slice(b"\"boot_id\":");
@@ -438,6 +466,35 @@ mod tests {
         replace(dir.join(FILE_NAME), br#"{"version":1,"first_run_at":5,"containers":{}}"#);
         let old = store.load(Some("b1")).unwrap().unwrap();
         assert_eq!((old.first_run_at, old.seq, old.boot_id), (5, 0, None));
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fingerprints_of_files_before_fingerprint_hash_hold_fnv1a() {
+        use crate::agent::resume::HashFn;
+        let dir = tmpdir("hashfn");
+        let store = CheckpointStore::open(&dir).unwrap();
+        let resume = r#"{"start_since":0,"last_ts":9,"newest":[null,[9,1,0,5],{"ts":8,"stream":2,"occ":0,"hash":6,"fn":"fnv1a"}]}"#;
+        let hash_fns = |file: &str| {
+            fs::write(dir.join(FILE_NAME), file.replace("RESUME", resume)).unwrap();
+            let state = store.load(None).unwrap().unwrap();
+            let r = &state.containers["abc"].resume;
+            (r.newest.map(|f| f.map(|f| f.hash_fn)), r.fnv1a)
+        };
+        let fnv1a = Some(HashFn::Fnv1a);
+        let before = r#"{"version":1,"first_run_at":5,"containers":{"abc":{"name":"web","resume":RESUME}}}"#;
+        assert_eq!(hash_fns(before), ([None, fnv1a, fnv1a], true));
+        let now = r#"{"version":1,"fingerprint_hash":2,"first_run_at":5,"containers":{"abc":{"name":"web","resume":RESUME}}}"#;
+        assert_eq!(hash_fns(now), ([None, Some(HashFn::Words), fnv1a], true));
+        // What this agent writes says so.
+        save(&store, Some("b1"), 1, 7, true);
+        let written = fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        assert!(
+            written.starts_with(&format!(r#"{{"version":1,"fingerprint_hash":{FINGERPRINT_HASH},"#)),
+            "{written}"
+        );
+        assert_eq!(store.load(None).unwrap().unwrap().fingerprint_hash, FINGERPRINT_HASH);
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -56,16 +56,30 @@ pub const DEFAULT_MARGIN_NS: i64 = 1_000_000_000;
 
 /// Identifies a delivered line: its timestamp, stream, its index among the
 /// lines of that stream with the same timestamp (dockerd's clock can repeat),
-/// and a hash of its length and ends (cheap on megabyte lines; the first
-/// three fields already identify the line, the hash guards against a
-/// miscount).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "(i64, u8, u32, u64)", from = "FingerprintRepr")]
+/// and a hash of its length and ends ([`message_hash`]: the first three
+/// fields already identify the line, the hash guards against a miscount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "FingerprintRepr")]
 pub struct Fingerprint {
     pub ts: i64,
     pub stream: u8,
     pub occ: u32,
     pub hash: u64,
+    /// Not always [`message_hash`]: a checkpoint of an earlier agent holds
+    /// FNV-1a hashes, which stay until their line is seen again
+    /// ([`Resume::convert_fnv1a`]).
+    pub hash_fn: HashFn,
+}
+
+/// The function behind a fingerprint's hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashFn {
+    /// [`message_hash`].
+    #[default]
+    Words,
+    /// [`fnv1a_message_hash`], in checkpoints without `fingerprint_hash`.
+    Fnv1a,
 }
 
 impl Fingerprint {
@@ -77,34 +91,159 @@ impl Fingerprint {
     fn slot(&self) -> usize {
         usize::from(self.stream).min(2)
     }
+
+    /// Whether the hashes say it is the same text. Hashes of two functions
+    /// never match: a line whose FNV-1a matched a stored one was converted
+    /// before it was judged, so an FNV-1a hash still stored is another
+    /// line's, as FNV-1a itself would have found.
+    fn same_text(&self, other: &Fingerprint) -> bool {
+        self.hash == other.hash && self.hash_fn == other.hash_fn
+    }
 }
 
 /// A fingerprint in a checkpoint: `[ts, stream, occ, hash]`, or the object
-/// form the first checkpoints used.
+/// form the first checkpoints used, which is also how a fingerprint that
+/// still holds an FNV-1a hash is written (`"fn":"fnv1a"`; agents before
+/// `fingerprint_hash` read it and ignore `fn`, and it is right for them).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum FingerprintRepr {
     Array(i64, u8, u32, u64),
-    Object { ts: i64, stream: u8, occ: u32, hash: u64 },
+    Object {
+        ts: i64,
+        stream: u8,
+        occ: u32,
+        hash: u64,
+        #[serde(default, rename = "fn")]
+        hash_fn: HashFn,
+    },
 }
 
 impl From<FingerprintRepr> for Fingerprint {
     fn from(r: FingerprintRepr) -> Self {
         match r {
-            FingerprintRepr::Array(ts, stream, occ, hash)
-            | FingerprintRepr::Object { ts, stream, occ, hash } => Fingerprint { ts, stream, occ, hash },
+            FingerprintRepr::Array(ts, stream, occ, hash) => {
+                Fingerprint { ts, stream, occ, hash, hash_fn: HashFn::Words }
+            }
+            FingerprintRepr::Object { ts, stream, occ, hash, hash_fn } => {
+                Fingerprint { ts, stream, occ, hash, hash_fn }
+            }
         }
     }
 }
 
-impl From<Fingerprint> for (i64, u8, u32, u64) {
-    fn from(f: Fingerprint) -> Self {
-        (f.ts, f.stream, f.occ, f.hash)
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match self.hash_fn {
+            HashFn::Words => (self.ts, self.stream, self.occ, self.hash).serialize(s),
+            HashFn::Fnv1a => {
+                let mut o = s.serialize_struct("Fingerprint", 5)?;
+                o.serialize_field("ts", &self.ts)?;
+                o.serialize_field("stream", &self.stream)?;
+                o.serialize_field("occ", &self.occ)?;
+                o.serialize_field("hash", &self.hash)?;
+                o.serialize_field("fn", "fnv1a")?;
+                o.end()
+            }
+        }
     }
 }
 
-/// FNV-1a over the length and the first and last 32 bytes of a message.
+/// Which hash the fingerprints of a checkpoint hold: `fingerprint_hash` in
+/// the file. Files without it (every agent before) hold
+/// [`fnv1a_message_hash`]; each of their fingerprints is converted when its
+/// line comes again ([`Resume::convert_fnv1a`]). Any change to
+/// [`message_hash`] (its values are pinned in the tests) bumps it, and
+/// keeps the function it replaces to convert from.
+pub const FINGERPRINT_HASH: u32 = 2;
+
+/// The hash in a line's fingerprint: its length, the truncated flag, and
+/// its first and last 32 bytes (all of it up to 64 bytes), read 8 bytes at
+/// a time, each word folded in by a bijective mixer.
+///
+/// What the resume logic relies on. Hashes are compared only between
+/// lines of one stream stamped in the same nanosecond, never to order
+/// lines: at the newest delivered line's place (a match drops the line as
+/// its replay, a mismatch delivers it), at a gap's first delivered line
+/// (a match ends the gap of that stream there), and at the first line of
+/// each stream of a `tail` window (a match proves the window reaches back;
+/// a mismatch reads again without `tail`). So:
+/// - Equal lines hash alike, in every run and on every machine: the hashes
+///   are saved in checkpoints. Nothing but the bytes goes in (no seed,
+///   little-endian reads, the length as a u64).
+/// - A false mismatch costs a repeated line or a reread; a false match can
+///   lose lines: another line of the group dropped as the newest one's
+///   replay, or a window or gap taken to be aligned when it is not, and
+///   the new lines after it taken for replays.
+///
+/// Why the length and the ends suffice: the timestamp and index already
+/// identify the line, and the hash is compared only where they could be
+/// wrong, against another line of the same stream and nanosecond (a
+/// coarse clock, or a `tail` window begun inside such a group). Two lines
+/// of such a group with the same length, flag and first and last 32 bytes
+/// that differ only in between are taken for each other: that is the
+/// price of reading 64 bytes of a megabyte line, and FNV-1a over the same
+/// bytes paid it too. Otherwise:
+/// - Lines whose words read are the same but whose length or flag differ
+///   never collide (the last step is a bijection of the length word); nor
+///   do lines of one length and flag that differ only within one of the
+///   words read (every step is a bijection of the state). Up to 64 bytes
+///   every byte is read; from 65 on, bytes 32 to `len - 33` are not.
+/// - Other pairs collide with a probability of about 2^-64. Text crafted to
+///   collide is easy (the mixer is public and invertible), but it only
+///   makes the agent drop lines of the container that writes it, which
+///   could as well not write them.
 pub fn message_hash(msg: &[u8], truncated: bool) -> u64 {
+    let n = msg.len();
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut eat = |w: u64| h = mix(h ^ w);
+    // Overlapping reads cover every byte of a short message in a few words
+    // (the length, folded in last, tells the overlaps apart).
+    if n >= 32 {
+        for at in [0, 8, 16, 24, n - 32, n - 24, n - 16, n - 8] {
+            eat(word(msg, at));
+        }
+    } else if n >= 16 {
+        for at in [0, 8, n - 16, n - 8] {
+            eat(word(msg, at));
+        }
+    } else if n >= 8 {
+        eat(word(msg, 0));
+        eat(word(msg, n - 8));
+    } else {
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(msg);
+        eat(u64::from_le_bytes(w));
+    }
+    mix(h ^ ((n as u64) << 1 | u64::from(truncated)))
+}
+
+/// The 8 bytes of `msg` at `at`, little-endian whatever the machine.
+#[inline(always)]
+fn word(msg: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&msg[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// A bijection of u64 in which every input bit reaches every output bit:
+/// xor-shifts and odd multipliers, each invertible (the constants are
+/// SplitMix64's finalizer, David Stafford's "Mix13").
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The hash of every agent before [`FINGERPRINT_HASH`] 2: FNV-1a, a byte
+/// at a time, over the length, the truncated flag and the bytes
+/// [`message_hash`] reads. Kept to convert their checkpoints; do not change
+/// it (its values are pinned in the tests).
+pub fn fnv1a_message_hash(msg: &[u8], truncated: bool) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -144,7 +283,13 @@ impl Replay {
         let slot = &mut self.last[(rec.stream as usize).min(2)];
         let occ = if slot.0 == ts { slot.1 + 1 } else { 0 };
         *slot = (ts, occ);
-        Fingerprint { ts, stream: rec.stream as u8, occ, hash: message_hash(rec.message, rec.truncated) }
+        Fingerprint {
+            ts,
+            stream: rec.stream as u8,
+            occ,
+            hash: message_hash(rec.message, rec.truncated),
+            hash_fn: HashFn::Words,
+        }
     }
 
     /// Whether any line was fingerprinted on this connection yet.
@@ -228,6 +373,11 @@ pub struct Resume {
     /// agent writes and Docker's clock (see [`Resume::check_values`]).
     #[serde(skip)]
     pub loaded: bool,
+    /// Some fingerprint may still hold an FNV-1a hash: until none does,
+    /// each line is checked against them ([`Resume::convert_fnv1a`]).
+    /// Not saved: each fingerprint says which hash it holds.
+    #[serde(skip)]
+    pub fnv1a: bool,
 }
 
 fn no_fingerprints(f: &[Option<Fingerprint>; 3]) -> bool {
@@ -277,7 +427,7 @@ impl<'de> Deserialize<'de> for Resume {
             }
             newest
         });
-        Ok(Resume {
+        let mut res = Resume {
             start_since: r.start_since,
             last_ts: r.last_ts,
             open_lines: r.open_lines,
@@ -287,7 +437,11 @@ impl<'de> Deserialize<'de> for Resume {
             floor: None,
             refill: false,
             loaded: true,
-        })
+            fnv1a: false,
+        };
+        let fnv1a = res.fingerprints_mut().any(|fp| fp.hash_fn == HashFn::Fnv1a);
+        res.fnv1a = fnv1a;
+        Ok(res)
     }
 }
 
@@ -303,7 +457,71 @@ impl Resume {
             floor: None,
             refill: false,
             loaded: false,
+            fnv1a: false,
         }
+    }
+
+    /// Every fingerprint it holds.
+    fn fingerprints_mut(&mut self) -> impl Iterator<Item = &mut Fingerprint> {
+        let gap = self.gap.iter_mut().flat_map(|g| g.until.iter_mut().chain(g.done.iter_mut()));
+        self.newest.iter_mut().chain(self.high.iter_mut()).chain(gap).flatten()
+    }
+
+    /// A state read from a checkpoint written before fingerprints said
+    /// which hash they hold: every agent until then used FNV-1a.
+    pub fn mark_fnv1a(&mut self) {
+        let mut any = false;
+        for fp in self.fingerprints_mut() {
+            fp.hash_fn = HashFn::Fnv1a;
+            any = true;
+        }
+        self.fnv1a = any;
+    }
+
+    /// Before a line is judged: a fingerprint still holding an FNV-1a hash
+    /// (from an earlier agent's checkpoint) that this line matches (same
+    /// stream and timestamp, same FNV-1a) takes this line's hash. Called
+    /// for every line, so it costs a test of a flag once none is left.
+    ///
+    /// Why this keeps every decision FNV-1a would have made, so that an
+    /// upgrade repeats and loses no line: hashes are compared only between
+    /// lines of the same stream and timestamp, and each is converted by
+    /// the first such line whose FNV-1a matches. That line has the same
+    /// length, flag and ends as the stored one (up to an FNV-1a collision),
+    /// so the lines [`message_hash`] then finds equal to it are those
+    /// FNV-1a finds equal. A hash never converted matched no line so far,
+    /// and `Fingerprint::same_text` says so. The timestamp alone is
+    /// matched, not the index: a gap's first line is recognised by its
+    /// hash in a group whose indices the window could not know.
+    ///
+    /// Fingerprints whose line never comes back (a stopped container, a
+    /// line gone from the log) keep their FNV-1a hash, and it is saved with
+    /// them.
+    #[inline]
+    pub fn convert_fnv1a(&mut self, line: &Fingerprint, rec: &Record<'_>) {
+        if self.fnv1a {
+            self.convert_fnv1a_now(line, rec);
+        }
+    }
+
+    fn convert_fnv1a_now(&mut self, line: &Fingerprint, rec: &Record<'_>) {
+        let mut fnv1a = None;
+        let mut left = false;
+        for fp in self.fingerprints_mut() {
+            if fp.hash_fn != HashFn::Fnv1a {
+                continue;
+            }
+            if fp.slot() == line.slot()
+                && fp.ts == line.ts
+                && *fnv1a.get_or_insert_with(|| fnv1a_message_hash(rec.message, rec.truncated)) == fp.hash
+            {
+                fp.hash = line.hash;
+                fp.hash_fn = line.hash_fn;
+            } else {
+                left = true;
+            }
+        }
+        self.fnv1a = left;
     }
 
     /// What replaces a state that cannot be trusted: the container's whole
@@ -453,6 +671,11 @@ impl Resume {
 
     /// Whether a line seen on the connection `replay` is new (deliver it)
     /// rather than one delivered before.
+    // Runs once per line, like `delivered`: inlined into the delivery loop
+    // it saves 37 instructions a line (benches/callgrind.sh), and the
+    // compiler stopped doing it unasked once fingerprints said which hash
+    // they hold.
+    #[inline]
     pub fn admit(&mut self, fp: &Fingerprint, replay: &mut Replay) -> bool {
         let s = fp.slot();
         if let Some(g) = self.gap.as_mut() {
@@ -471,7 +694,7 @@ impl Resume {
                 // came before it in the window's first group (whose indices
                 // the window could not know). Only identical text in the
                 // same nanosecond before it would be taken for it.
-                if fp.ts < until.ts || (fp.ts == until.ts && fp.hash != until.hash) {
+                if fp.ts < until.ts || (fp.ts == until.ts && !fp.same_text(&until)) {
                     // Inside the gap: new unless a stream since the gap
                     // opened delivered it already.
                     return !g.done[s].is_some_and(|d| fp.pos() <= d.pos());
@@ -494,7 +717,7 @@ impl Resume {
                 // different hash means the indices do not match; deliver
                 // (a duplicate at worst).
                 replay.past[s] = true;
-                return fp.hash != n.hash;
+                return !fp.same_text(&n);
             }
             // Until this connection passes the newest line, lines up to
             // the high mark came before it (from before a clock step).
@@ -596,8 +819,8 @@ impl Resume {
     /// (the window may have begun among lines of equal timestamps, where
     /// indices do not line up).
     pub fn check_first_line(&self, fp: &Fingerprint, requested_at: i64) -> TailCheck {
-        let reaches_back = self.newest[fp.slot()]
-            .is_some_and(|n| fp.ts < n.ts || (fp.pos() == n.pos() && fp.hash == n.hash));
+        let reaches_back =
+            self.newest[fp.slot()].is_some_and(|n| fp.ts < n.ts || (fp.pos() == n.pos() && fp.same_text(&n)));
         if self.last_ts.is_none() || fp.ts >= requested_at || reaches_back {
             TailCheck::Complete
         } else {
@@ -613,7 +836,7 @@ impl Resume {
     /// very line, read again without `tail` (groups are whole then).
     pub fn check_stream_start(&self, fp: &Fingerprint) -> TailCheck {
         match self.newest[fp.slot()] {
-            Some(n) if fp.ts == n.ts && !(fp.pos() == n.pos() && fp.hash == n.hash) => TailCheck::CatchUp,
+            Some(n) if fp.ts == n.ts && !(fp.pos() == n.pos() && fp.same_text(&n)) => TailCheck::CatchUp,
             _ => TailCheck::Complete,
         }
     }
@@ -641,7 +864,7 @@ mod tests {
     }
 
     fn fp(ts: i64, stream: u8, occ: u32, hash: u64) -> Fingerprint {
-        Fingerprint { ts, stream, occ, hash }
+        Fingerprint { ts, stream, occ, hash, hash_fn: HashFn::Words }
     }
 
     #[test]
@@ -673,6 +896,70 @@ mod tests {
         assert_ne!(message_hash(&long_a, false), message_hash(&long_b, false));
         assert_ne!(message_hash(b"x", false), message_hash(b"x", true));
         assert_ne!(message_hash(b"", false), message_hash(b"\0", false));
+        // The same bytes at every length up to past the ends, with and
+        // without the flag: all apart.
+        let a = [b'a'; 200];
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..=a.len() {
+            for t in [false, true] {
+                assert!(seen.insert(message_hash(&a[..n], t)), "{n} bytes, truncated {t}");
+            }
+        }
+    }
+
+    /// Every message that differs from `msg` in one byte (each value at
+    /// each place `at`) hashes apart from it and from each other.
+    fn assert_each_byte_counts(msg: &[u8], at: impl Iterator<Item = usize>) {
+        let mut seen = std::collections::HashSet::from([message_hash(msg, false)]);
+        for i in at {
+            for v in [0u8, 1, b'A', 0x80, 0xff] {
+                let mut m = msg.to_vec();
+                if m[i] == v {
+                    continue;
+                }
+                m[i] = v;
+                assert!(seen.insert(message_hash(&m, false)), "{} bytes, byte {i} = {v}", msg.len());
+            }
+        }
+    }
+
+    #[test]
+    fn hash_reads_every_byte_up_to_64_and_the_ends_beyond() {
+        let text: Vec<u8> = (0..300u32).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+        for n in [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64] {
+            assert_each_byte_counts(&text[..n], 0..n);
+        }
+        for n in [65, 100, 300] {
+            assert_each_byte_counts(&text[..n], (0..32).chain(n - 32..n));
+        }
+        // At 65 bytes byte 32 is the first not read; at 64 it is read.
+        let mut other = text[..65].to_vec();
+        other[32] ^= 1;
+        assert_eq!(message_hash(&text[..65], false), message_hash(&other, false));
+        assert_ne!(message_hash(&text[..64], false), message_hash(&other[..64], false));
+        // As FNV-1a read it.
+        assert_eq!(fnv1a_message_hash(&text[..65], false), fnv1a_message_hash(&other, false));
+    }
+
+    #[test]
+    fn hash_values_are_fixed() {
+        // Saved in checkpoints: a change must bump FINGERPRINT_HASH and
+        // convert from the old function (as `convert_fnv1a` does).
+        let long: Vec<u8> = (0..100u8).collect();
+        // (Also computed apart, by a Python model of both functions.)
+        let cases: [(&[u8], bool, u64, u64); 7] = [
+            (b"", false, 0xa887_1e37_18ca_0053, 0xe604_823a_2490_29bf),
+            (b"x", true, 0x1faa_5654_b923_6cdb, 0x5131_14c8_9da9_5145),
+            (b"hello, world", false, 0xae13_8c8d_596b_5988, 0xc1e3_88ed_6fe2_68fb),
+            (b"2026-12-04T20:53:47Z INFO request done", false, 0x8991_6b77_45da_752f, 0xd7ad_1e13_397c_7a48),
+            (&long[..64], false, 0x2740_9ad3_0866_de30, 0x624d_2b00_10b3_097f),
+            (&long[..65], false, 0x3dbe_f386_cc0c_c964, 0xcf92_a983_c97b_724c),
+            (&long, true, 0x9659_2f04_5df0_d374, 0x10b4_ec7b_a7c6_31e0),
+        ];
+        for (msg, t, words, fnv1a) in cases {
+            assert_eq!(message_hash(msg, t), words, "{msg:?}");
+            assert_eq!(fnv1a_message_hash(msg, t), fnv1a, "{msg:?}");
+        }
     }
 
     type Line<'a> = (i64, StreamId, &'a str);
@@ -682,7 +969,9 @@ mod tests {
         let mut replay = Replay::default();
         let mut out = Vec::new();
         for &(ts, s, m) in lines {
-            let fp = replay.fingerprint(&rec(ts, s, m.as_bytes()));
+            let r = rec(ts, s, m.as_bytes());
+            let fp = replay.fingerprint(&r);
+            resume.convert_fnv1a(&fp, &r);
             if resume.admit(&fp, &mut replay) {
                 resume.delivered(fp, &mut replay);
                 out.push(m.to_string());
@@ -940,6 +1229,155 @@ mod tests {
         assert!(!back.admit(&last, &mut Replay::default()));
         assert_eq!(back.since(), 90 * S);
         assert_eq!(back.since(), res.since());
+    }
+
+    /// `res` as an agent before `fingerprint_hash` would have saved it,
+    /// having delivered the same lines of `file` (the same fingerprints,
+    /// with FNV-1a hashes), read back as `read_state` reads such a file;
+    /// unless `!mark`: the same file taken for one of this version.
+    fn as_fnv1a_checkpoint(res: &Resume, file: &[Line<'_>], mark: bool) -> Resume {
+        let fnv1a: std::collections::HashMap<(u8, i64, u64), u64> = file
+            .iter()
+            .map(|&(ts, s, m)| {
+                ((s as u8, ts, message_hash(m.as_bytes(), false)), fnv1a_message_hash(m.as_bytes(), false))
+            })
+            .collect();
+        let mut old = res.clone();
+        for fp in old.fingerprints_mut() {
+            fp.hash = fnv1a[&(fp.stream, fp.ts, fp.hash)];
+        }
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("fnv1a"), "what earlier agents wrote: {json}");
+        let mut back: Resume = serde_json::from_str(&json).unwrap();
+        assert!(!back.fnv1a);
+        if mark {
+            back.mark_fnv1a();
+        }
+        back
+    }
+
+    /// `sample_file` with long lines in groups of equal timestamps: their
+    /// hashes read the ends only.
+    fn sample_file_with_long_lines() -> Vec<(i64, StreamId, String)> {
+        use StreamId::{Stderr as E, Stdout as O};
+        let long = |tag: &str| format!("{tag} {} {tag}", "x".repeat(80));
+        let mut file: Vec<_> = sample_file().into_iter().map(|(t, s, m)| (t, s, m.to_owned())).collect();
+        file.extend([
+            (16 * S, O, long("o6")),
+            (16 * S, O, long("o7")),
+            (16 * S, O, long("o7")),
+            (16 * S, E, long("e5")),
+            (16 * S, O, long("o8")),
+            (17 * S, E, long("e6")),
+        ]);
+        file
+    }
+
+    #[test]
+    fn a_checkpoint_with_fnv1a_hashes_resumes_without_loss_or_repeats() {
+        let owned = sample_file_with_long_lines();
+        let file: Vec<Line<'_>> = owned.iter().map(|(t, s, m)| (*t, *s, m.as_str())).collect();
+        let want: Vec<String> = file.iter().map(|l| l.2.to_string()).collect();
+        let mut repeats_unconverted = 0;
+        for filter_all in [true, false] {
+            for cut in 0..=file.len() {
+                for mark in [true, false] {
+                    let mut res = Resume::new(0);
+                    let (mut out, _) = read(&mut res, &file[..cut]);
+                    let mut res = as_fnv1a_checkpoint(&res, &file, mark);
+                    let again = answer(&file, res.since(), filter_all);
+                    out.extend(read(&mut res, &again).0);
+                    if mark {
+                        assert_eq!(out, want, "cut {cut}, filter_all {filter_all}");
+                        assert!(!res.fnv1a, "cut {cut}: every fingerprint converted");
+                    } else {
+                        repeats_unconverted += out.len() - want.len();
+                    }
+                }
+            }
+        }
+        // What the test would see without the conversion: the newest line
+        // of each stream again, on most cuts.
+        assert!(repeats_unconverted > 2 * file.len(), "{repeats_unconverted}");
+    }
+
+    #[test]
+    fn a_gap_saved_with_fnv1a_hashes_is_filled_exactly_once() {
+        use StreamId::Stdout as O;
+        let file: Vec<Line<'_>> =
+            vec![(10 * S, O, "a"), (20 * S, O, "b0"), (20 * S, O, "b1"), (20 * S, O, "b2"), (30 * S, O, "c")];
+        for mark in [true, false] {
+            let mut res = Resume::new(0);
+            // The window began at b1 and counted it as the first of its
+            // group: only its hash tells it from b0 when the gap is read.
+            let (mut out, replay) = read(&mut res, &file[2..]);
+            res.open_gap(0, &replay);
+            let mut res = as_fnv1a_checkpoint(&res, &file, mark);
+            assert_eq!(
+                res.gap.as_ref().unwrap().until[1].unwrap().hash_fn,
+                if mark { HashFn::Fnv1a } else { HashFn::Words }
+            );
+            let again = answer(&file, res.since(), true);
+            out.extend(read(&mut res, &again).0);
+            if mark {
+                assert_eq!(out, ["b1", "b2", "c", "a", "b0"]);
+                assert!(res.gap.is_none());
+            } else {
+                assert!(out.len() > 5, "unconverted, lines come again: {out:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_tail_window_is_checked_against_fnv1a_hashes_once_converted() {
+        let r = &mut Replay::default();
+        let msg = b"the newest line";
+        let line = rec(100 * S, StreamId::Stdout, msg);
+        let mut res = Resume::new(0);
+        res.delivered(r.fingerprint(&line), r);
+        res.mark_fnv1a();
+        res.newest[1].as_mut().unwrap().hash = fnv1a_message_hash(msg, false);
+        let first = Replay::default().fingerprint(&line);
+        // Unconverted, the hashes of two functions never match: read again.
+        assert_eq!(res.check_first_line(&first, 200 * S), TailCheck::CatchUp);
+        assert_eq!(res.check_stream_start(&first), TailCheck::CatchUp);
+        // Another line of that time and stream converts nothing.
+        let other = rec(100 * S, StreamId::Stdout, b"another line");
+        res.convert_fnv1a(&Replay::default().fingerprint(&other), &other);
+        assert!(res.fnv1a);
+        res.convert_fnv1a(&first, &line);
+        assert!(!res.fnv1a);
+        assert_eq!(res.newest[1], Some(first));
+        assert_eq!(res.check_first_line(&first, 200 * S), TailCheck::Complete);
+        assert_eq!(res.check_stream_start(&first), TailCheck::Complete);
+    }
+
+    #[test]
+    fn fingerprints_still_holding_fnv1a_say_so_in_the_checkpoint() {
+        let r = &mut Replay::default();
+        let mut res = Resume::new(0);
+        res.delivered(fp(100 * S, 1, 0, 7), r);
+        res.delivered(fp(90 * S, 2, 0, 8), r);
+        res.mark_fnv1a();
+        // stderr's line comes again, stdout's does not.
+        let line = rec(90 * S, StreamId::Stderr, b"e");
+        let e = Replay::default().fingerprint(&line);
+        res.newest[2].as_mut().unwrap().hash = fnv1a_message_hash(b"e", false);
+        res.convert_fnv1a(&e, &line);
+        let json = serde_json::to_string(&res).unwrap();
+        assert!(
+            json.contains(&format!(
+                r#""newest":[null,{{"ts":{},"stream":1,"occ":0,"hash":7,"fn":"fnv1a"}},[{},2,0,{}]]"#,
+                100 * S,
+                90 * S,
+                e.hash
+            )),
+            "{json}"
+        );
+        let back: Resume = serde_json::from_str(&json).unwrap();
+        assert!(back.fnv1a);
+        assert_eq!(back.newest, res.newest);
+        assert_eq!(back.newest[2], Some(e));
     }
 
     #[test]

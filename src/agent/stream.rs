@@ -171,6 +171,7 @@ impl StreamRules {
         }
         let first_line = !self.replay.seen_any();
         let fp = self.replay.fingerprint(rec);
+        resume.convert_fnv1a(&fp, rec);
         let opens = self.replay.opens_stream(&fp);
         let check = if !self.check_window {
             TailCheck::Complete
