@@ -228,13 +228,28 @@ fn through_crashes(test: &str, variant: Variant, gauge: (f64, f64)) {
         loki.discarded()
     ));
     for (r, d) in runs.iter().zip(&results) {
+        // What each side counted, to tell a line the agent never sent from
+        // one Loki acknowledged and lost.
+        let m = r.agent.metrics();
+        let counts: Vec<(String, f64)> = m
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("log_capturer_lines_total")
+                    || k.starts_with("log_capturer_sink_")
+                    || k.starts_with("log_capturer_duplicates")
+            })
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         assert!(
             d.missing.is_empty() && d.unexpected.is_empty() && d.repeated.is_empty() && d.bad.is_empty(),
-            "{test} {}: Loki does not hold every line once as Docker does: {}\nagent stderr:\n{}\nLoki's log:\n{}",
+            "{test} {}: Loki does not hold every line once as Docker does: {}\nthe agent counts {counts:?}\n\
+             Loki since its restart: {} lines received, discarded {:?}\nagent stderr:\n{}\nLoki's log:\n{}",
             r.enc,
             d.summary(),
+            loki.lines_received(),
+            loki.discarded(),
             r.agent.stderr(),
-            loki.log_tail(15)
+            loki.log_tail(40)
         );
     }
     // Nothing Loki refused but the metadata the agent then left out.
@@ -347,6 +362,10 @@ fn rfc3339_parses_dockers_timestamps() {
 /// the end (0 where that Loki refuses it).
 fn real_dockerd_into(test: &str, short: &str, variant: Variant, enc: &str, gauge: f64) {
     use real_docker::*;
+    // One at a time: they share the private dockerd, and four more Lokis at
+    // once beside the other tests' slow every Loki's restart.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(d) = daemon(test) else { return };
     let Some(mut loki) = Loki::start(test, variant, &[]) else { return };
     let t0 = Instant::now();

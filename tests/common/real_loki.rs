@@ -304,18 +304,22 @@ impl Loki {
         );
     }
 
-    /// SIGTERM, up to 5 s for it to exit, then SIGKILL.
+    /// SIGTERM, up to 30 s for it to exit (a loaded machine running
+    /// several Lokis slows their shutdown), then SIGKILL, said: a restart
+    /// is meant to be Loki's own, WAL and all.
     pub fn stop(&mut self) {
         let Some(mut c) = self.child.take() else { return };
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
             if let Ok(Some(_)) = c.try_wait() {
+                say(&format!("{} stopped in {:.1} s", self.variant, t.elapsed().as_secs_f64()));
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        say(&format!("{} did not stop within 30 s of SIGTERM: SIGKILL", self.variant));
         let _ = c.kill();
         let _ = c.wait();
     }
