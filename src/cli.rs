@@ -65,14 +65,16 @@ pub struct AgentArgs {
     /// wait until this long after its start before looking again: the
     /// lines of many containers arriving milliseconds apart are then read
     /// in one turn instead of one turn each (at real rates the agent's CPU
-    /// goes to turns and reads, not to lines). Not after a turn that read
-    /// 64 KiB or more from a stream, nor at shutdown. Everything (lines,
-    /// sink answers, scrapes) is handled at most this much later. 0s: no
-    /// wait. From 0s to 1s.
+    /// goes to turns and reads, not to lines: 50ms cut it by 40 % at 65
+    /// lines/s per container). Not after a turn that read 64 KiB or more
+    /// from a stream, nor at shutdown. Everything else the loop does
+    /// (reopening streams, sink answers, scrapes) waits up to this much
+    /// too, which is why it is off by default: with 30ms, streams reopened
+    /// every 2 s rotated 2.3 % less often. 0s: no wait. From 0s to 1s.
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "30ms",
+        default_value = "0s",
         value_parser = parse_read_coalesce,
         allow_hyphen_values = true
     )]
@@ -308,7 +310,7 @@ pub fn parse_reopen_period(s: &str) -> Result<Duration, String> {
 pub fn parse_read_coalesce(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d > Duration::from_secs(1) {
-        return Err(format!("`{s}` is too long: use 0s (read at once) to 1s; 30ms is the default"));
+        return Err(format!("`{s}` is too long: use 0s (read at once, the default) to 1s"));
     }
     Ok(d)
 }
