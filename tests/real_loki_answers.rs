@@ -112,6 +112,12 @@ fn wait_held_paged(
     stored
 }
 
+/// The agent's stderr lines that contain `needle`, each cut to `max`
+/// characters.
+fn said_with(agent: &Agent, needle: &str, max: usize) -> Vec<String> {
+    agent.stderr().lines().filter(|l| l.contains(needle)).map(|l| l.chars().take(max).collect()).collect()
+}
+
 /// `/healthz`: (status, body).
 fn health(agent: &Agent) -> (u16, String) {
     agent.get("/healthz")
@@ -489,12 +495,7 @@ fn a_stream_refused_whole_beside_refused_entries_is_kept_not_dropped() {
     assert!(ok, "{test}: the push was neither kept nor answered{}", context(&agent, &loki));
     let m = agent.metrics();
     let (status, body) = health(&agent);
-    let said: Vec<String> = agent
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("refuse"))
-        .map(|l| l.chars().take(700).collect())
-        .collect();
+    let said = said_with(&agent, "refuse", 700);
     say(&format!(
         "{test}: after the mixed answer: requests {:?}, lines answered {}, rejected {}, /healthz {status} {:?}; \
          Loki holds {} of ms, discarded {:?}; the agent said:\n{}",
@@ -561,12 +562,7 @@ fn pushes_above_lokis_grpc_limit_are_cut_until_they_fit() {
     let stored = wait_held_paged(&loki, sel, total as usize, &agent, Duration::from_secs(90), 1000);
     let d = compare(&s.truth(), &stored);
     let m = agent.metrics();
-    let said: Vec<String> = agent
-        .stderr()
-        .lines()
-        .filter(|l| l.contains("gRPC"))
-        .map(|l| l.chars().take(400).collect())
-        .collect();
+    let said = said_with(&agent, "gRPC", 400);
     say(&format!(
         "{test}: {}; requests {:?}; the agent said:\n{}",
         d.summary(),

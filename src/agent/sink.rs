@@ -200,8 +200,8 @@ impl Sink {
         batch.set_metadata(metadata == Metadata::On);
         let metrics = SinkMetrics::register(registry);
         metrics.structured_metadata_enabled.set(i64::from(metadata == Metadata::On));
-        let cfg_max_push = cfg.max_push;
         Sink {
+            max_push: cfg.max_push,
             batch,
             members: Vec::new(),
             batch_seq: 0,
@@ -228,7 +228,6 @@ impl Sink {
             cfg,
             metadata,
             rate_limited: 0,
-            max_push: cfg_max_push,
             metadata_off: None,
         }
     }
